@@ -1,0 +1,1 @@
+"""Thin HTTP routers: parse, call a use case, render. No SQL, no business rules."""

@@ -1,0 +1,20 @@
+"""``/v1/links``: minting, for a client's backend."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.api.deps import ClientDep, StateDep
+from service.schemas import BatchRequest, BatchResponse, LinkRequest, LinkResponse
+
+router = APIRouter(prefix="/v1/links", tags=["links"])
+
+
+@router.post("", status_code=201)
+async def mint_link(request: LinkRequest, client: ClientDep, state: StateDep) -> LinkResponse:
+    return state.minter.mint(client, request)
+
+
+@router.post("/batch", status_code=201)
+async def mint_links(request: BatchRequest, client: ClientDep, state: StateDep) -> BatchResponse:
+    return BatchResponse(links=state.minter.mint_batch(client, request.links))

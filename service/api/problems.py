@@ -1,0 +1,168 @@
+"""How errors are rendered: problem+json for machines, HTML pages for people.
+
+Also the request-body limit, enforced before a body is read whole.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.db import UNAVAILABLE_ERRORS
+from service.errors import ApiError
+from service.pages import error_page
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+RETRY_AFTER_SECONDS = "5"
+PROBLEM_JSON = "application/problem+json"
+
+_HTTP_CODES = {
+    400: ("bad_request", "Bad request"),
+    401: ("unauthorized", "Unauthorized"),
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    413: ("payload_too_large", "Payload too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+    422: ("validation_error", "Invalid request"),
+    503: ("unavailable", "Service unavailable"),
+}
+
+
+def problem(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    body = {"type": "about:blank", "title": title, "status": status, "code": code}
+    body["detail"] = detail
+    body.update(extra)
+    return Response(
+        json.dumps(body, default=str), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def is_link_path(request: Request) -> bool:
+    return request.url.path.startswith("/r/")
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    if exc.status == 503:
+        headers = {"Retry-After": RETRY_AFTER_SECONDS}
+    return problem(exc.status, exc.code, exc.title, exc.detail, headers, **exc.extra)
+
+
+def _clean_errors(errors: Any) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type")}
+        for error in errors
+    ]
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    if is_link_path(request):
+        return error_page("invalid")
+    errors = _clean_errors(exc.errors())
+    fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors[:5])
+    return problem(
+        422, "validation_error", "Invalid request", f"invalid fields: {fields}", errors=errors
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if is_link_path(request):
+        kind = "not_found" if exc.status_code == 404 else "invalid"
+        return error_page(kind, headers=dict(exc.headers or {}))
+    code, title = _HTTP_CODES.get(exc.status_code, ("error", "Error"))
+    return problem(exc.status_code, code, title, str(exc.detail), dict(exc.headers or {}))
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("database unavailable: %s", type(exc).__name__)
+    if is_link_path(request):
+        return error_page("unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS})
+    return problem(
+        503,
+        "unavailable",
+        "Service unavailable",
+        "the database cannot be reached; try again shortly",
+        {"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    for error in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error, _unavailable)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Answers 413 for bodies over ``limit`` bytes without reading them whole."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await self._reject(scope, receive, send, 400, "invalid Content-Length")
+                return
+            if int(declared) > self.limit:
+                await self._reject(scope, receive, send, 413, "request body over 1 MiB")
+                return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._reject(scope, receive, send, 413, "request body over 1 MiB")
+
+    async def _reject(
+        self, scope: Scope, receive: Receive, send: Send, status: int, detail: str
+    ) -> None:
+        code, title = _HTTP_CODES[status]
+        response = problem(status, code, title, detail, {"Connection": "close"})
+        await response(scope, receive, send)

@@ -1,0 +1,49 @@
+"""``/r/{token}``: where people arrive. Answers with a redirect or a page, never JSON."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import RedirectResponse, Response
+
+from service.api.deps import StateDep
+from service.pages import LINK_HEADERS, error_page
+from service.redeem import Outcome, Redemption, utcnow
+
+router = APIRouter(tags=["redirect"])
+
+# Pages shown when a failure has no failure URL to go to.
+FALLBACK_PAGE = {
+    Outcome.EXPIRED: "expired",
+    Outcome.USED: "used",
+    Outcome.REVOKED: "revoked",
+    Outcome.DISABLED: "disabled",
+    Outcome.REJECTED: "rejected",
+    Outcome.UNAVAILABLE: "unavailable",
+}
+
+
+def answer(result: Redemption) -> Response:
+    if result.outcome is Outcome.INVALID:
+        return error_page("invalid")
+    target = result.target_url()
+    if target is not None:
+        return RedirectResponse(target, status_code=303, headers=LINK_HEADERS)
+    if result.outcome is Outcome.SUCCESS:
+        return error_page("disabled")  # success with nowhere allowed to go
+    headers = {"Retry-After": "5"} if result.outcome is Outcome.UNAVAILABLE else None
+    return error_page(FALLBACK_PAGE[result.outcome], headers=headers)
+
+
+@router.get("/r/{token:path}", response_class=Response)
+@router.post("/r/{token:path}", response_class=Response)
+async def redeem_link(token: str, state: StateDep) -> Response:
+    return answer(await state.redeemer.redeem(token))
+
+
+@router.head("/r/{token:path}", response_class=Response)
+async def peek_link(token: str, state: StateDep) -> Response:
+    """Never redeems: answers with what a GET would say about the link's state."""
+    result = await state.redeemer.resolve(token, utcnow())
+    if result.outcome is Outcome.SUCCESS:
+        return Response(status_code=200, media_type="text/html", headers=LINK_HEADERS)
+    return answer(result)

@@ -1,0 +1,74 @@
+"""Domain errors of the JSON API. Each knows its problem ``code`` and HTTP status.
+
+    ApiError
+    ├── Unauthorized          401 unauthorized
+    ├── NotFound              404 not_found
+    ├── Conflict              409 conflict
+    ├── PayloadTooLarge       413 payload_too_large
+    ├── UnprocessableError    422
+    │   ├── UnknownAction         unknown_action
+    │   ├── RedirectNotAllowed    redirect_not_allowed
+    │   ├── TtlTooLong            ttl_too_long
+    │   └── ValidationFailed      validation_error (with ``errors``)
+    └── Unavailable           503 unavailable
+
+One handler in ``api.problems`` renders them as RFC 9457 problem details.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    status: int = 500
+    code: str = "internal_error"
+    title: str = "Internal error"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class Unauthorized(ApiError):
+    status, code, title = 401, "unauthorized", "Unauthorized"
+
+
+class NotFound(ApiError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class Conflict(ApiError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status, code, title = 413, "payload_too_large", "Payload too large"
+
+
+class UnprocessableError(ApiError):
+    status = 422
+
+
+class UnknownAction(UnprocessableError):
+    code, title = "unknown_action", "Unknown action"
+
+
+class RedirectNotAllowed(UnprocessableError):
+    code, title = "redirect_not_allowed", "Redirect not allowed"
+
+
+class TtlTooLong(UnprocessableError):
+    code, title = "ttl_too_long", "Lifetime too long"
+
+
+class ValidationFailed(UnprocessableError):
+    code, title = "validation_error", "Invalid request"
+
+    def __init__(self, detail: str, errors: list[dict[str, Any]]) -> None:
+        super().__init__(detail, errors=errors)
+
+
+class Unavailable(ApiError):
+    status, code, title = 503, "unavailable", "Service unavailable"

@@ -1,0 +1,208 @@
+"""The tables. Minting writes none of them: they hold only what redemption needs.
+
+- ``clients``, ``api_keys``, ``actions``: configuration, cached by ``registry``.
+- ``claims``: one use counter per link, or per (client, once key).
+- ``revocations``, ``subject_revocations``: what was taken back, until it cannot matter.
+- ``redemptions``: the audit log, one row per accepted use.
+- ``deliveries``: the webhook outbox, one job per redemption of a webhook action.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ALL_ACTIONS = "*"
+"""``subject_revocations.action`` for a revocation that covers every action."""
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Time-zone-aware UTC timestamps on every backend (SQLite hands back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[str]: JSON}
+
+
+class Client(Base):
+    __tablename__ = "clients"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    webhook_secret: Mapped[str] = mapped_column(Text)
+    allowed_redirects: Mapped[list[str]] = mapped_column(JSON)
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    client_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("clients.id", ondelete="CASCADE"), index=True
+    )
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+
+
+class Action(Base):
+    __tablename__ = "actions"
+
+    client_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str | None] = mapped_column(String(200))
+    success_url: Mapped[str] = mapped_column(Text)
+    failure_url: Mapped[str | None] = mapped_column(Text)
+    ttl: Mapped[int] = mapped_column(Integer)
+    max_ttl: Mapped[int] = mapped_column(Integer)
+    max_uses: Mapped[int | None] = mapped_column(Integer)
+    confirm: Mapped[str] = mapped_column(String(8))
+    delivery: Mapped[str] = mapped_column(String(8))
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Claim(Base):
+    """A use counter. ``key`` is ``l:<link id>`` or ``o:<once key>``.
+
+    No foreign key to ``clients``: the hot path must not pay for one, and a
+    counter outlives nothing but its link (``expires_at``; NULL for once keys,
+    whose budgets are kept forever).
+    """
+
+    __tablename__ = "claims"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    uses: Mapped[int] = mapped_column(Integer)
+    max_uses: Mapped[int | None] = mapped_column(Integer)
+    expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    first_used_at: Mapped[datetime]
+    last_used_at: Mapped[datetime]
+
+
+class Revocation(Base):
+    __tablename__ = "revocations"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    link_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    revoked_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class SubjectRevocation(Base):
+    """Links of ``subject`` issued before ``revoked_at`` are dead (``action`` ``*``: all)."""
+
+    __tablename__ = "subject_revocations"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(200), primary_key=True)
+    action: Mapped[str] = mapped_column(String(64), primary_key=True)
+    revoked_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class Redemption(Base):
+    """One accepted use. ``seq`` orders the audit log; ``id`` is ``<link id>.<use>``."""
+
+    __tablename__ = "redemptions"
+
+    seq: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(80), unique=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    link_id: Mapped[str] = mapped_column(String(64))
+    claim_key: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(String(200))
+    data: Mapped[Any] = mapped_column(JSON, nullable=True)
+    use: Mapped[int] = mapped_column(Integer)
+    max_uses: Mapped[int | None] = mapped_column(Integer)
+    redeemed_at: Mapped[datetime] = mapped_column(index=True)
+
+    __table_args__ = (
+        Index("ix_redemptions_client_seq", "client_id", "seq"),
+        Index("ix_redemptions_client_link_seq", "client_id", "link_id", "seq"),
+        Index("ix_redemptions_client_subject_seq", "client_id", "subject", "seq"),
+        Index("ix_redemptions_client_action_seq", "client_id", "action", "seq"),
+    )
+
+
+class Delivery(Base):
+    """The outbox: one webhook job per redemption, committed with it.
+
+    The body and ``webhook-id`` are derived from the redemption row, so every
+    attempt sends the same message under the same id.
+    """
+
+    __tablename__ = "deliveries"
+
+    redemption_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    next_attempt_at: Mapped[datetime]
+    leased_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        ForeignKeyConstraint(["redemption_id"], ["redemptions.id"], ondelete="CASCADE"),
+        Index(
+            "ix_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+    )

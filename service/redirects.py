@@ -1,0 +1,74 @@
+"""Redirect targets: the allowlist rule and adding query parameters.
+
+An allowlist entry is a URL prefix. A target is allowed when its scheme, host
+and port equal the entry's exactly and its path starts with the entry's path
+at a segment boundary (``/account`` allows ``/account`` and ``/account/x``,
+not ``/accounts``). Userinfo, relative URLs, dot segments, backslashes and
+control characters are refused outright, whatever the allowlist says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
+
+ALLOWED_SCHEMES = frozenset({"http", "https"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_URL_LENGTH = 2048
+
+
+class InvalidUrl(ValueError):
+    """Not an absolute http(s) URL we are willing to redirect anyone to."""
+
+
+def _origin_and_path(url: str) -> tuple[str, str, int, str]:
+    if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
+        raise InvalidUrl("empty or too long")
+    if any(ord(ch) < 0x21 or ch in "\\\x7f" for ch in url):
+        raise InvalidUrl("whitespace, control characters or backslashes")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidUrl(str(exc)) from None
+    scheme = parts.scheme.lower()
+    if scheme not in ALLOWED_SCHEMES:
+        raise InvalidUrl("only absolute http and https URLs are allowed")
+    if not parts.hostname or "@" in parts.netloc:
+        raise InvalidUrl("a host is required and userinfo is not allowed")
+    path = parts.path or "/"
+    if any(segment in {".", ".."} for segment in unquote(path).split("/")):
+        raise InvalidUrl("dot segments are not allowed")
+    return scheme, parts.hostname.lower(), port or DEFAULT_PORTS[scheme], path
+
+
+def validate_absolute_url(url: str) -> str:
+    _origin_and_path(url)
+    return url
+
+
+def is_allowed(url: str, prefixes: Iterable[str]) -> bool:
+    """True when ``url`` falls under one of ``prefixes``; never raises."""
+    try:
+        scheme, host, port, path = _origin_and_path(url)
+    except InvalidUrl:
+        return False
+    for prefix in prefixes:
+        try:
+            p_scheme, p_host, p_port, p_path = _origin_and_path(prefix)
+        except InvalidUrl:
+            continue
+        if (scheme, host, port) != (p_scheme, p_host, p_port):
+            continue
+        if p_path.endswith("/") or path == p_path or path.startswith(p_path + "/"):
+            if path.startswith(p_path):
+                return True
+    return False
+
+
+def with_query(url: str, params: Mapping[str, str]) -> str:
+    """``url`` with ``params`` appended, keeping the query it already has."""
+    parts = urlsplit(url)
+    extra = urlencode(params)
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))

@@ -1,0 +1,152 @@
+"""Clients, API keys and actions as the hot paths see them: snapshots, cached briefly.
+
+A process may serve a client's configuration from memory for at most
+``cache_ttl`` seconds (API.md: 30 s at most), so an admin change made by any
+process or by the CLI reaches every process within that time. Changes made
+through this process also drop its own cache entries at once.
+
+API keys are looked up by their SHA-256 (keys carry 256 random bits, so a
+fast hash is as strong as a slow one), then the stored hash is compared in
+constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.models import Action, ApiKey, Client
+
+API_KEY_PREFIX = "alk_"
+API_KEY_BYTES = 32  # 256 bits
+API_KEY_MAX_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ActionConfig:
+    name: str
+    label: str | None
+    success_url: str
+    failure_url: str | None
+    ttl: int
+    max_ttl: int
+    max_uses: int | None
+    confirm: str
+    delivery: str
+    enabled: bool
+
+    @classmethod
+    def from_row(cls, row: Action) -> ActionConfig:
+        return cls(
+            name=row.name,
+            label=row.label,
+            success_url=row.success_url,
+            failure_url=row.failure_url,
+            ttl=row.ttl,
+            max_ttl=row.max_ttl,
+            max_uses=row.max_uses,
+            confirm=row.confirm,
+            delivery=row.delivery,
+            enabled=row.enabled,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    id: str
+    name: str
+    webhook_url: str | None
+    webhook_secret: str
+    allowed_redirects: tuple[str, ...]
+    enabled: bool
+    actions: Mapping[str, ActionConfig]
+
+    def action(self, name: str) -> ActionConfig | None:
+        return self.actions.get(name)
+
+
+def new_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(API_KEY_BYTES)
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class Registry:
+    """Cached, read-only view of configuration, shared by every request of a process."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], ttl: float) -> None:
+        self._sessions = sessions
+        self._ttl = ttl
+        self._clients: dict[str, tuple[float, ClientConfig | None]] = {}
+        self._keys: dict[str, tuple[float, str]] = {}
+
+    def forget(self, client_id: str | None = None) -> None:
+        """Drop cached entries after a change made in this process."""
+        if client_id is None:
+            self._clients.clear()
+            self._keys.clear()
+            return
+        self._clients.pop(client_id, None)
+        self._keys = {h: v for h, v in self._keys.items() if v[1] != client_id}
+
+    async def client(self, client_id: str) -> ClientConfig | None:
+        """The client with its actions, or None when it does not exist."""
+        now = time.monotonic()
+        cached = self._clients.get(client_id)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        async with self._sessions() as session:
+            config = await load_client(session, client_id)
+        self._clients[client_id] = (now, config)
+        return config
+
+    async def authenticate(self, presented: str) -> ClientConfig | None:
+        """The enabled client that owns this API key, or None."""
+        if not presented.startswith(API_KEY_PREFIX) or len(presented) > API_KEY_MAX_LENGTH:
+            return None
+        digest = hash_api_key(presented)
+        now = time.monotonic()
+        cached = self._keys.get(digest)
+        if cached is not None and now - cached[0] < self._ttl:
+            client_id = cached[1]
+        else:
+            async with self._sessions() as session:
+                row = (
+                    await session.execute(
+                        select(ApiKey.key_hash, ApiKey.client_id).where(ApiKey.key_hash == digest)
+                    )
+                ).first()
+            if row is None or not hmac.compare_digest(row.key_hash, digest):
+                return None
+            client_id = row.client_id
+            self._keys[digest] = (now, client_id)
+        client = await self.client(client_id)
+        if client is None or not client.enabled:
+            return None
+        return client
+
+
+async def load_client(session: AsyncSession, client_id: str) -> ClientConfig | None:
+    row = await session.get(Client, client_id)
+    if row is None:
+        return None
+    actions = (await session.scalars(select(Action).where(Action.client_id == client_id))).all()
+    return ClientConfig(
+        id=row.id,
+        name=row.name,
+        webhook_url=row.webhook_url,
+        webhook_secret=row.webhook_secret,
+        allowed_redirects=tuple(row.allowed_redirects),
+        enabled=row.enabled,
+        actions=MappingProxyType({a.name: ActionConfig.from_row(a) for a in actions}),
+    )

@@ -1,0 +1,155 @@
+"""Pydantic models of the HTTP contract (API.md), and nothing else."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from service.redirects import InvalidUrl, validate_absolute_url
+
+DEFAULT_TTL = 86_400
+DEFAULT_MAX_TTL = 2_592_000
+MAX_TTL_CAP = 31_536_000  # one year: bounds how long a revocation must be kept
+MAX_BATCH = 1000
+
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+ACTION_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+
+
+def _absolute_url(value: str) -> str:
+    try:
+        return validate_absolute_url(value)
+    except InvalidUrl as exc:
+        raise ValueError(f"not an acceptable absolute URL: {exc}") from None
+
+
+AbsoluteUrl = Annotated[str, Field(max_length=2048), AfterValidator(_absolute_url)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# --- links -----------------------------------------------------------------
+
+
+class LinkRequest(Strict):
+    action: Annotated[str, Field(min_length=1, max_length=64)]
+    subject: Annotated[str, Field(max_length=200)] | None = None
+    data: Any = None
+    expires_in: Annotated[int, Field(ge=1)] | None = None
+    max_uses: Annotated[int, Field(ge=1, le=2_000_000_000)] | None = None
+    once_key: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    # Checked against the allowlist by the minting code, which answers
+    # redirect_not_allowed for any string that is not an allowed URL.
+    success_url: Annotated[str, Field(max_length=2048)] | None = None
+    failure_url: Annotated[str, Field(max_length=2048)] | None = None
+
+
+class LinkResponse(BaseModel):
+    id: str
+    url: str
+    token: str
+    action: str
+    subject: str | None
+    expires_at: datetime
+    max_uses: int | None
+
+
+class BatchRequest(Strict):
+    links: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class BatchResponse(BaseModel):
+    links: list[LinkResponse]
+
+
+# --- admin -----------------------------------------------------------------
+
+
+class ClientCreate(Strict):
+    id: Slug
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    webhook_url: AbsoluteUrl | None = None
+    allowed_redirects: Annotated[list[AbsoluteUrl], Field(max_length=100)] = Field(
+        default_factory=list
+    )
+
+
+class ClientUpdate(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    webhook_url: AbsoluteUrl | None = None
+    allowed_redirects: Annotated[list[AbsoluteUrl], Field(max_length=100)] | None = None
+    enabled: bool | None = None
+
+
+class ClientOut(BaseModel):
+    id: str
+    name: str
+    webhook_url: str | None
+    allowed_redirects: list[str]
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ClientCreated(ClientOut):
+    webhook_secret: str
+
+
+class WebhookSecretOut(BaseModel):
+    webhook_secret: str
+
+
+class KeyCreated(BaseModel):
+    id: str
+    key: str
+    prefix: str
+    created_at: datetime
+
+
+class KeyOut(BaseModel):
+    id: str
+    prefix: str
+    created_at: datetime
+
+
+class ActionPut(Strict):
+    success_url: AbsoluteUrl
+    failure_url: AbsoluteUrl | None = None
+    ttl: Annotated[int, Field(ge=1, le=MAX_TTL_CAP)] = DEFAULT_TTL
+    max_ttl: Annotated[int, Field(ge=1, le=MAX_TTL_CAP)] = DEFAULT_MAX_TTL
+    max_uses: Annotated[int, Field(ge=1, le=2_000_000_000)] | None = 1
+    confirm: Literal["none", "page", "auto"] = "none"
+    delivery: Literal["none", "async", "sync"] = "none"
+    enabled: bool = True
+    label: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+
+class ActionOut(BaseModel):
+    client_id: str
+    name: str
+    label: str | None
+    success_url: str
+    failure_url: str | None
+    ttl: int
+    max_ttl: int
+    max_uses: int | None
+    confirm: str
+    delivery: str
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every JSON error is rendered."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    code: str
+    detail: str
+    errors: list[dict[str, Any]] | None = None

@@ -1,0 +1,44 @@
+"""The resources one process owns, built by the app's lifespan and shared by requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from service.config import Settings
+from service.db import create_engine, create_session_factory
+from service.mint import Minter
+from service.redeem import Redeemer
+from service.registry import Registry
+from service.tokens import TokenCodec
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    registry: Registry
+    codec: TokenCodec
+    minter: Minter
+    redeemer: Redeemer
+
+    @classmethod
+    def build(cls, settings: Settings) -> AppState:
+        engine = create_engine(settings)
+        sessions = create_session_factory(engine)
+        registry = Registry(sessions, ttl=settings.cache_ttl)
+        codec = TokenCodec(settings.signing_keys())
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            registry=registry,
+            codec=codec,
+            minter=Minter(codec, settings.public_base_url),
+            redeemer=Redeemer(codec, registry, engine),
+        )
+
+    async def close(self) -> None:
+        await self.engine.dispose()

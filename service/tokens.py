@@ -1,0 +1,173 @@
+"""The token format. No other module knows how a link is encoded.
+
+A link token is an itsdangerous URL-safe serialization (HMAC-SHA256 with an
+HMAC-derived key, one salt per purpose) of a compact JSON object carrying
+everything redemption needs. Keys are a list, oldest first: new tokens are
+signed with the newest, tokens signed with any listed key verify.
+
+Anything that is not a genuine token raises ``itsdangerous.BadData`` (or a
+subclass): callers catch that one class and never see another exception.
+Expiry is *not* an error here: an expired link is still trustworthy, and its
+failure URL may be used. ``LinkClaims.is_expired`` answers it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from itsdangerous import BadData, BadPayload, BadSignature, URLSafeSerializer
+
+__all__ = ["BadData", "LinkClaims", "Purpose", "TokenCodec", "new_link_id"]
+
+MAX_TOKEN_LENGTH = 16_384
+LINK_ID_BYTES = 12  # 96 bits from the CSPRNG, 16 URL-safe characters
+
+
+class Purpose(StrEnum):
+    """One salt per purpose, so a token of one kind never verifies as another."""
+
+    LINK = "action-links/link/v1"
+    CONFIRM = "action-links/confirm/v1"
+    CURSOR = "action-links/cursor/v1"
+
+
+def new_link_id() -> str:
+    return secrets.token_urlsafe(LINK_ID_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkClaims:
+    """What a link token says. ``issued_at_us`` is microseconds since the epoch."""
+
+    link_id: str
+    client_id: str
+    action: str
+    subject: str | None
+    data: Any
+    issued_at_us: int
+    expires_at: int
+    max_uses: int | None
+    once_key: str | None = None
+    success_url: str | None = None
+    failure_url: str | None = None
+
+    @property
+    def issued_at(self) -> datetime:
+        return datetime.fromtimestamp(self.issued_at_us / 1_000_000, UTC)
+
+    @property
+    def expires_at_datetime(self) -> datetime:
+        return datetime.fromtimestamp(self.expires_at, UTC)
+
+    def is_expired(self, now: datetime) -> bool:
+        """Valid up to and including the ``expires_at`` second."""
+        return now.timestamp() > self.expires_at
+
+    @property
+    def claim_key(self) -> str:
+        """The use counter this link draws on: its own, or its once key's."""
+        return f"o:{self.once_key}" if self.once_key is not None else f"l:{self.link_id}"
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {
+            "i": self.link_id,
+            "c": self.client_id,
+            "a": self.action,
+            "t": self.issued_at_us,
+            "e": self.expires_at,
+        }
+        optional = {
+            "s": self.subject,
+            "d": self.data,
+            "m": self.max_uses,
+            "o": self.once_key,
+            "su": self.success_url,
+            "fu": self.failure_url,
+        }
+        wire.update({k: v for k, v in optional.items() if v is not None})
+        return wire
+
+    @classmethod
+    def from_wire(cls, wire: Any) -> LinkClaims:
+        if not isinstance(wire, dict):
+            raise BadPayload("link payload is not an object")
+        try:
+            claims = cls(
+                link_id=_str(wire["i"]),
+                client_id=_str(wire["c"]),
+                action=_str(wire["a"]),
+                subject=_opt_str(wire.get("s")),
+                data=wire.get("d"),
+                issued_at_us=_int(wire["t"]),
+                expires_at=_int(wire["e"]),
+                max_uses=_opt_int(wire.get("m")),
+                once_key=_opt_str(wire.get("o")),
+                success_url=_opt_str(wire.get("su")),
+                failure_url=_opt_str(wire.get("fu")),
+            )
+        except KeyError as exc:
+            raise BadPayload(f"link payload lacks {exc}") from None
+        return claims
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise BadPayload("expected a string")
+    return value
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else _str(value)
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadPayload("expected an integer")
+    return value
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else _int(value)
+
+
+class TokenCodec:
+    """Signs and verifies every token the service hands out."""
+
+    def __init__(self, keys: list[bytes]) -> None:
+        if not keys:
+            raise ValueError("at least one signing key is required")
+        self._serializers = {
+            purpose: URLSafeSerializer(
+                keys,
+                salt=purpose.value,
+                signer_kwargs={"digest_method": hashlib.sha256, "key_derivation": "hmac"},
+            )
+            for purpose in Purpose
+        }
+
+    def sign(self, purpose: Purpose, payload: Any) -> str:
+        return self._serializers[purpose].dumps(payload)
+
+    def verify(self, purpose: Purpose, token: str) -> Any:
+        """The payload of a genuine token of this purpose; ``BadData`` otherwise."""
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+            raise BadSignature("not a token")
+        if not token.isascii():
+            raise BadSignature("not a token")
+        try:
+            return self._serializers[purpose].loads(token)
+        except BadData:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the contract: only BadData escapes
+            raise BadPayload("undecodable token") from exc
+
+    def sign_link(self, claims: LinkClaims) -> str:
+        return self.sign(Purpose.LINK, claims.to_wire())
+
+    def verify_link(self, token: str) -> LinkClaims:
+        return LinkClaims.from_wire(self.verify(Purpose.LINK, token))
