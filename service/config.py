@@ -52,7 +52,7 @@ class FileSecretsSource(PydanticBaseSettingsSource):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
 
     database_url: str = DEFAULT_DATABASE_URL
     secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

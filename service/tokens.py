@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from itsdangerous import BadData, BadPayload, BadSignature, URLSafeSerializer
+from itsdangerous.encoding import base64_decode, base64_encode
 
 __all__ = ["BadData", "LinkClaims", "Purpose", "TokenCodec", "new_link_id"]
 
@@ -135,6 +136,21 @@ def _opt_int(value: Any) -> int | None:
     return None if value is None else _int(value)
 
 
+def _require_canonical_signature(token: str) -> None:
+    """Refuse a signature whose base64 has extra bits set in its last character.
+
+    Base64 of a 32-byte HMAC leaves two unused bits, so four spellings decode
+    to the same bytes; only the canonical one is the token we issued.
+    """
+    _, _, signature = token.rpartition(".")
+    try:
+        canonical = base64_encode(base64_decode(signature)).decode()
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is a bad signature
+        raise BadSignature("undecodable signature") from exc
+    if canonical != signature:
+        raise BadSignature("non-canonical signature encoding")
+
+
 class TokenCodec:
     """Signs and verifies every token the service hands out."""
 
@@ -159,6 +175,7 @@ class TokenCodec:
             raise BadSignature("not a token")
         if not token.isascii():
             raise BadSignature("not a token")
+        _require_canonical_signature(token)
         try:
             return self._serializers[purpose].loads(token)
         except BadData:

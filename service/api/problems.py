@@ -113,10 +113,6 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(error, _unavailable)
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimitMiddleware:
     """Answers 413 for bodies over ``limit`` bytes without reading them whole."""
 
@@ -138,27 +134,33 @@ class BodyLimitMiddleware:
                 return
         received = 0
         started = False
+        refused = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise _BodyTooLarge
+                    if not started:
+                        refused = True
+                        await self._reject(scope, receive, send, 413, "request body over 1 MiB")
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return  # the 413 has been sent; the app's answer goes nowhere
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._reject(scope, receive, send, 413, "request body over 1 MiB")
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise
 
     async def _reject(
         self, scope: Scope, receive: Receive, send: Send, status: int, detail: str

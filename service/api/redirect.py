@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
+
 from fastapi import APIRouter
 from starlette.responses import RedirectResponse, Response
 
 from service.api.deps import StateDep
-from service.pages import LINK_HEADERS, error_page
+from service.pages import LINK_HEADERS, error_page, page_headers
 from service.redeem import Outcome, Redemption, utcnow
 
 router = APIRouter(tags=["redirect"])
@@ -45,5 +47,6 @@ async def peek_link(token: str, state: StateDep) -> Response:
     """Never redeems: answers with what a GET would say about the link's state."""
     result = await state.redeemer.resolve(token, utcnow())
     if result.outcome is Outcome.SUCCESS:
-        return Response(status_code=200, media_type="text/html", headers=LINK_HEADERS)
+        headers = page_headers(secrets.token_urlsafe(16))
+        return Response(status_code=200, media_type="text/html", headers=headers)
     return answer(result)

@@ -96,12 +96,16 @@ def content_security_policy(nonce: str) -> str:
     )
 
 
+def page_headers(nonce: str) -> dict[str, str]:
+    return {**LINK_HEADERS, "Content-Security-Policy": content_security_policy(nonce)}
+
+
 def html_page(
     template: str, status: int, headers: dict[str, str] | None = None, **context: object
 ) -> HTMLResponse:
     nonce = secrets.token_urlsafe(16)
     body = _env.get_template(template).render(nonce=nonce, **context)
-    all_headers = {**LINK_HEADERS, "Content-Security-Policy": content_security_policy(nonce)}
+    all_headers = page_headers(nonce)
     all_headers.update(headers or {})
     return HTMLResponse(body, status_code=status, headers=all_headers)
 

@@ -1,0 +1,134 @@
+"""Fixtures: a migrated PostgreSQL per session, an empty one per test, the app in-process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from service.config import Settings
+from service.main import create_app
+from service.state import AppState
+from tests.support import database
+
+SECRET = "test-signing-key-0123456789abcdefghijklmnopqrstuvwxyz"
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+PUBLIC_BASE_URL = "https://links.example.com"
+SHOP_ORIGIN = "https://shop.example"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    if not database.postgres_available():
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL is not reachable, and CI must not skip its tests")
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    url = database.create_database()
+    yield url
+    database.drop_database(url)
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> str:
+    """The session's database, emptied: every test starts from nothing."""
+    database.truncate_all(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        secret_keys=SECRET,
+        admin_token=ADMIN_TOKEN,
+        public_base_url=PUBLIC_BASE_URL,
+    )
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture
+def state(app: FastAPI) -> AppState:
+    services: AppState = app.state.services
+    return services
+
+
+@pytest.fixture
+async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@dataclass
+class Tenant:
+    """A client with one API key, as its backend sees the service."""
+
+    http: httpx.AsyncClient
+    id: str
+    key: str
+    webhook_secret: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    async def put_action(self, name: str, admin: dict[str, str], **fields: Any) -> None:
+        body = {
+            "success_url": f"{SHOP_ORIGIN}/welcome",
+            "failure_url": f"{SHOP_ORIGIN}/oops",
+            **fields,
+        }
+        response = await self.http.put(
+            f"/v1/admin/clients/{self.id}/actions/{name}", json=body, headers=admin
+        )
+        assert response.status_code == 200, response.text
+
+    async def mint(self, action: str = "activate", **fields: Any) -> dict[str, Any]:
+        response = await self.http.post(
+            "/v1/links", json={"action": action, **fields}, headers=self.headers
+        )
+        assert response.status_code == 201, response.text
+        link: dict[str, Any] = response.json()
+        return link
+
+
+async def make_tenant(
+    http: httpx.AsyncClient, admin: dict[str, str], client_id: str, **fields: Any
+) -> Tenant:
+    body = {"id": client_id, "name": f"{client_id} inc.", "allowed_redirects": [f"{SHOP_ORIGIN}/"]}
+    body.update(fields)
+    created = await http.post("/v1/admin/clients", json=body, headers=admin)
+    assert created.status_code == 201, created.text
+    key = await http.post(f"/v1/admin/clients/{client_id}/keys", headers=admin)
+    assert key.status_code == 201, key.text
+    tenant = Tenant(http, client_id, key.json()["key"], created.json()["webhook_secret"])
+    await tenant.put_action("activate", admin)
+    return tenant
+
+
+@pytest.fixture
+async def shop(http: httpx.AsyncClient, admin_headers: dict[str, str]) -> Tenant:
+    """Client ``shop`` with action ``activate`` (single use, success and failure URLs)."""
+    return await make_tenant(http, admin_headers, "shop")
+
+
+def link_path(link: dict[str, Any]) -> str:
+    """The path part of a minted URL, to request it from the in-process app."""
+    return "/r/" + link["token"]

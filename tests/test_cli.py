@@ -1,0 +1,101 @@
+"""The ``action-links`` command: the admin operations work on the database directly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+
+from service.cli import main
+from tests.conftest import SHOP_ORIGIN
+from tests.support.database import fetch
+from tests.support.processes import REPO_ROOT
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> str:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    return database_url
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> object:
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_admin_operations(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    created = run(
+        capsys, "client", "create", "shop", "--name", "Shop", "--allow", f"{SHOP_ORIGIN}/"
+    )
+    assert isinstance(created, dict)
+    assert created["webhook_secret"].startswith("whsec_")
+    key = run(capsys, "key", "create", "shop")
+    assert isinstance(key, dict)
+    assert key["key"].startswith("alk_")
+    action = run(
+        capsys,
+        "action",
+        "put",
+        "shop",
+        "activate",
+        "--success-url",
+        f"{SHOP_ORIGIN}/ok",
+        "--max-uses",
+        "unlimited",
+        "--confirm",
+        "page",
+    )
+    assert isinstance(action, dict)
+    assert (action["max_uses"], action["confirm"]) == (None, "page")
+    assert [a["name"] for a in run(capsys, "action", "list", "shop")] == ["activate"]  # type: ignore[union-attr]
+    keys = run(capsys, "key", "list", "shop")
+    assert isinstance(keys, list)
+    assert "key" not in keys[0]
+    updated = run(capsys, "client", "update", "shop", "--disable")
+    assert isinstance(updated, dict)
+    assert updated["enabled"] is False
+    run(capsys, "key", "delete", "shop", keys[0]["id"])
+    run(capsys, "action", "delete", "shop", "activate")
+    rotated = run(capsys, "client", "rotate-secret", "shop")
+    assert isinstance(rotated, dict)
+    assert rotated["webhook_secret"] != created["webhook_secret"]
+    run(capsys, "client", "delete", "shop")
+    assert asyncio.run(fetch(cli_env, "SELECT * FROM clients")) == []
+
+
+def test_errors_are_one_line_and_nonzero(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["client", "show", "missing"]) == 1
+    assert "not_found" in capsys.readouterr().err
+    run(capsys, "client", "create", "shop", "--allow", f"{SHOP_ORIGIN}/")
+    assert main(["client", "create", "shop"]) == 1
+    assert "conflict" in capsys.readouterr().err
+    code = main(["action", "put", "shop", "x", "--success-url", "https://evil.example/"])
+    assert code == 1
+    assert "redirect_not_allowed" in capsys.readouterr().err
+
+
+def test_keygen_prints_a_strong_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keygen"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert len(key) >= 48
+    assert main(["keygen"]) == 0
+    assert capsys.readouterr().out.strip() != key
+
+
+def test_serve_refuses_to_start_without_keys(tmp_path: object) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "SECRET_KEYS" in lines[0]

@@ -1,0 +1,72 @@
+"""Exactly-once with real processes: ``serve --workers 2`` and many concurrent requests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN
+from tests.support.database import fetch
+from tests.support.processes import ServiceProcess, running_service
+
+pytestmark = pytest.mark.slow
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+def service(database_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
+    env = {"DATABASE_URL": database_url, "SECRET_KEYS": SECRET, "ADMIN_TOKEN": ADMIN_TOKEN}
+    with running_service(env, tmp_path, "--workers", "2") as process:
+        yield process
+
+
+async def setup_client(http: httpx.AsyncClient) -> dict[str, str]:
+    body = {"id": "shop", "name": "Shop", "allowed_redirects": [f"{SHOP_ORIGIN}/"]}
+    assert (await http.post("/v1/admin/clients", json=body, headers=ADMIN)).status_code == 201
+    action = {"success_url": f"{SHOP_ORIGIN}/ok", "failure_url": f"{SHOP_ORIGIN}/no"}
+    put = await http.put("/v1/admin/clients/shop/actions/go", json=action, headers=ADMIN)
+    assert put.status_code == 200
+    key = (await http.post("/v1/admin/clients/shop/keys", headers=ADMIN)).json()["key"]
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def hammer(http: httpx.AsyncClient, urls: list[str]) -> Counter[str]:
+    async def one(url: str) -> str:
+        response = await http.get(url)
+        if response.status_code >= 500:
+            return f"status {response.status_code}"
+        assert response.status_code == 303, response.text
+        query = parse_qs(urlsplit(response.headers["location"]).query)
+        return "success" if "redemption_id" in query else query["error"][0]
+
+    return Counter(await asyncio.gather(*(one(url) for url in urls)))
+
+
+async def test_exactly_once_across_two_workers(service: ServiceProcess, database_url: str) -> None:
+    limits = httpx.Limits(max_connections=200)
+    async with httpx.AsyncClient(base_url=service.base_url, limits=limits, timeout=30) as http:
+        headers = await setup_client(http)
+
+        async def mint(**fields: object) -> str:
+            body = {"action": "go", **fields}
+            response = await http.post("/v1/links", json=body, headers=headers)
+            assert response.status_code == 201, response.text
+            return "/r/" + str(response.json()["token"])
+
+        single = await mint()
+        assert await hammer(http, [single] * 200) == Counter({"success": 1, "used": 199})
+
+        five = await mint(max_uses=5)
+        assert await hammer(http, [five] * 200) == Counter({"success": 5, "used": 195})
+
+        shared = [await mint(once_key="voucher:9", max_uses=2) for _ in range(4)]
+        assert await hammer(http, shared * 50) == Counter({"success": 2, "used": 198})
+
+    rows = await fetch(database_url, "SELECT claim_key, count(*) AS n FROM redemptions GROUP BY 1")
+    assert sorted(r["n"] for r in rows) == [1, 2, 5]

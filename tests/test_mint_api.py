@@ -1,0 +1,237 @@
+"""Minting through the API: every rule of API.md and its error code."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from service.state import AppState
+from tests.conftest import PUBLIC_BASE_URL, SHOP_ORIGIN, Tenant, make_tenant
+
+Headers = dict[str, str]
+
+
+async def test_mint_returns_the_documented_fields(shop: Tenant, state: AppState) -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    link = await shop.mint(subject="42", data={"plan": "pro"})
+    assert set(link) == {"id", "url", "token", "action", "subject", "expires_at", "max_uses"}
+    assert link["url"] == f"{PUBLIC_BASE_URL}/r/{link['token']}"
+    assert (link["action"], link["subject"], link["max_uses"]) == ("activate", "42", 1)
+    expires = datetime.fromisoformat(link["expires_at"].replace("Z", "+00:00"))
+    assert before + timedelta(seconds=86400) <= expires <= before + timedelta(seconds=86402)
+    assert link["expires_at"].endswith("Z")
+    claims = state.codec.verify_link(link["token"])
+    assert (claims.link_id, claims.data, claims.subject) == (link["id"], {"plan": "pro"}, "42")
+
+
+async def test_two_mints_give_two_links(shop: Tenant) -> None:
+    first, second = await shop.mint(subject="1"), await shop.mint(subject="1")
+    assert first["id"] != second["id"]
+    assert first["token"] != second["token"]
+
+
+async def test_url_ignores_the_host_header(shop: Tenant, http: httpx.AsyncClient) -> None:
+    response = await http.post(
+        "/v1/links",
+        json={"action": "activate"},
+        headers={**shop.headers, "Host": "evil.example", "X-Forwarded-Host": "evil.example"},
+    )
+    assert response.json()["url"].startswith(f"{PUBLIC_BASE_URL}/r/")
+
+
+async def test_overrides(shop: Tenant, admin_headers: Headers) -> None:
+    link = await shop.mint(
+        expires_in=60, max_uses=3, once_key="voucher:1", success_url=f"{SHOP_ORIGIN}/v?x=1"
+    )
+    assert link["max_uses"] == 3
+    await shop.put_action("forever", admin_headers, max_uses=None)
+    assert (await shop.mint("forever"))["max_uses"] is None
+
+
+async def problem_of(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, object] = response.json()
+    assert body["code"] == code
+    assert body["status"] == status
+    assert {"type", "title", "detail"} <= set(body)
+    return body
+
+
+async def test_unknown_action(shop: Tenant, http: httpx.AsyncClient) -> None:
+    response = await http.post("/v1/links", json={"action": "foo"}, headers=shop.headers)
+    body = await problem_of(response, 422, "unknown_action")
+    assert "foo" in str(body["detail"])
+
+
+async def test_disabled_action_is_unknown(
+    shop: Tenant, http: httpx.AsyncClient, admin_headers: Headers
+) -> None:
+    await shop.put_action("activate", admin_headers, enabled=False)
+    response = await http.post("/v1/links", json={"action": "activate"}, headers=shop.headers)
+    await problem_of(response, 422, "unknown_action")
+
+
+async def test_ttl_too_long(shop: Tenant, http: httpx.AsyncClient, admin_headers: Headers) -> None:
+    await shop.put_action("short", admin_headers, ttl=60, max_ttl=120)
+    ok = await http.post(
+        "/v1/links", json={"action": "short", "expires_in": 120}, headers=shop.headers
+    )
+    assert ok.status_code == 201
+    response = await http.post(
+        "/v1/links", json={"action": "short", "expires_in": 121}, headers=shop.headers
+    )
+    await problem_of(response, 422, "ttl_too_long")
+
+
+async def test_payload_too_large(shop: Tenant, http: httpx.AsyncClient) -> None:
+    fits = {"s": "x" * (4096 - len('{"s":""}'))}
+    assert (
+        await http.post(
+            "/v1/links", json={"action": "activate", "data": fits}, headers=shop.headers
+        )
+    ).status_code == 201
+    too_big = {"s": "x" * (4097 - len('{"s":""}'))}
+    response = await http.post(
+        "/v1/links", json={"action": "activate", "data": too_big}, headers=shop.headers
+    )
+    await problem_of(response, 413, "payload_too_large")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.example/",
+        "https://shop.example.evil/",
+        "https://shop.example@evil/",
+        "http://shop.example/",
+        "https://shop.example:444/",
+        "//evil/",
+        "javascript:alert(1)",
+        "/relative",
+        "https://shop.example/../x",
+    ],
+)
+@pytest.mark.parametrize("field", ["success_url", "failure_url"])
+async def test_redirect_not_allowed(
+    shop: Tenant, http: httpx.AsyncClient, field: str, url: str
+) -> None:
+    response = await http.post(
+        "/v1/links", json={"action": "activate", field: url}, headers=shop.headers
+    )
+    await problem_of(response, 422, "redirect_not_allowed")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"action": 5},
+        {"action": "activate", "expires_in": 0},
+        {"action": "activate", "expires_in": "60"},
+        {"action": "activate", "expires_in": 1.5},
+        {"action": "activate", "max_uses": 0},
+        {"action": "activate", "max_uses": True},
+        {"action": "activate", "subject": "x" * 201},
+        {"action": "activate", "subject": 42},
+        {"action": "activate", "once_key": "x" * 201},
+        {"action": "activate", "unexpected": 1},
+        [],
+        "activate",
+    ],
+)
+async def test_validation_errors_name_the_field(
+    shop: Tenant, http: httpx.AsyncClient, body: object
+) -> None:
+    response = await http.post("/v1/links", json=body, headers=shop.headers)
+    problem = await problem_of(response, 422, "validation_error")
+    assert isinstance(problem["errors"], list)
+    assert problem["errors"]
+
+
+async def test_malformed_json(shop: Tenant, http: httpx.AsyncClient) -> None:
+    response = await http.post(
+        "/v1/links",
+        content=b'{"action": "activate",',
+        headers={**shop.headers, "Content-Type": "application/json"},
+    )
+    await problem_of(response, 422, "validation_error")
+
+
+async def test_body_over_one_mebibyte_is_413(shop: Tenant, http: httpx.AsyncClient) -> None:
+    body = b'{"action": "activate", "data": "' + b"x" * (1024 * 1024) + b'"}'
+    response = await http.post(
+        "/v1/links", content=body, headers={**shop.headers, "Content-Type": "application/json"}
+    )
+    await problem_of(response, 413, "payload_too_large")
+
+
+async def test_chunked_body_over_one_mebibyte_is_413(shop: Tenant, http: httpx.AsyncClient) -> None:
+    async def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"action": "activate", "data": "'
+        for _ in range(20):
+            yield b"x" * 65536
+        yield b'"}'
+
+    response = await http.post(
+        "/v1/links", content=chunks(), headers={**shop.headers, "Content-Type": "application/json"}
+    )
+    await problem_of(response, 413, "payload_too_large")
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer alk_wrong", "Bearer nope", "Token alk_x", "Bearer " + "a" * 5000],
+)
+async def test_missing_or_wrong_key_is_401(
+    shop: Tenant, http: httpx.AsyncClient, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    response = await http.post("/v1/links", json={"action": "activate"}, headers=headers)
+    await problem_of(response, 401, "unauthorized")
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_one_client_never_mints_with_anothers_actions(
+    http: httpx.AsyncClient, admin_headers: Headers
+) -> None:
+    shop = await make_tenant(http, admin_headers, "shop")
+    other = await make_tenant(http, admin_headers, "other")
+    await other.put_action("secret_action", admin_headers)
+    response = await http.post("/v1/links", json={"action": "secret_action"}, headers=shop.headers)
+    await problem_of(response, 422, "unknown_action")
+
+
+async def test_disabled_client_key_is_401(
+    shop: Tenant, http: httpx.AsyncClient, admin_headers: Headers
+) -> None:
+    await http.patch("/v1/admin/clients/shop", json={"enabled": False}, headers=admin_headers)
+    response = await http.post("/v1/links", json={"action": "activate"}, headers=shop.headers)
+    await problem_of(response, 401, "unauthorized")
+
+
+async def test_batch_keeps_order(shop: Tenant, http: httpx.AsyncClient) -> None:
+    items = [{"action": "activate", "subject": str(i)} for i in range(50)]
+    response = await http.post("/v1/links/batch", json={"links": items}, headers=shop.headers)
+    assert response.status_code == 201
+    links = response.json()["links"]
+    assert [link["subject"] for link in links] == [str(i) for i in range(50)]
+    assert len({link["id"] for link in links}) == 50
+
+
+async def test_batch_is_all_or_nothing(shop: Tenant, http: httpx.AsyncClient) -> None:
+    items = [{"action": "activate"}, {"action": "activate"}, {"action": "nope"}, {"max_uses": 0}]
+    response = await http.post("/v1/links/batch", json={"links": items}, headers=shop.headers)
+    problem = await problem_of(response, 422, "unknown_action")
+    indexes = {error["index"] for error in problem["errors"]}  # type: ignore[union-attr]
+    assert indexes == {2, 3}
+    assert "links" not in problem
+
+
+@pytest.mark.parametrize("count", [0, 1001])
+async def test_batch_size_limits(shop: Tenant, http: httpx.AsyncClient, count: int) -> None:
+    items = [{"action": "activate"}] * count
+    response = await http.post("/v1/links/batch", json={"links": items}, headers=shop.headers)
+    await problem_of(response, 422, "validation_error")

@@ -1,0 +1,67 @@
+"""The redirect allowlist: scheme, host and port exact, path by prefix at a segment boundary."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.redirects import is_allowed, with_query
+
+ALLOWED = ["https://good.example/app/", "https://good.example:8443/", "http://localhost:3000/cb"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://good.example/app/",
+        "https://good.example/app/welcome?x=1",
+        "https://GOOD.example/app/x",
+        "https://good.example:443/app/x",
+        "https://good.example:8443/anything",
+        "http://localhost:3000/cb",
+        "http://localhost:3000/cb/next",
+    ],
+)
+def test_allowed(url: str) -> None:
+    assert is_allowed(url, ALLOWED)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.example/app/",  # another host
+        "https://good.example.evil/app/",  # host-suffix trick
+        "https://good.exampleevil.com/app/",
+        "https://evil.good.example/app/",  # subdomain
+        "https://good.example@evil/app/",  # userinfo trick
+        "https://good.example:pw@evil.example/app/",
+        "https://user@good.example/app/",
+        "http://good.example/app/",  # another scheme
+        "ftp://good.example/app/",
+        "https://good.example:444/app/",  # another port
+        "https://good.example/other",  # outside the path
+        "https://good.example/application",  # prefix without a segment boundary
+        "http://localhost:3000/cbx",
+        "https://good.example/app/../admin",  # dot segments
+        "https://good.example/app/%2e%2e/admin",
+        "//evil/app/",  # scheme-relative
+        "//good.example/app/",
+        "/app/",  # relative
+        "javascript:alert(1)",
+        "JavaScript://good.example/app/%0aalert(1)",
+        "data:text/html,hi",
+        "https://good.example\\@evil/app/",
+        "https://good.example/app/\n",
+        " https://good.example/app/",
+        "https:///good.example/app/",
+        "",
+        "https://good.example:99999/app/",
+    ],
+)
+def test_refused(url: str) -> None:
+    assert not is_allowed(url, ALLOWED)
+
+
+def test_with_query_keeps_existing_parameters() -> None:
+    url = with_query("https://good.example/app/done?ref=mail&x=1#top", {"link_id": "L", "e": "a b"})
+    assert url == "https://good.example/app/done?ref=mail&x=1&link_id=L&e=a+b#top"
+    assert with_query("https://good.example/", {"a": "1"}) == "https://good.example/?a=1"

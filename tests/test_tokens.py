@@ -1,0 +1,122 @@
+"""The token format: only genuine, unexpired-or-expired tokens of the right purpose verify."""
+
+from __future__ import annotations
+
+import string
+from datetime import UTC, datetime
+
+import pytest
+
+from service.tokens import BadData, LinkClaims, Purpose, TokenCodec, new_link_id
+
+OLD_KEY = b"old-key-0123456789abcdefghijklmnopqrstuvwxyz"
+NEW_KEY = b"new-key-0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def make_claims(**overrides: object) -> LinkClaims:
+    fields: dict[str, object] = {
+        "link_id": new_link_id(),
+        "client_id": "shop",
+        "action": "activate",
+        "subject": "42",
+        "data": {"plan": "pro", "nested": [1, 2.5, None, "ü"]},
+        "issued_at_us": 1_780_000_000_123_456,
+        "expires_at": 1_780_086_400,
+        "max_uses": 1,
+        "once_key": None,
+        "success_url": "https://shop.example/done",
+        "failure_url": None,
+    }
+    fields.update(overrides)
+    return LinkClaims(**fields)  # type: ignore[arg-type]
+
+
+def test_round_trip_keeps_every_field() -> None:
+    codec = TokenCodec([NEW_KEY])
+    claims = make_claims(once_key="voucher:1", max_uses=None)
+    assert codec.verify_link(codec.sign_link(claims)) == claims
+
+
+def test_link_ids_are_random_and_long_enough() -> None:
+    ids = {new_link_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(len(i) >= 16 for i in ids)  # 12 bytes = 96 bits, base64url
+
+
+def test_every_single_character_change_is_refused() -> None:
+    codec = TokenCodec([NEW_KEY])
+    token = codec.sign_link(make_claims())
+    alphabet = string.ascii_letters + string.digits + "-_."
+    for position, original in enumerate(token):
+        replacement = alphabet[(alphabet.index(original) + 1) % len(alphabet)]
+        forged = token[:position] + replacement + token[position + 1 :]
+        with pytest.raises(BadData):
+            codec.verify_link(forged)
+
+
+def test_truncation_and_extension_are_refused() -> None:
+    codec = TokenCodec([NEW_KEY])
+    token = codec.sign_link(make_claims())
+    for forged in (token[:-1], token[1:], token + "A", "A" + token, token[: len(token) // 2]):
+        with pytest.raises(BadData):
+            codec.verify_link(forged)
+
+
+def test_a_token_of_another_purpose_is_refused() -> None:
+    codec = TokenCodec([NEW_KEY])
+    other = codec.sign(Purpose.CURSOR, make_claims().to_wire())
+    with pytest.raises(BadData):
+        codec.verify_link(other)
+
+
+def test_another_key_is_refused() -> None:
+    token = TokenCodec([OLD_KEY]).sign_link(make_claims())
+    with pytest.raises(BadData):
+        TokenCodec([NEW_KEY]).verify_link(token)
+
+
+def test_rotation_old_links_verify_while_their_key_is_listed() -> None:
+    claims = make_claims()
+    old_token = TokenCodec([OLD_KEY]).sign_link(claims)
+    rotated = TokenCodec([OLD_KEY, NEW_KEY])
+    assert rotated.verify_link(old_token) == claims
+    new_token = rotated.sign_link(claims)
+    assert TokenCodec([NEW_KEY]).verify_link(new_token) == claims  # signed with the newest
+    with pytest.raises(BadData):
+        TokenCodec([NEW_KEY]).verify_link(old_token)  # old key removed
+
+
+def test_expiry_is_inclusive_of_the_last_second() -> None:
+    claims = make_claims(expires_at=1_780_086_400)
+    assert not claims.is_expired(datetime.fromtimestamp(1_780_086_399, UTC))
+    assert not claims.is_expired(datetime.fromtimestamp(1_780_086_400, UTC))
+    assert claims.is_expired(datetime.fromtimestamp(1_780_086_401, UTC))
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "",
+        ".",
+        "..",
+        "a.b",
+        "x" * 10_000,
+        "%00%ff%2e",
+        "ü" * 50,
+        "\ud800",
+        "eyJhIjoxfQ.AAAA",
+        ".eJzLSM3JyVcozy_KSQEAGgQEXQ.AAAA",
+        "A" * 20_000,
+        "\x00\x01\x02",
+    ],
+)
+def test_garbage_raises_only_bad_data(garbage: str) -> None:
+    with pytest.raises(BadData):
+        TokenCodec([NEW_KEY]).verify_link(garbage)
+
+
+def test_a_genuine_signature_over_a_wrong_shape_is_refused() -> None:
+    codec = TokenCodec([NEW_KEY])
+    for payload in ([1, 2], {"i": 1}, "text", {"i": "x", "c": "y", "a": "z", "t": "1", "e": 1}):
+        with pytest.raises(BadData):
+            codec.verify_link(codec.sign(Purpose.LINK, payload))
