@@ -115,6 +115,37 @@ SELECT (SELECT yes FROM revoked) AS revoked,
 )
 
 
+@dataclass(frozen=True, slots=True)
+class LinkState:
+    """A link's counter and revocation as they stand, read without claiming anything."""
+
+    uses: int
+    revoked: bool
+
+
+PEEK = _sql(
+    f"""
+SELECT (SELECT uses FROM claims WHERE client_id = :client_id AND key = :claim_key) AS uses,
+       ({_REVOKED}) AS revoked
+"""
+)
+
+
+async def peek(engine: AsyncEngine, link: LinkClaims) -> LinkState:
+    """One read-only round trip: how often the link's counter was used, and if it is revoked."""
+    params = {
+        "client_id": link.client_id,
+        "link_id": link.link_id,
+        "claim_key": link.claim_key,
+        "action": link.action,
+        "subject": link.subject,
+        "issued_at": link.issued_at,
+    }
+    async with engine.connect() as conn:
+        row = (await conn.execute(PEEK, params)).one()
+    return LinkState(uses=row.uses or 0, revoked=bool(row.revoked))
+
+
 def _params(link: LinkClaims, now: datetime, deliver: bool) -> dict[str, object]:
     return {
         "client_id": link.client_id,

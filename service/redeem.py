@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.claim import claim
+from service.claim import claim, peek
 from service.redirects import is_allowed, with_query
 from service.registry import ActionConfig, ClientConfig, Registry
 from service.tokens import BadData, LinkClaims, TokenCodec
@@ -89,6 +89,24 @@ class Redeemer:
         if link.is_expired(now):
             return Redemption(Outcome.EXPIRED, link, client, action)
         return Redemption(Outcome.SUCCESS, link, client, action)
+
+    async def inspect(self, token: str, now: datetime | None = None) -> Redemption:
+        """What redeeming would answer now, without claiming or recording anything.
+
+        A redeemable link comes back as SUCCESS with ``use`` = the uses so far.
+        """
+        checked = await self.resolve(token, now or utcnow())
+        if checked.outcome is not Outcome.SUCCESS:
+            return checked
+        assert checked.link is not None
+        state = await peek(self.engine, checked.link)
+        if state.revoked:
+            return _with(checked, Outcome.REVOKED)
+        if checked.link.max_uses is not None and state.uses >= checked.link.max_uses:
+            return _with(checked, Outcome.USED)
+        return Redemption(
+            Outcome.SUCCESS, checked.link, checked.client, checked.action, use=state.uses
+        )
 
     async def redeem(self, token: str, now: datetime | None = None) -> Redemption:
         """Steps 1-4. Database errors propagate; the caller answers 503."""

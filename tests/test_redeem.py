@@ -83,6 +83,9 @@ async def test_head_never_redeems(shop: Tenant, http: httpx.AsyncClient, databas
     assert await count(database_url, "claims") == 0
     assert await count(database_url, "redemptions") == 0
     redirect_of(await http.get(link_path(link)))
+    used = await http.head(link_path(link))
+    assert "error=used" in redirect_of(used)[0] + used.headers["location"]
+    assert await count(database_url, "redemptions") == 1
 
 
 async def test_existing_query_parameters_are_kept(shop: Tenant, http: httpx.AsyncClient) -> None:

@@ -9,7 +9,7 @@ from starlette.responses import RedirectResponse, Response
 
 from service.api.deps import StateDep
 from service.pages import LINK_HEADERS, error_page, page_headers
-from service.redeem import Outcome, Redemption, utcnow
+from service.redeem import Outcome, Redemption
 
 router = APIRouter(tags=["redirect"])
 
@@ -45,7 +45,7 @@ async def redeem_link(token: str, state: StateDep) -> Response:
 @router.head("/r/{token:path}", response_class=Response)
 async def peek_link(token: str, state: StateDep) -> Response:
     """Never redeems: answers with what a GET would say about the link's state."""
-    result = await state.redeemer.resolve(token, utcnow())
+    result = await state.redeemer.inspect(token)
     if result.outcome is Outcome.SUCCESS:
         headers = page_headers(secrets.token_urlsafe(16))
         return Response(status_code=200, media_type="text/html", headers=headers)
