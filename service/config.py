@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [float(s) for s in DEFAULT_RETRY_SCHEDULE]
     )
+    # Connections per process: the pool keeps this many and may open as many again.
+    database_pool_size: int = Field(default=10, ge=1, le=100)
     # How long a process may cache clients, keys and actions (API.md: at most 30 s).
     cache_ttl: float = Field(default=10.0, ge=0, le=30)
     # Set by `serve --dev`; relaxes the secret checks and enables the demo pages.
@@ -163,6 +165,7 @@ class Settings(BaseSettings):
             "redemption_retention_days": self.redemption_retention_days,
             "webhook_timeout": self.webhook_timeout,
             "webhook_retry_schedule": self.webhook_retry_schedule,
+            "database_pool_size": self.database_pool_size,
             "cache_ttl": self.cache_ttl,
             "dev": self.dev,
         }

@@ -42,8 +42,8 @@ def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     options: dict[str, Any] = {
-        "pool_size": 10,
-        "max_overflow": 10,
+        "pool_size": settings.database_pool_size,
+        "max_overflow": settings.database_pool_size,
         # Fail fast when the database is down: a 503 beats a hung request.
         "pool_timeout": 5,
         "connect_args": {

@@ -21,7 +21,12 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 @pytest.fixture
 def service(database_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
-    env = {"DATABASE_URL": database_url, "SECRET_KEYS": SECRET, "ADMIN_TOKEN": ADMIN_TOKEN}
+    env = {
+        "DATABASE_URL": database_url,
+        "SECRET_KEYS": SECRET,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "DATABASE_POOL_SIZE": "5",
+    }
     with running_service(env, tmp_path, "--workers", "2") as process:
         yield process
 
