@@ -13,9 +13,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.errors import Conflict, NotFound, RedirectNotAllowed, ValidationFailed
+from service.errors import Conflict, NotFound, ValidationFailed
 from service.models import Action, ApiKey, Client
-from service.redirects import is_allowed
+from service.redirects import require_allowed
 from service.registry import hash_api_key, new_api_key
 from service.schemas import ActionPut, ClientCreate, ClientUpdate
 
@@ -147,13 +147,12 @@ async def put_action(
             f"client '{client_id}' has no webhook_url, so delivery must be 'none'",
             errors=[{"loc": ["delivery"], "msg": "needs a webhook_url", "type": "value_error"}],
         )
-    for field in ("success_url", "failure_url"):
-        url = getattr(request, field)
-        if url is not None and not is_allowed(url, client.allowed_redirects):
-            raise RedirectNotAllowed(
-                f"{field} is not within the allowed_redirects of client '{client_id}'",
-                errors=[{"loc": [field], "msg": "not within allowed_redirects"}],
-            )
+    require_allowed(
+        client_id,
+        client.allowed_redirects,
+        success_url=request.success_url,
+        failure_url=request.failure_url,
+    )
     now = _now()
     action = await session.get(Action, (client_id, name))
     if action is None:

@@ -13,12 +13,11 @@ from pydantic import ValidationError
 from service.errors import (
     ApiError,
     PayloadTooLarge,
-    RedirectNotAllowed,
     TtlTooLong,
     UnknownAction,
     ValidationFailed,
 )
-from service.redirects import is_allowed
+from service.redirects import require_allowed
 from service.registry import ClientConfig
 from service.schemas import LinkRequest, LinkResponse
 from service.tokens import LinkClaims, TokenCodec, new_link_id
@@ -45,13 +44,12 @@ class Minter:
                 f"expires_in {expires_in} exceeds max_ttl {action.max_ttl} "
                 f"of action '{action.name}'"
             )
-        for field in ("success_url", "failure_url"):
-            url = getattr(request, field)
-            if url is not None and not is_allowed(url, client.allowed_redirects):
-                raise RedirectNotAllowed(
-                    f"{field} is not within the allowed_redirects of client '{client.id}'",
-                    errors=[{"loc": [field], "msg": "not within allowed_redirects"}],
-                )
+        require_allowed(
+            client.id,
+            client.allowed_redirects,
+            success_url=request.success_url,
+            failure_url=request.failure_url,
+        )
         max_uses = request.max_uses if request.max_uses is not None else action.max_uses
         now_us = time.time_ns() // 1000
         claims = LinkClaims(

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
+from service.errors import RedirectNotAllowed
+
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_URL_LENGTH = 2048
@@ -64,6 +66,17 @@ def is_allowed(url: str, prefixes: Iterable[str]) -> bool:
             if path.startswith(p_path):
                 return True
     return False
+
+
+def require_allowed(client_id: str, prefixes: Iterable[str], **urls: str | None) -> None:
+    """Raise ``RedirectNotAllowed`` naming the first given URL outside ``prefixes``."""
+    prefixes = tuple(prefixes)
+    for field, url in urls.items():
+        if url is not None and not is_allowed(url, prefixes):
+            raise RedirectNotAllowed(
+                f"{field} is not within the allowed_redirects of client '{client_id}'",
+                errors=[{"loc": [field], "msg": "not within allowed_redirects"}],
+            )
 
 
 def with_query(url: str, params: Mapping[str, str]) -> str:
