@@ -95,7 +95,10 @@ class Redeemer:
 
         A redeemable link comes back as SUCCESS with ``use`` = the uses so far.
         """
-        checked = await self.resolve(token, now or utcnow())
+        return await self.inspect_resolved(await self.resolve(token, now or utcnow()))
+
+    async def inspect_resolved(self, checked: Redemption) -> Redemption:
+        """``inspect`` for what ``resolve`` answered (callers that resolved already)."""
         if checked.outcome is not Outcome.SUCCESS:
             return checked
         assert checked.link is not None
@@ -111,7 +114,10 @@ class Redeemer:
     async def redeem(self, token: str, now: datetime | None = None) -> Redemption:
         """Steps 1-4. Database errors propagate; the caller answers 503."""
         now = now or utcnow()
-        checked = await self.resolve(token, now)
+        return await self.redeem_resolved(await self.resolve(token, now), now)
+
+    async def redeem_resolved(self, checked: Redemption, now: datetime) -> Redemption:
+        """Step 4 for what ``resolve`` answered (callers that resolved already)."""
         if checked.outcome is not Outcome.SUCCESS:
             return checked
         assert checked.link is not None

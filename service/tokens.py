@@ -23,7 +23,7 @@ from typing import Any
 from itsdangerous import BadData, BadPayload, BadSignature, URLSafeSerializer
 from itsdangerous.encoding import base64_decode, base64_encode
 
-__all__ = ["BadData", "LinkClaims", "Purpose", "TokenCodec", "new_link_id"]
+__all__ = ["BadData", "ConfirmClaims", "LinkClaims", "Purpose", "TokenCodec", "new_link_id"]
 
 MAX_TOKEN_LENGTH = 16_384
 LINK_ID_BYTES = 12  # 96 bits from the CSPRNG, 16 URL-safe characters
@@ -116,6 +116,32 @@ class LinkClaims:
         return claims
 
 
+@dataclass(frozen=True, slots=True)
+class ConfirmClaims:
+    """What a confirmation nonce says: which link's page issued it, and when (epoch seconds).
+
+    The nonce is the hidden field of a confirmation page's form. It is signed
+    with its own salt, so neither a link token nor any other token verifies
+    as one, and it names the link, so a nonce of one link is no good for
+    another. How old a nonce may be is the caller's rule (``service.confirm``).
+    """
+
+    link_id: str
+    issued_at: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"l": self.link_id, "t": self.issued_at}
+
+    @classmethod
+    def from_wire(cls, wire: Any) -> ConfirmClaims:
+        if not isinstance(wire, dict):
+            raise BadPayload("confirm payload is not an object")
+        try:
+            return cls(link_id=_str(wire["l"]), issued_at=_int(wire["t"]))
+        except KeyError as exc:
+            raise BadPayload(f"confirm payload lacks {exc}") from None
+
+
 def _str(value: Any) -> str:
     if not isinstance(value, str):
         raise BadPayload("expected a string")
@@ -188,3 +214,9 @@ class TokenCodec:
 
     def verify_link(self, token: str) -> LinkClaims:
         return LinkClaims.from_wire(self.verify(Purpose.LINK, token))
+
+    def sign_confirm(self, claims: ConfirmClaims) -> str:
+        return self.sign(Purpose.CONFIRM, claims.to_wire())
+
+    def verify_confirm(self, nonce: str) -> ConfirmClaims:
+        return ConfirmClaims.from_wire(self.verify(Purpose.CONFIRM, nonce))

@@ -1,14 +1,22 @@
-"""``/r/{token}``: where people arrive. Answers with a redirect or a page, never JSON."""
+"""``/r/{token}``: where people arrive. Answers with a redirect or a page, never JSON.
+
+GET shows a confirmation page or redeems, POST redeems (with the page's nonce
+when the action asks for confirmation), HEAD answers as GET would, without a
+body and without redeeming anything (``service.confirm``).
+"""
 
 from __future__ import annotations
 
 import secrets
+from typing import Annotated
+from urllib.parse import parse_qs
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
 
 from service.api.deps import StateDep
-from service.pages import LINK_HEADERS, error_page, page_headers
+from service.confirm import Confirmation, Gate
+from service.pages import LINK_HEADERS, confirm_page, error_page, page_headers
 from service.redeem import Outcome, Redemption
 
 router = APIRouter(tags=["redirect"])
@@ -22,9 +30,20 @@ FALLBACK_PAGE = {
     Outcome.REJECTED: "rejected",
     Outcome.UNAVAILABLE: "unavailable",
 }
+FORM = "application/x-www-form-urlencoded"
+MAX_FORM_BYTES = 4096  # the confirmation form sends one short field
 
 
-def answer(result: Redemption) -> Response:
+def get_gate(state: StateDep) -> Gate:
+    return Gate(state.redeemer)
+
+
+GateDep = Annotated[Gate, Depends(get_gate)]
+
+
+def answer(result: Redemption | Confirmation) -> Response:
+    if isinstance(result, Confirmation):
+        return confirm_page(result)
     if result.outcome is Outcome.INVALID:
         return error_page("invalid")
     target = result.target_url()
@@ -36,17 +55,45 @@ def answer(result: Redemption) -> Response:
     return error_page(FALLBACK_PAGE[result.outcome], headers=headers)
 
 
+async def form_nonce(request: Request) -> str | None:
+    """The confirmation form's ``confirm`` field, or None for any other body."""
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if content_type != FORM:
+        return None
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return None
+    try:
+        values = parse_qs(body.decode("ascii"), max_num_fields=4).get("confirm", [])
+    except ValueError:  # not ASCII, or too many fields
+        return None
+    return values[0] if len(values) == 1 else None
+
+
+def without_body(response: Response) -> Response:
+    """The answer to a HEAD: the GET's status and headers, no body."""
+    bare = Response(status_code=response.status_code)
+    bare.raw_headers = list(response.raw_headers)
+    return bare
+
+
 @router.get("/r/{token:path}", response_class=Response)
+async def open_link(token: str, gate: GateDep) -> Response:
+    return answer(await gate.open(token))
+
+
 @router.post("/r/{token:path}", response_class=Response)
-async def redeem_link(token: str, state: StateDep) -> Response:
-    return answer(await state.redeemer.redeem(token))
+async def submit_link(token: str, request: Request, gate: GateDep) -> Response:
+    return answer(await gate.submit(token, await form_nonce(request)))
 
 
 @router.head("/r/{token:path}", response_class=Response)
-async def peek_link(token: str, state: StateDep) -> Response:
+async def peek_link(token: str, gate: GateDep) -> Response:
     """Never redeems: answers with what a GET would say about the link's state."""
-    result = await state.redeemer.inspect(token)
-    if result.outcome is Outcome.SUCCESS:
+    result = await gate.peek(token)
+    if isinstance(result, Redemption) and result.outcome is Outcome.SUCCESS:
         headers = page_headers(secrets.token_urlsafe(16))
         return Response(status_code=200, media_type="text/html", headers=headers)
-    return answer(result)
+    return without_body(answer(result))

@@ -1,0 +1,321 @@
+"""Confirmation pages in a real browser: Debian's Chromium, driven by Playwright.
+
+The service runs as a real process against the test database; the client's
+landing pages are another server on another port, so the form's POST is
+redirected across origins exactly as it is in production (and Chromium's
+``form-action`` enforcement on that redirect is exercised).
+
+Without ``/usr/bin/chromium`` the tests skip locally and fail under CI=true;
+``.ci/run`` installs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+
+from service.tokens import LinkClaims, TokenCodec, new_link_id
+from tests.conftest import ADMIN_TOKEN, SECRET
+from tests.support.landing import LandingServer
+from tests.support.processes import ServiceProcess, running_service
+from tests.test_redeem import count
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+DESKTOP: dict[str, Any] = {"viewport": {"width": 1280, "height": 800}}
+PHONE: dict[str, Any] = {
+    "viewport": {"width": 390, "height": 844},
+    "device_scale_factor": 2,
+    "is_mobile": True,
+    "has_touch": True,
+}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SCANNER_AGENTS = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)"
+    " Chrome/120.0.0.0 Safari/537.36 Edg/120.0",  # Safe Links detonation looks like a browser
+    "Microsoft Office Existence Discovery",
+    "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17126; Pro)",
+    "Mozilla/5.0 (compatible; Proofpoint URL Defense)",
+    "Mimecast-URL-Protect/1.0",
+    "Barracuda Sentinel (EE)",
+    "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+    "Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)",
+    "WhatsApp/2.23.20.0",
+    "TelegramBot (like TwitterBot)",
+    "Mozilla/5.0 " + "<script>alert(1)</script>" * 410,  # 10 KB and hostile
+]
+
+
+def require_chromium() -> None:
+    if CHROMIUM.exists():
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{CHROMIUM} is missing, and CI must not skip the browser tests")
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); .ci/run installs it")
+
+
+@pytest.fixture
+def landing() -> Iterator[LandingServer]:
+    server = LandingServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def service(database_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
+    require_chromium()
+    env = {
+        "DATABASE_URL": database_url,
+        "SECRET_KEYS": SECRET,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "DATABASE_POOL_SIZE": "5",
+    }
+    with running_service(env, tmp_path) as process:
+        yield process
+
+
+@pytest.fixture
+async def browser(service: ServiceProcess) -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, chromium_sandbox=False
+        )
+        yield chromium
+        await chromium.close()
+
+
+@dataclass
+class Shop:
+    """The client ``shop`` of a running service, landing on ``landing``."""
+
+    http: httpx.AsyncClient
+    base_url: str
+    landing: LandingServer
+    key: str = ""
+
+    async def setup(self) -> Shop:
+        body = {"id": "shop", "name": "Example Shop", "allowed_redirects": [self.landing.origin]}
+        created = await self.http.post("/v1/admin/clients", json=body, headers=ADMIN)
+        assert created.status_code == 201, created.text
+        key = await self.http.post("/v1/admin/clients/shop/keys", headers=ADMIN)
+        self.key = key.json()["key"]
+        return self
+
+    async def action(self, name: str, **fields: Any) -> None:
+        body = {
+            "success_url": f"{self.landing.origin}/welcome",
+            "failure_url": f"{self.landing.origin}/oops",
+            **fields,
+        }
+        put = await self.http.put(
+            f"/v1/admin/clients/shop/actions/{name}", json=body, headers=ADMIN
+        )
+        assert put.status_code == 200, put.text
+
+    async def mint(self, action: str) -> tuple[str, str]:
+        """A new link's URL on the running service, and its id."""
+        headers = {"Authorization": f"Bearer {self.key}"}
+        minted = await self.http.post("/v1/links", json={"action": action}, headers=headers)
+        assert minted.status_code == 201, minted.text
+        return f"{self.base_url}/r/{minted.json()['token']}", minted.json()["id"]
+
+
+@pytest.fixture
+async def shop(service: ServiceProcess, landing: LandingServer) -> AsyncIterator[Shop]:
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as http:
+        yield await Shop(http, service.base_url, landing).setup()
+
+
+@dataclass
+class Tab:
+    """A page in a fresh profile (no cookies), with what its console said."""
+
+    context: BrowserContext
+    page: Page
+    console: list[str]
+
+    @classmethod
+    async def open(cls, browser: Browser, device: dict[str, Any]) -> Tab:
+        context = await browser.new_context(**device)
+        page = await context.new_page()
+        tab = cls(context, page, [])
+        page.on("console", lambda message: tab.console.append(message.text))
+        return tab
+
+    def csp_violations(self) -> list[str]:
+        return [line for line in self.console if "Content Security Policy" in line]
+
+    async def close(self) -> None:
+        await self.context.close()
+
+
+async def screenshot(page: Page, path: Path) -> None:
+    await page.screenshot(path=str(path), full_page=True)
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE)
+    assert len(data) > 2000
+
+
+def landed(url: str, origin: str) -> tuple[str, dict[str, list[str]]]:
+    parts = urlsplit(url)
+    assert f"{parts.scheme}://{parts.netloc}" == origin
+    return parts.path, parse_qs(parts.query)
+
+
+async def scan(url: str) -> None:
+    """What mail scanners and unfurlers do: GET and HEAD, many times, without cookies."""
+
+    async def fetch(method: str, agent: str) -> None:
+        async with httpx.AsyncClient(timeout=30) as scanner:  # a new client: no cookies
+            response = await scanner.request(method, url, headers={"User-Agent": agent})
+        assert response.status_code == 200, response.text
+        assert "set-cookie" not in response.headers
+        assert response.headers["cache-control"] == "no-store"
+
+    requests = [
+        fetch(method, SCANNER_AGENTS[i % len(SCANNER_AGENTS)])
+        for i in range(50)
+        for method in ("GET", "HEAD")
+    ]
+    for start in range(0, len(requests), 10):
+        await asyncio.gather(*requests[start : start + 10])
+
+
+async def test_page_link_survives_scanners_and_redeems_on_click(
+    browser: Browser, shop: Shop, landing: LandingServer, database_url: str, tmp_path: Path
+) -> None:
+    await shop.action("activate", confirm="page", label="Activate your account")
+    url, link_id = await shop.mint("activate")
+    await scan(url)
+    assert await count(database_url, "claims") == 0
+
+    tab = await Tab.open(browser, DESKTOP)
+    page = tab.page
+    response = await page.goto(url)
+    assert response is not None
+    assert response.status == 200
+    button = page.get_by_role("button", name="Confirm")
+    await button.wait_for()
+    assert await page.inner_text("h1") == "Activate your account"
+    assert "Example Shop" in await page.inner_text("main")
+    await screenshot(page, tmp_path / "confirm-desktop.png")
+    assert await count(database_url, "claims") == 0
+    assert await count(database_url, "redemptions") == 0
+
+    async with page.expect_navigation(url=f"{landing.origin}/welcome?**"):
+        await button.click()
+    path, query = landed(page.url, landing.origin)
+    assert path == "/welcome"
+    assert query["link_id"] == [link_id]
+    assert await count(database_url, "redemptions") == 1
+    assert await page.inner_text("h1") == "Welcome back"
+
+    # Back in the mail, the person opens the link again: "already used", not "invalid".
+    await page.goto(url)
+    path, query = landed(page.url, landing.origin)
+    assert (path, query["error"]) == ("/oops", ["used"])
+    assert await count(database_url, "redemptions") == 1
+    assert tab.csp_violations() == []
+    await tab.close()
+
+
+async def test_on_a_phone_a_stale_form_is_offered_again(
+    browser: Browser, shop: Shop, landing: LandingServer, database_url: str, tmp_path: Path
+) -> None:
+    await shop.action("activate", confirm="page", label="Confirm your email address")
+    url, link_id = await shop.mint("activate")
+    tab = await Tab.open(browser, PHONE)
+    page = tab.page
+    await page.goto(url)
+    await screenshot(page, tmp_path / "confirm-phone.png")
+    box = await page.get_by_role("button", name="Confirm").bounding_box()
+    assert box is not None
+    assert box["x"] >= 0
+    assert box["x"] + box["width"] <= PHONE["viewport"]["width"]  # no sideways scrolling
+
+    # A form whose nonce is no good (here: replaced) is refused and offered again.
+    await page.locator("input[name=confirm]").evaluate("field => { field.value = 'stale'; }")
+    async with page.expect_navigation(url=url):
+        await page.get_by_role("button", name="Confirm").tap()
+    assert "Nothing was done" in await page.inner_text("main")
+    await screenshot(page, tmp_path / "refused-phone.png")
+    assert await count(database_url, "claims") == 0
+    async with page.expect_navigation(url=f"{landing.origin}/welcome?**"):
+        await page.get_by_role("button", name="Confirm").tap()
+    assert landed(page.url, landing.origin)[1]["link_id"] == [link_id]
+    assert await count(database_url, "redemptions") == 1
+    assert tab.csp_violations() == []
+    await tab.close()
+
+
+async def test_auto_link_redeems_without_a_click_and_with_one_without_script(
+    browser: Browser, shop: Shop, landing: LandingServer, database_url: str, tmp_path: Path
+) -> None:
+    await shop.action("login", confirm="auto", label="Sign in to Example Shop")
+    url, link_id = await shop.mint("login")
+    await scan(url)
+    assert await count(database_url, "claims") == 0
+
+    tab = await Tab.open(browser, DESKTOP)
+    async with tab.page.expect_navigation(url=f"{landing.origin}/welcome?**"):
+        await tab.page.goto(url)
+    _, query = landed(tab.page.url, landing.origin)
+    assert query["link_id"] == [link_id]
+    assert await count(database_url, "redemptions") == 1
+    assert tab.csp_violations() == []
+    await tab.close()
+
+    tab = await Tab.open(browser, {**PHONE, "java_script_enabled": False})
+    url, link_id = await shop.mint("login")
+    await tab.page.goto(url)
+    assert "Press the button" in await tab.page.inner_text("main")
+    await screenshot(tab.page, tmp_path / "auto-no-script-phone.png")
+    assert await count(database_url, "redemptions") == 1
+    async with tab.page.expect_navigation(url=f"{landing.origin}/welcome?**"):
+        await tab.page.get_by_role("button", name="Confirm").tap()
+    assert landed(tab.page.url, landing.origin)[1]["link_id"] == [link_id]
+    assert await count(database_url, "redemptions") == 2
+    await tab.close()
+
+
+async def test_expired_page_reads_well(
+    browser: Browser, shop: Shop, database_url: str, tmp_path: Path
+) -> None:
+    await shop.action("activate", confirm="page", failure_url=None)
+    now_us = time.time_ns() // 1000
+    expired = TokenCodec([SECRET.encode()]).sign_link(
+        LinkClaims(new_link_id(), "shop", "activate", "42", None, now_us, now_us // 10**6 - 5, 1)
+    )
+    for name, device in (("desktop", DESKTOP), ("phone", PHONE)):
+        tab = await Tab.open(browser, device)
+        response = await tab.page.goto(f"{shop.base_url}/r/{expired}")
+        assert response is not None
+        assert response.status == 410
+        assert await tab.page.inner_text("h1") == "This link has expired"
+        assert "Ask the sender for a new link." in await tab.page.inner_text("main")
+        await screenshot(tab.page, tmp_path / f"expired-{name}.png")
+        assert tab.csp_violations() == []
+        await tab.close()
+    assert await count(database_url, "claims") == 0
