@@ -12,6 +12,7 @@ import json
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import uvicorn
@@ -22,6 +23,7 @@ from service.config import ConfigurationError, Settings
 from service.db import create_engine, create_session_factory, migrate
 from service.devmode import prepare_dev_environment
 from service.errors import ApiError
+from service.purge import BATCH_SIZE, purge
 from service.schemas import (
     ActionOut,
     ActionPut,
@@ -66,6 +68,39 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_keygen(args: argparse.Namespace) -> int:
     print(secrets.token_urlsafe(48))
     return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    settings = Settings()
+    retention = timedelta(days=settings.redemption_retention_days)
+
+    async def run() -> dict[str, object]:
+        engine = create_engine(settings)
+        try:
+            report = await purge(engine, args.now or datetime.now(UTC), retention, args.batch_size)
+        finally:
+            await engine.dispose()
+        return report.summary()
+
+    _emit(asyncio.run(run()))
+    return 0
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {value!r}")
+    return int(value)
+
+
+def _aware_datetime(value: str) -> datetime:
+    """``--now``: an ISO 8601 time with a UTC offset (``2027-01-01T00:00:00Z``)."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError("give a UTC offset, e.g. 2027-01-01T00:00:00Z")
+    return parsed
 
 
 # --- admin operations ----------------------------------------------------------
@@ -220,6 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_migrate
     )
     sub.add_parser("keygen", help="print a new random signing key").set_defaults(func=cmd_keygen)
+    purging = sub.add_parser(
+        "purge", help="delete counters and revocations of expired links, and old audit rows"
+    )
+    purging.add_argument(
+        "--now",
+        type=_aware_datetime,
+        default=None,
+        help="purge as if it were this time (ISO 8601 with offset); default: now",
+    )
+    purging.add_argument("--batch-size", type=_positive_int, default=BATCH_SIZE, metavar="N")
+    purging.set_defaults(func=cmd_purge)
 
     client = sub.add_parser("client", help="manage clients").add_subparsers(
         dest="op", required=True

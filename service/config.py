@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     log_format: Literal["json", "console"] = "json"
     redemption_retention_days: int = Field(default=90, ge=1)
+    # Seconds between background purges in each process (0: off; `action-links purge` still works).
+    purge_interval: float = Field(default=300.0, ge=0)
     webhook_timeout: float = Field(default=5.0, gt=0, le=60)
     webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [float(s) for s in DEFAULT_RETRY_SCHEDULE]
@@ -163,6 +165,7 @@ class Settings(BaseSettings):
             "log_level": self.log_level,
             "log_format": self.log_format,
             "redemption_retention_days": self.redemption_retention_days,
+            "purge_interval": self.purge_interval,
             "webhook_timeout": self.webhook_timeout,
             "webhook_retry_schedule": self.webhook_retry_schedule,
             "database_pool_size": self.database_pool_size,

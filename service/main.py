@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import admin, demo, links, ops, redirect
+from service.api import admin, audit, demo, lifecycle, links, ops, redirect
 from service.api.problems import BodyLimitMiddleware, install_error_handlers
 from service.config import Settings
+from service.purge import PeriodicPurge
 from service.state import AppState
 
 
@@ -19,9 +21,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = AppState.build(settings)
         app.state.services = state
+        retention = timedelta(days=settings.redemption_retention_days)
+        purging = PeriodicPurge(state.engine, settings.purge_interval, retention).start()
         try:
             yield
         finally:
+            await purging.stop()
             await state.close()
 
     app = FastAPI(
@@ -34,6 +39,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware)
     app.include_router(links.router)
+    app.include_router(lifecycle.router)
+    app.include_router(audit.router)
     app.include_router(admin.router)
     app.include_router(redirect.router)
     app.include_router(ops.router)

@@ -20,7 +20,7 @@ from service.errors import (
 from service.redirects import require_allowed
 from service.registry import ClientConfig
 from service.schemas import LinkRequest, LinkResponse
-from service.tokens import LinkClaims, TokenCodec, new_link_id
+from service.tokens import LinkClaims, TokenCodec
 
 MAX_DATA_BYTES = 4096
 
@@ -53,7 +53,7 @@ class Minter:
         max_uses = request.max_uses if request.max_uses is not None else action.max_uses
         now_us = time.time_ns() // 1000
         claims = LinkClaims(
-            link_id=new_link_id(),
+            link_id=self.codec.mint_link_id(client.id),
             client_id=client.id,
             action=action.name,
             subject=request.subject,

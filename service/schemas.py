@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from service.redirects import InvalidUrl, validate_absolute_url
+from service.tokens import MAX_TOKEN_LENGTH
 
 DEFAULT_TTL = 86_400
 DEFAULT_MAX_TTL = 2_592_000
@@ -16,6 +17,9 @@ MAX_BATCH = 1000
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 ACTION_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+# PostgreSQL text cannot hold NUL: refuse it up front rather than fail when it is stored.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+URL_SAFE_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 
 
 def _absolute_url(value: str) -> str:
@@ -37,11 +41,13 @@ class Strict(BaseModel):
 
 class LinkRequest(Strict):
     action: Annotated[str, Field(min_length=1, max_length=64)]
-    subject: Annotated[str, Field(max_length=200)] | None = None
+    subject: Annotated[str, Field(max_length=200, pattern=NO_NUL_PATTERN)] | None = None
     data: Any = None
     expires_in: Annotated[int, Field(ge=1)] | None = None
     max_uses: Annotated[int, Field(ge=1, le=2_000_000_000)] | None = None
-    once_key: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    once_key: Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL_PATTERN)] | None = (
+        None
+    )
     # Checked against the allowlist by the minting code, which answers
     # redirect_not_allowed for any string that is not an allowed URL.
     success_url: Annotated[str, Field(max_length=2048)] | None = None
@@ -64,6 +70,75 @@ class BatchRequest(Strict):
 
 class BatchResponse(BaseModel):
     links: list[LinkResponse]
+
+
+# --- link lifecycle and audit log ------------------------------------------
+
+
+class LinkStatus(BaseModel):
+    id: str
+    uses: int
+    revoked: bool
+    first_redeemed_at: datetime | None
+    last_redeemed_at: datetime | None
+
+
+class InspectRequest(Strict):
+    # Longer than any token we issue: refused as a validation error, never parsed.
+    token: Annotated[str, Field(min_length=1, max_length=MAX_TOKEN_LENGTH)]
+
+
+class InspectedLink(BaseModel):
+    id: str
+    action: str
+    subject: str | None
+    data: Any
+    expires_at: datetime
+    max_uses: int | None
+    uses: int
+
+
+InspectReason = Literal["invalid", "expired", "used", "revoked", "disabled"]
+
+
+class InspectResponse(BaseModel):
+    valid: bool
+    reason: InspectReason | None
+    link: InspectedLink | None
+
+
+class SubjectRevocationRequest(Strict):
+    subject: Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL_PATTERN)]
+    action: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+
+class SubjectRevocationOut(BaseModel):
+    subject: str
+    action: str | None
+    revoked_at: datetime
+
+
+class DeliveryOut(BaseModel):
+    status: str  # "none" when the redemption has no webhook job
+    attempts: int
+    last_error: str | None
+
+
+class RedemptionOut(BaseModel):
+    id: str
+    link_id: str
+    action: str
+    subject: str | None
+    data: Any
+    use: int
+    max_uses: int | None
+    redeemed_at: datetime
+    delivery: DeliveryOut
+
+
+class RedemptionPage(BaseModel):
+    items: list[RedemptionOut]
+    next_cursor: str | None
 
 
 # --- admin -----------------------------------------------------------------

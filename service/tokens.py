@@ -13,7 +13,9 @@ failure URL may be used. ``LinkClaims.is_expired`` answers it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,10 +25,22 @@ from typing import Any
 from itsdangerous import BadData, BadPayload, BadSignature, URLSafeSerializer
 from itsdangerous.encoding import base64_decode, base64_encode
 
-__all__ = ["BadData", "ConfirmClaims", "LinkClaims", "Purpose", "TokenCodec", "new_link_id"]
+__all__ = [
+    "BadData",
+    "ConfirmClaims",
+    "LinkClaims",
+    "Purpose",
+    "TokenCodec",
+    "link_claim_key",
+    "new_link_id",
+]
 
 MAX_TOKEN_LENGTH = 16_384
 LINK_ID_BYTES = 12  # 96 bits from the CSPRNG, 16 URL-safe characters
+LINK_ID_RANDOM_CHARS = 16
+LINK_ID_TAG_BYTES = 3  # 24 bits, 4 URL-safe characters: a link id is 20 characters
+LINK_ID_LENGTH = LINK_ID_RANDOM_CHARS + 4
+LINK_ID_SALT = b"action-links/link-id/v1"
 
 
 class Purpose(StrEnum):
@@ -38,7 +52,13 @@ class Purpose(StrEnum):
 
 
 def new_link_id() -> str:
+    """96 random bits, URL-safe: the random part of every link id."""
     return secrets.token_urlsafe(LINK_ID_BYTES)
+
+
+def link_claim_key(link_id: str) -> str:
+    """The key of a link's own use counter in ``claims`` (once-key budgets use ``o:``)."""
+    return f"l:{link_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +92,7 @@ class LinkClaims:
     @property
     def claim_key(self) -> str:
         """The use counter this link draws on: its own, or its once key's."""
-        return f"o:{self.once_key}" if self.once_key is not None else f"l:{self.link_id}"
+        return f"o:{self.once_key}" if self.once_key is not None else link_claim_key(self.link_id)
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {
@@ -177,6 +197,12 @@ def _require_canonical_signature(token: str) -> None:
         raise BadSignature("non-canonical signature encoding")
 
 
+def _link_id_tag(key: bytes, client_id: str, random_part: str) -> str:
+    message = f"{client_id}\x00{random_part}".encode("utf-8", "surrogatepass")
+    digest = hmac.new(key, message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:LINK_ID_TAG_BYTES]).decode()
+
+
 class TokenCodec:
     """Signs and verifies every token the service hands out."""
 
@@ -191,6 +217,28 @@ class TokenCodec:
             )
             for purpose in Purpose
         }
+        self._link_id_keys = [hmac.new(key, LINK_ID_SALT, hashlib.sha256).digest() for key in keys]
+
+    def mint_link_id(self, client_id: str) -> str:
+        """A new link id: 96 random bits, then a short tag binding it to ``client_id``.
+
+        Links are not stored, so the tag is how the API tells a client's own
+        link ids (answered, even when never redeemed) from unknown ids and
+        other clients' ids (404). It is no secret and no capability: the
+        token's signature is what makes a link redeemable.
+        """
+        random_part = new_link_id()
+        return random_part + _link_id_tag(self._link_id_keys[-1], client_id, random_part)
+
+    def owns_link_id(self, client_id: str, link_id: str) -> bool:
+        """Whether ``link_id`` was minted for ``client_id`` under one of the listed keys."""
+        if len(link_id) != LINK_ID_LENGTH or not link_id.isascii():
+            return False
+        random_part, tag = link_id[:LINK_ID_RANDOM_CHARS], link_id[LINK_ID_RANDOM_CHARS:]
+        return any(
+            hmac.compare_digest(_link_id_tag(key, client_id, random_part), tag)
+            for key in self._link_id_keys
+        )
 
     def sign(self, purpose: Purpose, payload: Any) -> str:
         return self._serializers[purpose].dumps(payload)

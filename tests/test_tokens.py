@@ -120,3 +120,19 @@ def test_a_genuine_signature_over_a_wrong_shape_is_refused() -> None:
     for payload in ([1, 2], {"i": 1}, "text", {"i": "x", "c": "y", "a": "z", "t": "1", "e": 1}):
         with pytest.raises(BadData):
             codec.verify_link(codec.sign(Purpose.LINK, payload))
+
+
+def test_link_ids_are_bound_to_their_client() -> None:
+    codec = TokenCodec([NEW_KEY])
+    ids = {codec.mint_link_id("shop") for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(len(i) == 20 and i.isascii() for i in ids)
+    link_id = ids.pop()
+    assert codec.owns_link_id("shop", link_id)
+    assert not codec.owns_link_id("other", link_id)
+    assert not TokenCodec([OLD_KEY]).owns_link_id("shop", link_id)
+    assert TokenCodec([NEW_KEY, OLD_KEY]).owns_link_id("shop", link_id)  # any listed key
+    for unknown in ("", new_link_id(), link_id[:-1], link_id + "A", "ü" * 20, "\ud800" * 20):
+        assert not codec.owns_link_id("shop", unknown)
+    changed = link_id[:3] + ("A" if link_id[3] != "A" else "B") + link_id[4:]
+    assert not codec.owns_link_id("shop", changed)

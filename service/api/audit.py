@@ -1,0 +1,41 @@
+"""``GET /v1/redemptions`` and ``GET /v1/redemptions/{id}``: a client's audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from service import audit
+from service.api.deps import ClientDep, SessionDep, StateDep
+from service.schemas import (
+    ACTION_NAME_PATTERN,
+    NO_NUL_PATTERN,
+    URL_SAFE_ID_PATTERN,
+    RedemptionOut,
+    RedemptionPage,
+)
+
+router = APIRouter(prefix="/v1/redemptions", tags=["audit"])
+
+
+@router.get("")
+async def list_redemptions(
+    client: ClientDep,
+    state: StateDep,
+    session: SessionDep,
+    link_id: Annotated[str | None, Query(max_length=64, pattern=URL_SAFE_ID_PATTERN)] = None,
+    subject: Annotated[str | None, Query(max_length=200, pattern=NO_NUL_PATTERN)] = None,
+    action: Annotated[str | None, Query(pattern=ACTION_NAME_PATTERN)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> RedemptionPage:
+    filters = audit.Filters(link_id=link_id, subject=subject, action=action)
+    return await audit.list_redemptions(session, state.codec, client.id, filters, limit, cursor)
+
+
+@router.get("/{redemption_id}")
+async def get_redemption(
+    redemption_id: str, client: ClientDep, session: SessionDep
+) -> RedemptionOut:
+    return await audit.get_redemption(session, client.id, redemption_id)

@@ -1,0 +1,25 @@
+"""Following links from tests: what the person would have been told."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+
+def outcome_of(response: httpx.Response) -> str:
+    """``success`` or the ``error=`` of a redemption's 303."""
+    assert response.status_code == 303, response.text
+    query = parse_qs(urlsplit(response.headers["location"]).query)
+    return "success" if "redemption_id" in query else query["error"][0]
+
+
+def redemption_id_of(response: httpx.Response) -> str:
+    query = parse_qs(urlsplit(response.headers["location"]).query)
+    return query["redemption_id"][0]
+
+
+async def redeem(http: httpx.AsyncClient, link: dict[str, Any]) -> str:
+    """Follow a minted link once; ``success`` or the error it redirected with."""
+    return outcome_of(await http.get("/r/" + link["token"]))
