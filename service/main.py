@@ -7,8 +7,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import __version__
+from service import __version__, metrics
 from service.api import admin, demo, links, ops, redirect
+from service.api.access import AccessMiddleware
 from service.api.problems import BodyLimitMiddleware, install_error_handlers
 from service.config import Settings
 from service.state import AppState
@@ -23,6 +24,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await state.close()
+            metrics.process_exiting()
 
     app = FastAPI(
         title="Action Links",
@@ -33,6 +35,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(AccessMiddleware)  # outermost of ours: sees every answer, 413s too
     app.include_router(links.router)
     app.include_router(admin.router)
     app.include_router(redirect.router)
