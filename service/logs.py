@@ -34,9 +34,15 @@ QUIET_LOGGERS = ("sqlalchemy", "aiosqlite", "asyncpg", "httpx", "httpcore", "mul
 NOISY_LOGGERS = ("alembic.runtime.plugins",)
 
 
+_second: list[Any] = [-1, ""]  # the last whole second formatted, and its text
+_encoder = json.JSONEncoder(default=str)  # one encoder: json.dumps(default=…) builds one per call
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-    return f"{seconds}.{int(record.msecs):03d}Z"
+    whole = int(record.created)
+    if whole != _second[0]:
+        _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
+    return f"{_second[1]}.{int(record.msecs):03d}Z"
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -64,7 +70,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(_fields(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _encoder.encode(entry)
 
 
 class ConsoleFormatter(logging.Formatter):

@@ -8,6 +8,7 @@ processes.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -299,3 +300,8 @@ def test_container_commands_with_the_compose_environment(
         log = app.log()
     for value in values.values():
         assert value not in log
+    started = json.loads(log.splitlines()[0])
+    assert started["msg"].startswith("starting on http://127.0.0.1:")
+    assert started["config"]["secret_keys"] == "1 key(s)"
+    assert started["config"]["admin_api"] == "on"
+    assert started["config"]["database_url"].endswith(empty_database.rsplit("@", 1)[1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from service import metrics
 from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN, Tenant, link_path
 from tests.support.database import fetch
 from tests.support.processes import ServiceProcess, running_service
@@ -122,6 +124,28 @@ async def test_delivery_backlog_is_read_from_the_outbox(
     _, samples = await scrape(http)
     assert value(samples, "action_links_delivery_backlog") == 2
     assert value(samples, "action_links_delivery_oldest_pending_age_seconds") >= 660
+
+
+def test_serve_prepares_an_empty_metrics_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, "")  # so that teardown restores "not set"
+    monkeypatch.delenv(metrics.MULTIPROC_ENV)
+    assert metrics.prepare_multiprocess_dir(1) is None, "one process keeps metrics in memory"
+    assert metrics.MULTIPROC_ENV not in os.environ
+    created = metrics.prepare_multiprocess_dir(2)
+    assert created is not None
+    assert os.environ[metrics.MULTIPROC_ENV] == str(created)
+    assert list(created.iterdir()) == []
+    created.rmdir()
+
+    chosen = tmp_path / "metrics"
+    chosen.mkdir()
+    (chosen / "counter_123.db").write_bytes(b"stale")
+    (chosen / "keep.txt").write_text("not ours")
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(chosen))
+    assert metrics.prepare_multiprocess_dir(2) is None, "the operator's directory stays"
+    assert [p.name for p in chosen.iterdir()] == ["keep.txt"], "stale values are gone"
 
 
 # --- two worker processes -----------------------------------------------------------------

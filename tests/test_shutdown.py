@@ -96,12 +96,16 @@ async def test_sigterm_during_a_burst_keeps_every_answered_redemption(
     assert len(answered_ids) == len([r for r in responses if r.status_code == 303])
 
 
-def test_sigterm_when_idle_exits_zero(service: ServiceProcess) -> None:
-    service.process.send_signal(signal.SIGTERM)
-    try:
-        assert service.process.wait(timeout=10) == 0
-    except subprocess.TimeoutExpired:
-        pytest.fail("did not stop within 10 s")
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_when_idle_exits_zero(database_url: str, tmp_path: Path, workers: str) -> None:
+    """One process (uvicorn re-raises SIGTERM after its graceful shutdown) or a supervisor."""
+    env = {"DATABASE_URL": database_url, "SECRET_KEYS": SECRET, "DATABASE_POOL_SIZE": "2"}
+    with running_service(env, tmp_path, "--workers", workers) as service:
+        service.process.send_signal(signal.SIGTERM)
+        try:
+            assert service.process.wait(timeout=10) == 0
+        except subprocess.TimeoutExpired:
+            pytest.fail("did not stop within 10 s")
     log = service.log()
     assert '"msg": "stopped"' in log
     assert "Application shutdown complete." in log

@@ -104,4 +104,15 @@ class AccessMiddleware:
             fields["link_id"] = info.link_id
         if info.outcome is not None:
             fields["outcome"] = info.outcome
-        log.log(level, "%s %s %d", method, route, status, extra={FIELDS: fields})
+        # makeRecord + handle: what log.log() does, minus the stack walk for the caller's line.
+        record = log.makeRecord(
+            log.name,
+            level,
+            __file__,
+            0,
+            "%s %s %d",
+            (method, route, status),
+            None,
+            extra={FIELDS: fields},
+        )
+        log.handle(record)
