@@ -27,12 +27,13 @@ from service.db import schema_head
 from tests.support import database
 from tests.support.deployment import (
     SECRETS_MOUNT,
-    Instruction,
     Stage,
     container_command,
     dockerfile_stages,
+    image_healthcheck,
     load_compose,
     local_command,
+    local_healthcheck,
     option,
     service_environment,
 )
@@ -71,9 +72,7 @@ def healthcheck_of(service: dict[str, Any], stages: list[Stage]) -> list[str] | 
         assert test[0] in ("CMD", "CMD-SHELL"), test
         return [str(part) for part in test[1:]]
     if "build" in service:
-        instruction = stages[-1].last("HEALTHCHECK")
-        _, _, command = instruction.arguments.partition("CMD ")
-        return Instruction("CMD", command).exec_form()
+        return image_healthcheck(stages)
     return None
 
 
@@ -269,9 +268,12 @@ def test_container_commands_with_the_compose_environment(
     app_env["DATABASE_POOL_SIZE"] = "2"
     port = free_port()
     command = local_command(container_command(services["app"], stages), port)
+    exposed = stages[-1].last("EXPOSE").arguments
+    healthcheck = local_healthcheck(image_healthcheck(stages), exposed, port)
     with running_command(command, app_env, tmp_path, port) as app:
         not_ready = httpx.get(f"{app.base_url}/readyz", timeout=10)
         assert not_ready.status_code == 503
+        assert subprocess.run(healthcheck, capture_output=True, timeout=30).returncode != 0
         assert not_ready.json() == {
             "status": "unavailable",
             "reason": f"schema not migrated: at none, need {schema_head()}",
@@ -290,6 +292,7 @@ def test_container_commands_with_the_compose_environment(
         ready = httpx.get(f"{app.base_url}/readyz", timeout=10)
         assert ready.status_code == 200, ready.text
         assert ready.json() == {"status": "ready", "schema": schema_head()}
+        assert subprocess.run(healthcheck, capture_output=True, timeout=30).returncode == 0
         admin = {"Authorization": f"Bearer {values['admin_token']}"}
         created = httpx.post(
             f"{app.base_url}/v1/admin/clients",

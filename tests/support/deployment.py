@@ -142,3 +142,15 @@ def local_command(argv: list[str], port: int | None = None) -> list[str]:
 def option(argv: list[str], name: str) -> str:
     assert name in argv, f"{name} not in {argv}"
     return argv[argv.index(name) + 1]
+
+
+def image_healthcheck(stages: list[Stage]) -> list[str]:
+    """The image's HEALTHCHECK command (exec form)."""
+    _, _, command = stages[-1].last("HEALTHCHECK").arguments.partition("CMD ")
+    return Instruction("CMD", command).exec_form()
+
+
+def local_healthcheck(argv: list[str], exposed: str, port: int) -> list[str]:
+    """The health check as a local process: this Python, asking ``port`` instead."""
+    assert argv[0] == "python", argv
+    return [sys.executable, *(a.replace(f":{exposed}/", f":{port}/") for a in argv[1:])]
