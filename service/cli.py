@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import secrets
+import shutil
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -18,9 +21,9 @@ from typing import Any
 import uvicorn
 from pydantic import BaseModel, ValidationError
 
-from service import admin
+from service import admin, logs, metrics
 from service.config import ConfigurationError, Settings
-from service.db import create_engine, create_session_factory, migrate
+from service.db import create_engine, create_session_factory, migrate, schema_head
 from service.devmode import prepare_dev_environment
 from service.errors import ApiError
 from service.purge import BATCH_SIZE, purge
@@ -36,7 +39,19 @@ from service.schemas import (
     WebhookSecretOut,
 )
 
+log = logging.getLogger("service.cli")
+
+# In-flight requests get this long after SIGTERM; then the lifespan shutdown runs.
+GRACEFUL_SHUTDOWN_SECONDS = 8
+
 # --- serve -------------------------------------------------------------------
+
+
+def _stopped(signum: int, frame: object) -> None:
+    """SIGTERM asks for a clean stop. uvicorn shuts down gracefully and then raises
+    the signal again (so that the default action would end the process with it);
+    this turns that into exit status 0, which is what a finished stop is."""
+    raise SystemExit(0)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -45,23 +60,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         settings = Settings()
     settings.check_serveable()
-    print(f"action-links: serving on http://{args.host}:{args.port}", file=sys.stderr)
-    uvicorn.run(
-        "service.main:app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        access_log=False,  # uvicorn's access log would write tokens from /r/ paths
-        log_level=settings.log_level,
-        proxy_headers=False,
-        timeout_graceful_shutdown=8,
+    log_config = logs.logging_config(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format)
+    created_metrics_dir = metrics.prepare_multiprocess_dir(args.workers)
+    log.info(
+        "starting on http://%s:%d with %d worker(s)",
+        args.host,
+        args.port,
+        args.workers,
+        extra={logs.FIELDS: {"config": settings.masked()}},
     )
+    signal.signal(signal.SIGTERM, _stopped)
+    try:
+        uvicorn.run(
+            "service.main:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=log_config,
+            access_log=False,  # replaced by service.api.access: it never logs a /r/ path
+            log_level=settings.log_level,
+            ws="none",  # no websockets: uvicorn would log their paths
+            proxy_headers=False,
+            server_header=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        )
+    finally:
+        if created_metrics_dir is not None:
+            shutil.rmtree(created_metrics_dir, ignore_errors=True)
+        log.info("stopped")
     return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    migrate(Settings())
+    settings = Settings()
+    logs.configure(settings.log_level, settings.log_format)
+    migrate(settings)
+    log.info("database schema is at the newest migration, %s", schema_head())
     return 0
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from alembic.config import Config
-from sqlalchemy import event
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event, inspect, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -35,6 +37,9 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
+    # hide_parameters: statement parameters (webhook secrets, key hashes) never
+    # appear in a logged error or in an exception's message.
+    overrides.setdefault("hide_parameters", True)
     if settings.is_sqlite:
         engine = create_async_engine(
             settings.database_url, connect_args={"timeout": 30}, **overrides
@@ -69,6 +74,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+VERSION_TABLE = "alembic_version"
 
 
 def alembic_config(database_url: str) -> Config:
@@ -84,3 +90,25 @@ def alembic_config(database_url: str) -> Config:
 def migrate(settings: Settings) -> None:
     """Bring the database to the newest migration (synchronous: alembic runs its own loop)."""
     command.upgrade(alembic_config(settings.database_url), "head")
+
+
+@cache
+def schema_head() -> str:
+    """The newest migration this code ships (read once per process)."""
+    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    assert head is not None, "no migrations found"
+    return head
+
+
+async def schema_revision(engine: AsyncEngine) -> str | None:
+    """The migration the database is at; None when it was never migrated."""
+
+    def read(connection: Connection) -> str | None:
+        # Not alembic's MigrationContext: it logs two INFO lines per call, and this
+        # runs on every readiness probe.
+        if not inspect(connection).has_table(VERSION_TABLE):
+            return None
+        return connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(read)

@@ -8,8 +8,9 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
-from service import __version__
+from service import __version__, metrics
 from service.api import admin, audit, demo, lifecycle, links, ops, redirect
+from service.api.access import AccessMiddleware
 from service.api.problems import BodyLimitMiddleware, install_error_handlers
 from service.config import Settings
 from service.purge import PeriodicPurge
@@ -28,6 +29,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await purging.stop()
             await state.close()
+            metrics.process_exiting()
 
     app = FastAPI(
         title="Action Links",
@@ -38,6 +40,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(AccessMiddleware)  # outermost of ours: sees every answer, 413s too
     app.include_router(links.router)
     app.include_router(lifecycle.router)
     app.include_router(audit.router)

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.config import Settings
-from service.db import create_engine, create_session_factory
+from service.db import create_engine, create_session_factory, schema_head
 from service.mint import Minter
+from service.readiness import Readiness
 from service.redeem import Redeemer
 from service.registry import Registry
 from service.tokens import TokenCodec
@@ -23,6 +24,7 @@ class AppState:
     codec: TokenCodec
     minter: Minter
     redeemer: Redeemer
+    readiness: Readiness
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
@@ -38,6 +40,7 @@ class AppState:
             codec=codec,
             minter=Minter(codec, settings.public_base_url),
             redeemer=Redeemer(codec, registry, engine),
+            readiness=Readiness(engine, schema_head()),
         )
 
     async def close(self) -> None:

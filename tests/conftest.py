@@ -16,11 +16,13 @@ from service.config import Settings
 from service.main import create_app
 from service.state import AppState
 from tests.support import database
+from tests.support.logcheck import remember_secrets, service_logs_hold_no_secrets  # noqa: F401
 
 SECRET = "test-signing-key-0123456789abcdefghijklmnopqrstuvwxyz"
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 PUBLIC_BASE_URL = "https://links.example.com"
 SHOP_ORIGIN = "https://shop.example"
+remember_secrets(SECRET, ADMIN_TOKEN)
 
 
 @pytest.fixture(scope="session")

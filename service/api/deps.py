@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service import metrics, request_context
 from service.errors import NotFound, Unauthorized
 from service.registry import ClientConfig
 from service.state import AppState
@@ -42,10 +43,13 @@ def _bearer(request: Request) -> str | None:
 async def authenticated_client(request: Request, state: StateDep) -> ClientConfig:
     presented = _bearer(request)
     if presented is None:
+        metrics.auth_failed("api_key")
         raise Unauthorized("an API key is required: Authorization: Bearer alk_…")
     client = await state.registry.authenticate(presented)
     if client is None:
+        metrics.auth_failed("api_key")
         raise Unauthorized("the API key is not valid")
+    request_context.annotate(client_id=client.id)
     return client
 
 
@@ -60,6 +64,7 @@ async def require_admin(request: Request, state: StateDep) -> None:
     presented = _bearer(request)
     expected = token.get_secret_value().encode()
     if presented is None or not hmac.compare_digest(presented.encode(), expected):
+        metrics.auth_failed("admin_token")
         raise Unauthorized("the admin token is not valid")
 
 

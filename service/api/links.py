@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from service import metrics, request_context
 from service.api.deps import ClientDep, StateDep
 from service.schemas import BatchRequest, BatchResponse, LinkRequest, LinkResponse
 
@@ -12,9 +13,14 @@ router = APIRouter(prefix="/v1/links", tags=["links"])
 
 @router.post("", status_code=201)
 async def mint_link(request: LinkRequest, client: ClientDep, state: StateDep) -> LinkResponse:
-    return state.minter.mint(client, request)
+    link = state.minter.mint(client, request)
+    metrics.link_minted(client.id, request.action)
+    request_context.annotate(link_id=link.id)
+    return link
 
 
 @router.post("/batch", status_code=201)
 async def mint_links(request: BatchRequest, client: ClientDep, state: StateDep) -> BatchResponse:
-    return BatchResponse(links=state.minter.mint_batch(client, request.links))
+    links = state.minter.mint_batch(client, request.links)
+    metrics.links_minted(client.id, (link.action for link in links))
+    return BatchResponse(links=links)

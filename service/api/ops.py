@@ -1,29 +1,38 @@
-"""Health and readiness for orchestrators."""
+"""Health, readiness and metrics, for orchestrators and Prometheus (no authentication)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from sqlalchemy import text
-from starlette.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import JSONResponse, Response
 
+from service import metrics, request_context
 from service.api.deps import StateDep
-from service.db import is_unavailable
 
 router = APIRouter(tags=["ops"])
+
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
+    """200 while the process runs."""
     return {"status": "ok"}
 
 
 @router.get("/readyz")
 async def readyz(state: StateDep) -> JSONResponse:
-    try:
-        async with state.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-    except Exception as exc:
-        if not is_unavailable(exc):
-            raise
-        return JSONResponse({"status": "unavailable", "reason": "database"}, status_code=503)
-    return JSONResponse({"status": "ok"})
+    """200 when the database answers and its schema is the newest; else 503 and the reason."""
+    reason = await state.readiness.problem()
+    if reason is not None:
+        request_context.annotate(outcome=reason)
+        body = {"status": "unavailable", "reason": reason}
+        return JSONResponse(body, status_code=503, headers=NO_STORE)
+    return JSONResponse({"status": "ready", "schema": state.readiness.head}, headers=NO_STORE)
+
+
+@router.get("/metrics", response_class=Response)
+async def prometheus_metrics(state: StateDep) -> Response:
+    """Prometheus text exposition, summed over every worker process."""
+    body = await metrics.render(state.engine)
+    return Response(body, media_type=CONTENT_TYPE_LATEST, headers=NO_STORE)

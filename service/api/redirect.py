@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
 
+from service import metrics, request_context
 from service.api.deps import StateDep
 from service.confirm import Confirmation, Gate
 from service.pages import LINK_HEADERS, confirm_page, error_page, page_headers
@@ -79,20 +80,44 @@ def without_body(response: Response) -> Response:
     return bare
 
 
+def observe(result: Redemption | Confirmation) -> None:
+    """Note the outcome for the access log and count an untrusted token (never the token)."""
+    if isinstance(result, Confirmation):
+        outcome, link = "confirm", result.link
+    else:
+        outcome, link = result.outcome.value, result.link
+        if result.outcome is Outcome.INVALID:
+            metrics.auth_failed("link_token")
+    request_context.annotate(
+        client_id=link.client_id if link else None,
+        link_id=link.link_id if link else None,
+        outcome=outcome,
+    )
+
+
+def counted(result: Redemption | Confirmation) -> Redemption | Confirmation:
+    """A GET or POST answer: observed, and counted unless it only shows the confirm page."""
+    observe(result)
+    if isinstance(result, Redemption):
+        metrics.redemption(result.outcome.value)
+    return result
+
+
 @router.get("/r/{token:path}", response_class=Response)
 async def open_link(token: str, gate: GateDep) -> Response:
-    return answer(await gate.open(token))
+    return answer(counted(await gate.open(token)))
 
 
 @router.post("/r/{token:path}", response_class=Response)
 async def submit_link(token: str, request: Request, gate: GateDep) -> Response:
-    return answer(await gate.submit(token, await form_nonce(request)))
+    return answer(counted(await gate.submit(token, await form_nonce(request))))
 
 
 @router.head("/r/{token:path}", response_class=Response)
 async def peek_link(token: str, gate: GateDep) -> Response:
     """Never redeems: answers with what a GET would say about the link's state."""
     result = await gate.peek(token)
+    observe(result)
     if isinstance(result, Redemption) and result.outcome is Outcome.SUCCESS:
         headers = page_headers(secrets.token_urlsafe(16))
         return Response(status_code=200, media_type="text/html", headers=headers)

@@ -46,12 +46,13 @@ def postgres_available() -> bool:
     return True
 
 
-def create_database() -> str:
-    """Create and migrate a database with a unique name; returns its asyncpg URL."""
+def create_database(migrated: bool = True) -> str:
+    """Create (and migrate) a database with a unique name; returns its asyncpg URL."""
     name = f"al_test_{os.getpid()}_{secrets.token_hex(4)}"
     asyncio.run(_execute(SERVER_URL, f'CREATE DATABASE "{name}"'))
     url = _server_dsn(name).replace("postgresql://", "postgresql+asyncpg://", 1)
-    migrate(Settings(database_url=url))
+    if migrated:
+        migrate(Settings(database_url=url))
     return url
 
 

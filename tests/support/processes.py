@@ -36,7 +36,7 @@ class ServiceProcess:
 
 
 def wait_until_healthy(base_url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"service exited with {process.returncode}:\n{log_path.read_text()}")
@@ -50,17 +50,21 @@ def wait_until_healthy(base_url: str, process: subprocess.Popen[bytes], log_path
 
 
 @contextmanager
-def running_service(
+def running_command(
+    command: list[str],
     env: dict[str, str],
     log_dir: Path,
-    *args: str,
+    port: int,
     cwd: Path | None = None,
 ) -> Iterator[ServiceProcess]:
-    """``python -m service serve`` (the ``action-links`` entry point) until the block ends."""
-    port = free_port()
+    """Any command that serves HTTP on ``port``, until the block ends (then SIGTERM).
+
+    Its output goes to ``log_dir/service-<port>.log``; a session-level check
+    (``tests.support.logcheck``) greps every such file for secrets. Service
+    processes log at DEBUG unless ``env`` or the caller's environment says otherwise.
+    """
     log_path = log_dir / f"service-{port}.log"
-    full_env = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)}
-    command = [sys.executable, "-m", "service", "serve", "--port", str(port), *args]
+    full_env = {"LOG_LEVEL": "debug", **os.environ, **env, "PYTHONPATH": str(REPO_ROOT)}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, env=full_env, cwd=cwd or REPO_ROOT, stdout=log, stderr=subprocess.STDOUT
@@ -77,3 +81,17 @@ def running_service(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextmanager
+def running_service(
+    env: dict[str, str],
+    log_dir: Path,
+    *args: str,
+    cwd: Path | None = None,
+) -> Iterator[ServiceProcess]:
+    """``python -m service serve`` (the ``action-links`` entry point) until the block ends."""
+    port = free_port()
+    command = [sys.executable, "-m", "service", "serve", "--port", str(port), *args]
+    with running_command(command, env, log_dir, port, cwd=cwd) as service:
+        yield service

@@ -1,0 +1,132 @@
+"""Logging for every process: one JSON object per line, or a readable console line.
+
+``LOG_FORMAT=json`` (the default) writes one object per line to stderr with
+``ts``, ``level``, ``logger``, ``pid``, ``msg``, the request id of the
+request being handled (if any) and the structured fields a caller passed as
+``extra={"fields": {...}}``. ``LOG_FORMAT=console`` writes the same as
+``ts level logger: msg key=value …``. ``logging_config`` is handed to uvicorn
+as its ``log_config``, so uvicorn's own loggers, in the supervisor and in
+every worker, go through the same formatter.
+
+Some libraries log statement parameters, result rows or request details at
+INFO or DEBUG (SQLAlchemy's engine logger echoes rows that hold webhook
+secrets; aiosqlite logs the calls it runs). They are pinned at WARNING
+whatever ``LOG_LEVEL`` says, because logs must never hold a token, an API key
+or a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import time
+from typing import Any
+
+from service import request_context
+
+FIELDS = "fields"
+"""The ``extra`` key under which callers pass structured fields."""
+
+# Loggers that could write secrets or tokens at their verbose levels.
+QUIET_LOGGERS = ("sqlalchemy", "aiosqlite", "asyncpg", "httpx", "httpcore", "multipart")
+# Chatty at INFO about its own setup on every start of a worker.
+NOISY_LOGGERS = ("alembic.runtime.plugins",)
+
+
+_second: list[Any] = [-1, ""]  # the last whole second formatted, and its text
+_encoder = json.JSONEncoder(default=str)  # one encoder: json.dumps(default=…) builds one per call
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    whole = int(record.created)
+    if whole != _second[0]:
+        _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
+    return f"{_second[1]}.{int(record.msecs):03d}Z"
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    info = request_context.current()
+    if info is not None:
+        fields["request_id"] = info.request_id
+    extra = getattr(record, FIELDS, None)
+    if isinstance(extra, dict):
+        fields.update(extra)
+    return fields
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record; never spans lines (tracebacks are a string field)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+            "msg": record.getMessage(),
+        }
+        entry.update(_fields(record))
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return _encoder.encode(entry)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """For people at a terminal: ``ts level logger: msg key=value …``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [
+            _timestamp(record),
+            f"{record.levelname:<7}",
+            f"{record.name}:",
+            record.getMessage(),
+        ]
+        parts.extend(f"{key}={value}" for key, value in _fields(record).items())
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+FORMATTERS: dict[str, type[logging.Formatter]] = {
+    "json": JsonFormatter,
+    "console": ConsoleFormatter,
+}
+
+
+def logging_config(level: str, log_format: str) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` mapping; also uvicorn's ``log_config``."""
+    level = level.upper()
+    loggers: dict[str, Any] = {
+        # uvicorn's loggers propagate to the root handler; its access log is
+        # replaced by ours (``service.api.access``), which never logs a raw path.
+        "uvicorn": {"handlers": [], "level": level, "propagate": True},
+        "uvicorn.error": {"handlers": [], "level": level, "propagate": True},
+        "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+    }
+    loggers.update(
+        {
+            name: {"handlers": [], "level": "WARNING", "propagate": True}
+            for name in (*QUIET_LOGGERS, *NOISY_LOGGERS)
+        }
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": {"()": FORMATTERS[log_format]}},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["default"], "level": level},
+        "loggers": loggers,
+    }
+
+
+def configure(level: str, log_format: str) -> None:
+    logging.config.dictConfig(logging_config(level, log_format))

@@ -1,0 +1,228 @@
+"""/metrics: what it counts, that tokens never become labels, and that worker processes add up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from service import metrics
+from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN, Tenant, link_path
+from tests.support.database import fetch
+from tests.support.processes import ServiceProcess, running_service
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(exposition: str) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def scrape(http: httpx.AsyncClient) -> tuple[str, Samples]:
+    response = await http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return response.text, parse(response.text)
+
+
+async def test_counts_mints_redemptions_and_auth_failures(
+    http: httpx.AsyncClient, shop: Tenant, admin_headers: dict[str, str]
+) -> None:
+    _, before = await scrape(http)
+    links = [await shop.mint() for _ in range(3)]
+    batch = await http.post(
+        "/v1/links/batch", json={"links": [{"action": "activate"}] * 4}, headers=shop.headers
+    )
+    assert batch.status_code == 201
+    for link in links:
+        await http.get(link_path(link))
+    await http.get(link_path(links[0]))
+    await http.get("/r/not-a-token")
+    await http.post("/v1/links", json={"action": "activate"}, headers={"Authorization": "x"})
+    await http.get("/v1/admin/clients", headers={"Authorization": "Bearer wrong"})
+    text, after = await scrape(http)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    minted = "action_links_links_minted_total"
+    assert delta(minted, client="shop", action="activate") == 7
+    assert delta("action_links_redemptions_total", outcome="success") == 3
+    assert delta("action_links_redemptions_total", outcome="used") == 1
+    assert delta("action_links_redemptions_total", outcome="invalid") == 1
+    failures = "action_links_auth_failures_total"
+    assert delta(failures, credential="link_token") == 1
+    assert delta(failures, credential="api_key") == 1
+    assert delta(failures, credential="admin_token") == 1
+    count = "action_links_http_request_duration_seconds_count"
+    assert delta(count, method="GET", route="/r/{token:path}", status="303") == 4
+    assert delta(count, method="GET", route="/r/{token:path}", status="400") == 1
+    for link in links:
+        assert link["token"] not in text
+        assert link["id"] not in text
+    routes = {dict(labels).get("route") for (_, labels) in after}
+    assert all(r is None or r == "unmatched" or r.startswith("/") for r in routes)
+
+
+async def test_unmatched_paths_and_odd_methods_get_fixed_labels(
+    http: httpx.AsyncClient,
+) -> None:
+    count = "action_links_http_request_duration_seconds_count"
+    _, before = await scrape(http)
+    assert (await http.get("/nothing-here")).status_code == 404
+    assert (await http.request("BREW", "/anything/secret-looking-path")).status_code == 404
+    text, after = await scrape(http)
+    assert "secret-looking-path" not in text
+    assert "BREW" not in text
+    for method in ("GET", "OTHER"):
+        labels = {"method": method, "route": "unmatched", "status": "404"}
+        assert value(after, count, **labels) - value(before, count, **labels) == 1
+
+
+async def test_delivery_backlog_is_read_from_the_outbox(
+    http: httpx.AsyncClient, database_url: str
+) -> None:
+    _, empty = await scrape(http)
+    assert value(empty, "action_links_delivery_backlog") == 0
+    assert value(empty, "action_links_delivery_oldest_pending_age_seconds") == 0
+    old = datetime.now(UTC) - timedelta(minutes=10)
+    for n, status in enumerate(("pending", "pending", "delivered")):
+        redemption = f"link{n}.1"
+        await fetch(
+            database_url,
+            "INSERT INTO redemptions (id, client_id, link_id, claim_key, action, use, redeemed_at)"
+            " VALUES ($1, 'shop', $2, $3, 'activate', 1, $4)",
+            redemption,
+            f"link{n}",
+            f"l:link{n}",
+            old,
+        )
+        await fetch(
+            database_url,
+            "INSERT INTO deliveries (redemption_id, client_id, status, attempts, next_attempt_at,"
+            " created_at) VALUES ($1, 'shop', $2, 0, $3, $4)",
+            redemption,
+            status,
+            old,
+            old - timedelta(minutes=n),
+        )
+    _, samples = await scrape(http)
+    assert value(samples, "action_links_delivery_backlog") == 2
+    assert value(samples, "action_links_delivery_oldest_pending_age_seconds") >= 660
+
+
+def test_serve_prepares_an_empty_metrics_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, "")  # so that teardown restores "not set"
+    monkeypatch.delenv(metrics.MULTIPROC_ENV)
+    assert metrics.prepare_multiprocess_dir(1) is None, "one process keeps metrics in memory"
+    assert metrics.MULTIPROC_ENV not in os.environ
+    created = metrics.prepare_multiprocess_dir(2)
+    assert created is not None
+    assert os.environ[metrics.MULTIPROC_ENV] == str(created)
+    assert list(created.iterdir()) == []
+    created.rmdir()
+
+    chosen = tmp_path / "metrics"
+    chosen.mkdir()
+    (chosen / "counter_123.db").write_bytes(b"stale")
+    (chosen / "keep.txt").write_text("not ours")
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(chosen))
+    assert metrics.prepare_multiprocess_dir(2) is None, "the operator's directory stays"
+    assert [p.name for p in chosen.iterdir()] == ["keep.txt"], "stale values are gone"
+
+
+# --- two worker processes -----------------------------------------------------------------
+
+
+@pytest.fixture
+def two_workers(database_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
+    env = {
+        "DATABASE_URL": database_url,
+        "SECRET_KEYS": SECRET,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "DATABASE_POOL_SIZE": "3",
+        "LOG_LEVEL": "debug",  # scrapes are logged at DEBUG: the test sees who served them
+    }
+    with running_service(env, tmp_path, "--workers", "2") as service:
+        yield service
+
+
+def pids_serving(service: ServiceProcess, route: str) -> set[int]:
+    entries = (json.loads(line) for line in service.log().splitlines())
+    return {e["pid"] for e in entries if e.get("route") == route}
+
+
+@pytest.mark.slow
+async def test_totals_add_up_across_two_workers(two_workers: ServiceProcess) -> None:
+    """Every request on a new connection, so both workers take some; every scrape,
+    whichever worker answers it, reports the totals of both."""
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    no_reuse = httpx.Limits(max_keepalive_connections=0)
+    expected: Counter[str] = Counter()
+    async with httpx.AsyncClient(
+        base_url=two_workers.base_url, limits=no_reuse, timeout=30
+    ) as http:
+        body = {"id": "shop", "name": "Shop", "allowed_redirects": [f"{SHOP_ORIGIN}/"]}
+        assert (await http.post("/v1/admin/clients", json=body, headers=admin)).is_success
+        action = {"success_url": f"{SHOP_ORIGIN}/ok", "failure_url": f"{SHOP_ORIGIN}/no"}
+        put = await http.put("/v1/admin/clients/shop/actions/go", json=action, headers=admin)
+        assert put.is_success
+        key = (await http.post("/v1/admin/clients/shop/keys", headers=admin)).json()["key"]
+        headers = {"Authorization": f"Bearer {key}"}
+
+        async def mint() -> str:
+            response = await http.post("/v1/links", json={"action": "go"}, headers=headers)
+            assert response.status_code == 201
+            expected["minted"] += 1
+            return "/r/" + str(response.json()["token"])
+
+        async def redeem(path: str) -> None:
+            location = (await http.get(path)).headers["location"]
+            assert "redemption_id=" in location or "error=used" in location
+            expected["success" if "redemption_id=" in location else "used"] += 1
+
+        for _ in range(5):  # until both workers served mints and redemptions
+            paths = await asyncio.gather(*(mint() for _ in range(10)))
+            await asyncio.gather(*(redeem(p) for p in paths + paths[:4]))
+            batch = await http.post(
+                "/v1/links/batch", json={"links": [{"action": "go"}] * 5}, headers=headers
+            )
+            assert batch.status_code == 201
+            expected["minted"] += 5
+            serving = (
+                pids_serving(two_workers, "/v1/links"),
+                pids_serving(two_workers, "/r/{token:path}"),
+            )
+            if all(len(pids) == 2 for pids in serving):
+                break
+        assert all(len(pids) == 2 for pids in serving), "both workers took requests"
+
+        for _ in range(40):  # until each worker has answered a scrape
+            _, samples = await scrape(http)
+            minted = value(samples, "action_links_links_minted_total", client="shop", action="go")
+            assert minted == expected["minted"]
+            redemptions = "action_links_redemptions_total"
+            assert value(samples, redemptions, outcome="success") == expected["success"]
+            assert value(samples, redemptions, outcome="used") == expected["used"]
+            if len(pids_serving(two_workers, "/metrics")) == 2:
+                break
+    assert len(pids_serving(two_workers, "/metrics")) == 2, "each worker answered a scrape"
+    assert expected["used"] > 0
