@@ -19,6 +19,7 @@ from service.api.deps import StateDep
 from service.confirm import Confirmation, Gate
 from service.pages import LINK_HEADERS, confirm_page, error_page, page_headers
 from service.redeem import Outcome, Redemption
+from service.tokens import LinkClaims
 
 router = APIRouter(tags=["redirect"])
 
@@ -82,10 +83,11 @@ def without_body(response: Response) -> Response:
 
 def observe(result: Redemption | Confirmation) -> None:
     """Note the outcome for the access log and count an untrusted token (never the token)."""
+    link: LinkClaims | None = result.link
     if isinstance(result, Confirmation):
-        outcome, link = "confirm", result.link
+        outcome = "confirm"
     else:
-        outcome, link = result.outcome.value, result.link
+        outcome = result.outcome.value
         if result.outcome is Outcome.INVALID:
             metrics.auth_failed("link_token")
     request_context.annotate(
