@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,6 +22,7 @@ from service import admin
 from service.config import ConfigurationError, Settings
 from service.db import create_engine, create_session_factory, migrate
 from service.devmode import prepare_dev_environment
+from service.dispatcher import run_standalone
 from service.errors import ApiError
 from service.schemas import (
     ActionOut,
@@ -60,6 +62,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     migrate(Settings())
+    return 0
+
+
+def cmd_dispatcher(args: argparse.Namespace) -> int:
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper())
+    print("action-links: dispatching webhooks until SIGTERM", file=sys.stderr)
+    asyncio.run(run_standalone(settings))
     return 0
 
 
@@ -220,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_migrate
     )
     sub.add_parser("keygen", help="print a new random signing key").set_defaults(func=cmd_keygen)
+    sub.add_parser(
+        "dispatcher", help="deliver queued webhooks (also runs inside every service process)"
+    ).set_defaults(func=cmd_dispatcher)
 
     client = sub.add_parser("client", help="manage clients").add_subparsers(
         dest="op", required=True

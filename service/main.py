@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import admin, demo, links, ops, redirect
+from service.api import admin, deliveries, demo, links, ops, redirect
 from service.api.problems import BodyLimitMiddleware, install_error_handlers
 from service.config import Settings
 from service.state import AppState
@@ -19,6 +19,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = AppState.build(settings)
         app.state.services = state
+        await state.start()
         try:
             yield
         finally:
@@ -35,6 +36,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware)
     app.include_router(links.router)
     app.include_router(admin.router)
+    app.include_router(deliveries.router)
     app.include_router(redirect.router)
     app.include_router(ops.router)
     if settings.dev:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.config import Settings
 from service.db import create_engine, create_session_factory
+from service.delivery import Deliverer
+from service.dispatcher import Dispatcher
 from service.mint import Minter
 from service.redeem import Redeemer
 from service.registry import Registry
 from service.tokens import TokenCodec
+from service.webhooks import new_http_client
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +27,8 @@ class AppState:
     codec: TokenCodec
     minter: Minter
     redeemer: Redeemer
+    http: httpx.AsyncClient
+    dispatcher: Dispatcher
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
@@ -30,6 +36,10 @@ class AppState:
         sessions = create_session_factory(engine)
         registry = Registry(sessions, ttl=settings.cache_ttl)
         codec = TokenCodec(settings.signing_keys())
+        http = new_http_client(settings.webhook_timeout)
+        deliverer = Deliverer(
+            http, registry, engine, settings.webhook_timeout, settings.webhook_retry_schedule
+        )
         return cls(
             settings=settings,
             engine=engine,
@@ -37,8 +47,17 @@ class AppState:
             registry=registry,
             codec=codec,
             minter=Minter(codec, settings.public_base_url),
-            redeemer=Redeemer(codec, registry, engine),
+            redeemer=Redeemer(codec, registry, engine, deliverer),
+            http=http,
+            dispatcher=Dispatcher(engine, deliverer),
         )
 
+    async def start(self) -> None:
+        """Start the background work: the webhook dispatcher, unless configured off."""
+        if self.settings.webhook_dispatcher:
+            self.dispatcher.start()
+
     async def close(self) -> None:
+        await self.dispatcher.stop()
+        await self.http.aclose()
         await self.engine.dispose()
