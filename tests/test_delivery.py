@@ -447,3 +447,20 @@ async def test_outbox_and_give_back_on_sqlite(
     finally:
         await engine.dispose()
     verified(receiver.received, shop.webhook_secret)
+
+
+async def test_shutdown_hands_back_the_leases_it_holds(
+    settings: Settings, admin_headers: Headers, receiver: Receiver, database_url: str
+) -> None:
+    receiver.script = lambda _request, seen: Answer(503) if seen == 0 else Answer(delay=NEVER)
+    async with serving(settings.model_copy(update={"webhook_timeout": 10.0})) as http:
+        shop = await hooked_tenant(http, admin_headers, receiver.url)
+        query_of(await http.get(link_path(await shop.mint())))
+
+        async def leased_by_dispatcher() -> bool:
+            rows = await fetch(database_url, "SELECT 1 FROM deliveries WHERE leased_until > now()")
+            return len(receiver.received) == 2 and len(rows) == 1
+
+        await eventually(leased_by_dispatcher, what="the dispatcher to hold the job")
+    [job] = (await deliveries(database_url)).values()
+    assert (job["status"], job["attempts"], job["leased_until"]) == ("pending", 1, None)

@@ -144,6 +144,8 @@ class Receiver:
         body = bytearray()
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the sender gave up mid-request: no real receiver would act on it
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
