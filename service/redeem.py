@@ -121,48 +121,53 @@ class Redeemer:
         )
 
     async def redeem(self, token: str, now: datetime | None = None) -> Redemption:
-        """Steps 1-4. Database errors propagate; the caller answers 503."""
+        """Steps 1-5. Database errors propagate; the caller answers 503."""
         now = now or utcnow()
         checked = await self.resolve(token, now)
         if checked.outcome is not Outcome.SUCCESS:
             return checked
-        link, action = checked.link, checked.action
-        assert link is not None
-        assert action is not None
-        inline = self.deliverer.attempts_inline(action.delivery, link.client_id)
+        assert checked.link is not None
+        assert checked.action is not None
+        delivery = checked.action.delivery
+        inline = self.deliverer.attempts_inline(delivery, checked.link.client_id)
         lease = self.deliverer.lease_until(now) if inline else None
-        result = await claim(self.engine, link, now, deliver=action.delivery != "none", lease=lease)
+        result = await claim(
+            self.engine, checked.link, now, deliver=delivery != "none", lease=lease
+        )
         if result.revoked:
             return _with(checked, Outcome.REVOKED)
         if not result.claimed:
             return _with(checked, Outcome.USED)
-        assert result.redemption_id is not None
-        assert result.use is not None
         redeemed = Redemption(
             Outcome.SUCCESS,
-            link,
+            checked.link,
             checked.client,
-            action,
+            checked.action,
             redemption_id=result.redemption_id,
             use=result.use,
         )
         if lease is None:
             return redeemed
-        job = Job(_event(link, result.redemption_id, result.use, now), attempts=0, lease=lease)
-        if action.delivery == "sync":
+        job = Job(_event(redeemed, now), attempts=0, lease=lease)
+        if delivery == "sync":
             return await self._deliver_sync(redeemed, job)
         await self._deliver_async(job)
         return redeemed
 
     async def _deliver_async(self, job: Job) -> None:
-        """One inline attempt; whatever happens, the person has succeeded."""
+        """One inline attempt; whatever happens, the person has succeeded.
+
+        If it cannot even be recorded, the job's lease expires and the
+        dispatcher delivers it: the redemption is committed, so no error here
+        may turn the person's success into an error page.
+        """
         try:
             await self.deliverer.deliver(job)
         except Exception as exc:
-            if not is_unavailable(exc):
-                raise
-            # The lease expires and the dispatcher delivers the job.
-            log.warning("inline delivery skipped: database unavailable")
+            if is_unavailable(exc):
+                log.warning("inline delivery not recorded: database unavailable")
+            else:
+                log.exception("inline delivery of %s failed", job.event.redemption_id)
 
     async def _deliver_sync(self, redeemed: Redemption, job: Job) -> Redemption:
         """The receiver decides: accepted → success; otherwise the use is given back."""
@@ -181,17 +186,21 @@ class Redeemer:
         )
 
 
-def _event(link: LinkClaims, redemption_id: str, use: int, now: datetime) -> RedemptionEvent:
+def _event(redeemed: Redemption, now: datetime) -> RedemptionEvent:
     """The webhook event of a claim just made: the same fields the claim wrote."""
+    link = redeemed.link
+    assert link is not None
+    assert redeemed.redemption_id is not None
+    assert redeemed.use is not None
     return RedemptionEvent(
-        redemption_id=redemption_id,
+        redemption_id=redeemed.redemption_id,
         client_id=link.client_id,
         link_id=link.link_id,
         claim_key=link.claim_key,
         action=link.action,
         subject=link.subject,
         data=link.data,
-        use=use,
+        use=redeemed.use,
         max_uses=link.max_uses,
         redeemed_at=now,
     )
