@@ -14,6 +14,9 @@ existing row, and is simply run again with a fresh snapshot.
 SQLite (the embedded default) has no data-modifying CTEs; there the same
 steps run as separate statements in one transaction, write first so the
 database lock is taken up front.
+
+``give_back`` is the claim's inverse, for ``sync`` webhooks the receiver did
+not accept: it removes the audit row and returns the use to the counter.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ _PARAM_TYPES = {
     "issued_at": UTCDateTime,
     "expires_at": UTCDateTime,
     "now": UTCDateTime,
+    "leased_until": UTCDateTime,
 }
 
 
@@ -102,8 +106,8 @@ audit AS (
 ),
 job AS (
     INSERT INTO deliveries
-        (redemption_id, client_id, status, attempts, next_attempt_at, created_at)
-    SELECT id, :client_id, 'pending', 0, :now, :now FROM audit WHERE :deliver
+        (redemption_id, client_id, status, attempts, next_attempt_at, leased_until, created_at)
+    SELECT id, :client_id, 'pending', 0, :now, :leased_until, :now FROM audit WHERE :deliver
     RETURNING redemption_id
 )
 SELECT (SELECT yes FROM revoked) AS revoked,
@@ -146,7 +150,9 @@ async def peek(engine: AsyncEngine, link: LinkClaims) -> LinkState:
     return LinkState(uses=row.uses or 0, revoked=bool(row.revoked))
 
 
-def _params(link: LinkClaims, now: datetime, deliver: bool) -> dict[str, object]:
+def _params(
+    link: LinkClaims, now: datetime, deliver: bool, lease: datetime | None
+) -> dict[str, object]:
     return {
         "client_id": link.client_id,
         "link_id": link.link_id,
@@ -159,21 +165,32 @@ def _params(link: LinkClaims, now: datetime, deliver: bool) -> dict[str, object]
         "max_uses": link.max_uses,
         "now": now,
         "deliver": deliver,
+        "leased_until": lease,
         "redemption_id": secrets.token_urlsafe(12),
     }
 
 
-async def claim(engine: AsyncEngine, link: LinkClaims, now: datetime, deliver: bool) -> ClaimResult:
-    """Take one use of ``link``, or say why not (revoked, or no use left)."""
+async def claim(
+    engine: AsyncEngine,
+    link: LinkClaims,
+    now: datetime,
+    deliver: bool,
+    lease: datetime | None = None,
+) -> ClaimResult:
+    """Take one use of ``link``, or say why not (revoked, or no use left).
+
+    With ``deliver``, the delivery job is written too, leased until ``lease``
+    when the caller attempts it at once (so no dispatcher races that attempt).
+    """
     if engine.dialect.name == "postgresql":
-        return await _claim_postgres(engine, link, now, deliver)
-    return await _claim_generic(engine, link, now, deliver)
+        return await _claim_postgres(engine, link, now, deliver, lease)
+    return await _claim_generic(engine, link, now, deliver, lease)
 
 
 async def _claim_postgres(
-    engine: AsyncEngine, link: LinkClaims, now: datetime, deliver: bool
+    engine: AsyncEngine, link: LinkClaims, now: datetime, deliver: bool, lease: datetime | None
 ) -> ClaimResult:
-    params = _params(link, now, deliver)
+    params = _params(link, now, deliver, lease)
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         for _ in range(MAX_RACE_RETRIES):
@@ -214,16 +231,17 @@ VALUES (:redemption_id, :client_id, :link_id, :claim_key, :action, :subject, :da
 
 GENERIC_JOB = _sql(
     """
-INSERT INTO deliveries (redemption_id, client_id, status, attempts, next_attempt_at, created_at)
-VALUES (:redemption_id, :client_id, 'pending', 0, :now, :now)
+INSERT INTO deliveries
+    (redemption_id, client_id, status, attempts, next_attempt_at, leased_until, created_at)
+VALUES (:redemption_id, :client_id, 'pending', 0, :now, :leased_until, :now)
 """
 )
 
 
 async def _claim_generic(
-    engine: AsyncEngine, link: LinkClaims, now: datetime, deliver: bool
+    engine: AsyncEngine, link: LinkClaims, now: datetime, deliver: bool, lease: datetime | None
 ) -> ClaimResult:
-    params = _params(link, now, deliver)
+    params = _params(link, now, deliver, lease)
     async with engine.connect() as conn:
         use = await _bump_or_create(conn, params)
         revoked = bool((await conn.execute(GENERIC_REVOKED, params)).scalar_one())
@@ -244,3 +262,30 @@ async def _bump_or_create(conn: AsyncConnection, params: dict[str, object]) -> i
     if use is None:
         use = (await conn.execute(GENERIC_CREATE, params)).scalar_one_or_none()
     return use
+
+
+GIVE_BACK_AUDIT = text(
+    "DELETE FROM redemptions WHERE id = :redemption_id RETURNING client_id, claim_key"
+)
+
+GIVE_BACK_USE = text(
+    """
+UPDATE claims SET uses = uses - 1
+WHERE client_id = :client_id AND key = :claim_key AND uses > 0
+"""
+)
+
+
+async def give_back(engine: AsyncEngine, redemption_id: str) -> bool:
+    """Undo a claim: the compensating transaction of a ``sync`` webhook that was not accepted.
+
+    Deletes the audit row (its delivery job goes with it, ON DELETE CASCADE)
+    and decrements the counter, in one transaction. False when the redemption
+    was already gone.
+    """
+    async with engine.begin() as conn:
+        row = (await conn.execute(GIVE_BACK_AUDIT, {"redemption_id": redemption_id})).first()
+        if row is None:
+            return False
+        await conn.execute(GIVE_BACK_USE, {"client_id": row.client_id, "claim_key": row.claim_key})
+    return True

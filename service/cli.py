@@ -25,6 +25,7 @@ from service import admin, logs, metrics
 from service.config import ConfigurationError, Settings
 from service.db import create_engine, create_session_factory, migrate, schema_head
 from service.devmode import prepare_dev_environment
+from service.dispatcher import run_standalone
 from service.errors import ApiError
 from service.purge import BATCH_SIZE, purge
 from service.schemas import (
@@ -98,6 +99,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     logs.configure(settings.log_level, settings.log_format)
     migrate(settings)
     log.info("database schema is at the newest migration, %s", schema_head())
+    return 0
+
+
+def cmd_dispatcher(args: argparse.Namespace) -> int:
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper())
+    print("action-links: dispatching webhooks until SIGTERM", file=sys.stderr)
+    asyncio.run(run_standalone(settings))
     return 0
 
 
@@ -302,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     purging.add_argument("--batch-size", type=_positive_int, default=BATCH_SIZE, metavar="N")
     purging.set_defaults(func=cmd_purge)
+    sub.add_parser(
+        "dispatcher", help="deliver queued webhooks (also runs inside every service process)"
+    ).set_defaults(func=cmd_dispatcher)
 
     client = sub.add_parser("client", help="manage clients").add_subparsers(
         dest="op", required=True

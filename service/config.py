@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [float(s) for s in DEFAULT_RETRY_SCHEDULE]
     )
+    # Run the webhook dispatcher inside each service process (off when it runs separately).
+    webhook_dispatcher: bool = True
     # Connections per process: the pool keeps this many and may open as many again.
     database_pool_size: int = Field(default=10, ge=1, le=100)
     # How long a process may cache clients, keys and actions (API.md: at most 30 s).
@@ -168,6 +170,7 @@ class Settings(BaseSettings):
             "purge_interval": self.purge_interval,
             "webhook_timeout": self.webhook_timeout,
             "webhook_retry_schedule": self.webhook_retry_schedule,
+            "webhook_dispatcher": self.webhook_dispatcher,
             "database_pool_size": self.database_pool_size,
             "cache_ttl": self.cache_ttl,
             "dev": self.dev,

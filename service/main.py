@@ -9,7 +9,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from service import __version__, metrics
-from service.api import admin, audit, demo, lifecycle, links, ops, redirect
+from service.api import admin, audit, deliveries, demo, lifecycle, links, ops, redirect
 from service.api.access import AccessMiddleware
 from service.api.problems import BodyLimitMiddleware, install_error_handlers
 from service.config import Settings
@@ -22,6 +22,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = AppState.build(settings)
         app.state.services = state
+        await state.start()
         retention = timedelta(days=settings.redemption_retention_days)
         purging = PeriodicPurge(state.engine, settings.purge_interval, retention).start()
         try:
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(lifecycle.router)
     app.include_router(audit.router)
     app.include_router(admin.router)
+    app.include_router(deliveries.router)
     app.include_router(redirect.router)
     app.include_router(ops.router)
     if settings.dev:

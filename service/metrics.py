@@ -2,7 +2,7 @@
 
     action_links_links_minted_total{client, action}
     action_links_redemptions_total{outcome}            success, used, expired, invalid, …
-    action_links_webhook_attempts_total{outcome}       see ``WebhookOutcome``
+    action_links_webhook_attempts_total{outcome}       delivered, rejected, failed, timeout, …
     action_links_auth_failures_total{credential}       api_key, admin_token, link_token
     action_links_http_request_duration_seconds{method, route, status}
     action_links_delivery_backlog                      pending webhook deliveries
@@ -60,9 +60,6 @@ UNMATCHED_ROUTE = "unmatched"
 BACKLOG_TIMEOUT_SECONDS = 1.0
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-WebhookOutcome = Literal["delivered", "rejected", "failed", "timeout", "unreachable"]
-"""One delivery attempt: ``delivered`` 2xx; ``rejected`` 4xx; ``failed`` any other
-answer (3xx, 5xx, garbage); ``timeout``; ``unreachable`` (refused, reset, DNS)."""
 
 Credential = Literal["api_key", "admin_token", "link_token"]
 
@@ -97,8 +94,10 @@ def redemption(outcome: str) -> None:
     REDEMPTIONS.labels(outcome).inc()
 
 
-def webhook_attempt(outcome: WebhookOutcome) -> None:
-    """Called by the webhook code once per delivery attempt (inline, sync or background)."""
+def webhook_attempt(outcome: str) -> None:
+    """Once per delivery attempt (inline, sync or background); ``outcome`` is ``Attempt.kind``:
+    ``delivered`` 2xx; ``rejected`` 4xx; ``failed`` any other answer (3xx, 5xx,
+    garbage); ``timeout``; ``unreachable`` (refused, reset, no webhook_url)."""
     WEBHOOK_ATTEMPTS.labels(outcome).inc()
 
 

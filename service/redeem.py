@@ -6,21 +6,32 @@
    ones refuse the link.
 4. One claim (``service.claim``): revocations, the use counter, the audit row
    and the outbox job, committed together before anything is returned.
-5. The caller turns the result into a redirect or a page.
+5. Webhooks, after the commit and outside any transaction: ``async`` actions
+   make one attempt (skipped while the receiver is known to be down) and the
+   person succeeds whatever it answers; ``sync`` actions succeed only if the
+   receiver accepts, else the use is given back (``claim.give_back``).
+6. The caller turns the result into a redirect or a page.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.claim import claim, peek
+from service.claim import claim, give_back, peek
+from service.db import is_unavailable
+from service.delivery import Deliverer
+from service.outbox import Job
 from service.redirects import is_allowed, with_query
 from service.registry import ActionConfig, ClientConfig, Registry
 from service.tokens import BadData, LinkClaims, TokenCodec
+from service.webhooks import RedemptionEvent, Verdict
+
+log = logging.getLogger(__name__)
 
 
 class Outcome(StrEnum):
@@ -75,6 +86,7 @@ class Redeemer:
     codec: TokenCodec
     registry: Registry
     engine: AsyncEngine
+    deliverer: Deliverer
 
     async def resolve(self, token: str, now: datetime) -> Redemption:
         """Steps 1-3: everything that can refuse a link before the database is written."""
@@ -112,7 +124,7 @@ class Redeemer:
         )
 
     async def redeem(self, token: str, now: datetime | None = None) -> Redemption:
-        """Steps 1-4. Database errors propagate; the caller answers 503."""
+        """Steps 1-5. Database errors propagate; the caller answers 503."""
         now = now or utcnow()
         return await self.redeem_resolved(await self.resolve(token, now), now)
 
@@ -122,14 +134,17 @@ class Redeemer:
             return checked
         assert checked.link is not None
         assert checked.action is not None
+        delivery = checked.action.delivery
+        inline = self.deliverer.attempts_inline(delivery, checked.link.client_id)
+        lease = self.deliverer.lease_until(now) if inline else None
         result = await claim(
-            self.engine, checked.link, now, deliver=checked.action.delivery != "none"
+            self.engine, checked.link, now, deliver=delivery != "none", lease=lease
         )
         if result.revoked:
             return _with(checked, Outcome.REVOKED)
         if not result.claimed:
             return _with(checked, Outcome.USED)
-        return Redemption(
+        redeemed = Redemption(
             Outcome.SUCCESS,
             checked.link,
             checked.client,
@@ -137,6 +152,64 @@ class Redeemer:
             redemption_id=result.redemption_id,
             use=result.use,
         )
+        if lease is None:
+            return redeemed
+        job = Job(_event(redeemed, now), attempts=0, lease=lease)
+        if delivery == "sync":
+            return await self._deliver_sync(redeemed, job)
+        await self._deliver_async(job)
+        return redeemed
+
+    async def _deliver_async(self, job: Job) -> None:
+        """One inline attempt; whatever happens, the person has succeeded.
+
+        If it cannot even be recorded, the job's lease expires and the
+        dispatcher delivers it: the redemption is committed, so no error here
+        may turn the person's success into an error page.
+        """
+        try:
+            await self.deliverer.deliver(job)
+        except Exception as exc:
+            if is_unavailable(exc):
+                log.warning("inline delivery not recorded: database unavailable")
+            else:
+                log.exception("inline delivery of %s failed", job.event.redemption_id)
+
+    async def _deliver_sync(self, redeemed: Redemption, job: Job) -> Redemption:
+        """The receiver decides: accepted → success; otherwise the use is given back."""
+        attempt = await self.deliverer.attempt(job.event)
+        if attempt.delivered:
+            await self.deliverer.record(job, attempt)
+            return redeemed
+        await give_back(self.engine, job.event.redemption_id)
+        refused = attempt.verdict is Verdict.REJECTED
+        return Redemption(
+            Outcome.REJECTED if refused else Outcome.UNAVAILABLE,
+            redeemed.link,
+            redeemed.client,
+            redeemed.action,
+            reason=attempt.reason if refused else None,
+        )
+
+
+def _event(redeemed: Redemption, now: datetime) -> RedemptionEvent:
+    """The webhook event of a claim just made: the same fields the claim wrote."""
+    link = redeemed.link
+    assert link is not None
+    assert redeemed.redemption_id is not None
+    assert redeemed.use is not None
+    return RedemptionEvent(
+        redemption_id=redeemed.redemption_id,
+        client_id=link.client_id,
+        link_id=link.link_id,
+        claim_key=link.claim_key,
+        action=link.action,
+        subject=link.subject,
+        data=link.data,
+        use=redeemed.use,
+        max_uses=link.max_uses,
+        redeemed_at=now,
+    )
 
 
 def _with(base: Redemption, outcome: Outcome) -> Redemption:

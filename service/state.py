@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.config import Settings
 from service.db import create_engine, create_session_factory, schema_head
+from service.delivery import Deliverer
+from service.dispatcher import Dispatcher
 from service.mint import Minter
 from service.readiness import Readiness
 from service.redeem import Redeemer
 from service.registry import Registry
 from service.tokens import TokenCodec
+from service.webhooks import new_http_client
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +29,8 @@ class AppState:
     minter: Minter
     redeemer: Redeemer
     readiness: Readiness
+    http: httpx.AsyncClient
+    dispatcher: Dispatcher
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
@@ -32,6 +38,10 @@ class AppState:
         sessions = create_session_factory(engine)
         registry = Registry(sessions, ttl=settings.cache_ttl)
         codec = TokenCodec(settings.signing_keys())
+        http = new_http_client(settings.webhook_timeout)
+        deliverer = Deliverer(
+            http, registry, engine, settings.webhook_timeout, settings.webhook_retry_schedule
+        )
         return cls(
             settings=settings,
             engine=engine,
@@ -39,9 +49,18 @@ class AppState:
             registry=registry,
             codec=codec,
             minter=Minter(codec, settings.public_base_url),
-            redeemer=Redeemer(codec, registry, engine),
+            redeemer=Redeemer(codec, registry, engine, deliverer),
             readiness=Readiness(engine, schema_head()),
+            http=http,
+            dispatcher=Dispatcher(engine, deliverer),
         )
 
+    async def start(self) -> None:
+        """Start the background work: the webhook dispatcher, unless configured off."""
+        if self.settings.webhook_dispatcher:
+            self.dispatcher.start()
+
     async def close(self) -> None:
+        await self.dispatcher.stop()
+        await self.http.aclose()
         await self.engine.dispose()

@@ -15,9 +15,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import metrics
-from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN, Tenant, link_path
+from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN, Tenant, link_path, make_tenant
 from tests.support.database import fetch
-from tests.support.processes import ServiceProcess, running_service
+from tests.support.processes import ServiceProcess, free_port, running_service
+from tests.support.receiver import Answer, Receiver
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -226,3 +227,28 @@ async def test_totals_add_up_across_two_workers(two_workers: ServiceProcess) -> 
                 break
     assert len(pids_serving(two_workers, "/metrics")) == 2, "each worker answered a scrape"
     assert expected["used"] > 0
+
+
+async def test_counts_webhook_attempts_by_outcome(
+    http: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    receiver = Receiver().up()
+    try:
+        shop = await make_tenant(http, admin_headers, "shop", webhook_url=receiver.url)
+        await shop.put_action("activate", admin_headers, delivery="sync")
+        _, before = await scrape(http)
+        await http.get(link_path(await shop.mint()))
+        receiver.answer(Answer(409, json={"error": "out_of_stock"}))
+        await http.get(link_path(await shop.mint()))
+        receiver.answer(Answer(503))
+        await http.get(link_path(await shop.mint()))
+    finally:
+        receiver.down()
+    closed = {"webhook_url": f"http://127.0.0.1:{free_port()}/hooks"}
+    await http.patch("/v1/admin/clients/shop", json=closed, headers=admin_headers)
+    await http.get(link_path(await shop.mint()))
+    _, after = await scrape(http)
+    name = "action_links_webhook_attempts_total"
+    for outcome in ("delivered", "rejected", "failed", "unreachable"):
+        delta = value(after, name, outcome=outcome) - value(before, name, outcome=outcome)
+        assert delta == 1, outcome

@@ -1,0 +1,144 @@
+"""The dispatcher: retries webhooks from the outbox until they are delivered or failed.
+
+It runs inside every service process (started and stopped by the app's
+lifespan) and as ``action-links dispatcher`` for operators who want it
+separate. Any number of them share the work: each round leases a batch of
+due jobs (``outbox.lease_due``), attempts them concurrently outside any
+transaction, and records each outcome in its own short transaction while it
+still holds the lease. A process that dies mid-delivery loses nothing: its
+leases expire and another dispatcher takes the jobs.
+
+On shutdown it stops leasing, gives in-flight attempts a moment to finish,
+and hands back the leases it still holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service import outbox
+from service.config import Settings
+from service.db import create_engine, create_session_factory, is_unavailable
+from service.delivery import Deliverer
+from service.outbox import Job
+from service.registry import Registry
+from service.webhooks import new_http_client
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 20
+POLL_INTERVAL = 1.0  # seconds between looks at an empty outbox
+STOP_GRACE = 2.0  # seconds in-flight attempts get to finish on shutdown
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        deliverer: Deliverer,
+        batch_size: int = BATCH_SIZE,
+        poll_interval: float = POLL_INTERVAL,
+    ) -> None:
+        self.engine = engine
+        self.deliverer = deliverer
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._held: dict[str, datetime] = {}
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
+
+    def wake(self) -> None:
+        """Look at the outbox now (a job was queued in this process)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            _, pending = await asyncio.wait({self._task}, timeout=STOP_GRACE)
+            if pending:
+                self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        held, self._held = self._held, {}
+        try:
+            await outbox.release(self.engine, held)
+        except Exception:
+            log.warning("could not release %d delivery leases; they will expire", len(held))
+
+    async def run_once(self) -> int:
+        """Lease one batch of due jobs and deliver it; how many jobs there were."""
+        now = datetime.now(UTC)
+        jobs = await outbox.lease_due(
+            self.engine, now, self.deliverer.lease_until(now), self.batch_size
+        )
+        self._held.update({job.event.redemption_id: job.lease for job in jobs})
+        await asyncio.gather(*(self._deliver(job) for job in jobs))
+        return len(jobs)
+
+    async def _deliver(self, job: Job) -> None:
+        try:
+            await self.deliverer.deliver(job)
+        except Exception as exc:
+            log.log(
+                logging.WARNING if is_unavailable(exc) else logging.ERROR,
+                "delivery of %s failed: %s",
+                job.event.redemption_id,
+                type(exc).__name__,
+                exc_info=not is_unavailable(exc),
+            )
+        self._held.pop(job.event.redemption_id, None)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                leased = await self.run_once()
+            except Exception as exc:
+                leased = 0
+                if is_unavailable(exc):
+                    log.warning("dispatcher: database unavailable (%s)", type(exc).__name__)
+                else:
+                    log.exception("dispatcher round failed")
+            if leased < self.batch_size:
+                await self._idle()
+
+    async def _idle(self) -> None:
+        """Sleep until woken or until the next poll (jittered, so processes spread out)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.poll_interval * random.uniform(0.5, 1.0)):
+                await self._wake.wait()
+        self._wake.clear()
+
+
+async def run_standalone(settings: Settings) -> None:
+    """``action-links dispatcher``: dispatch until SIGTERM or SIGINT."""
+    engine = create_engine(settings)
+    http = new_http_client(settings.webhook_timeout)
+    registry = Registry(create_session_factory(engine), ttl=settings.cache_ttl)
+    deliverer = Deliverer(
+        http, registry, engine, settings.webhook_timeout, settings.webhook_retry_schedule
+    )
+    dispatcher = Dispatcher(engine, deliverer)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    dispatcher.start()
+    try:
+        await stop.wait()
+    finally:
+        await dispatcher.stop()
+        await http.aclose()
+        await engine.dispose()

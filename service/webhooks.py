@@ -1,0 +1,281 @@
+"""Standard Webhooks as the receiver sees them: the message, its signature, one attempt.
+
+- ``RedemptionEvent``: what one redemption tells the receiver. Its body and its
+  ``webhook-id`` are computed from the redemption alone, so every attempt by
+  any process sends the same bytes under the same id.
+- ``webhook_id``: fixed per (client, use counter, use number). A ``sync``
+  redemption that was refused gives its use back; the next redemption of
+  that use carries the same id, so a receiver that did apply the first one
+  (and then timed out) recognises it.
+- ``sign``: the ``webhook-signature`` header (``v1,`` + base64 HMAC-SHA256 of
+  ``{id}.{timestamp}.{body}``, keyed with the base64-decoded ``whsec_`` secret).
+- ``attempt``: one POST, bounded in time (the whole exchange, not each read)
+  and in memory (at most ``MAX_RESPONSE_BYTES`` of the answer are read),
+  redirects not followed, and a verdict with a short, clear error.
+
+No database here: the outbox (``service.outbox``) records what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import re
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Any
+
+import httpx
+
+from service import __version__
+
+SECRET_PREFIX = "whsec_"
+EVENT_TYPE = "link.redeemed"
+USER_AGENT = f"action-links/{__version__} (Standard Webhooks)"
+MAX_RESPONSE_BYTES = 4096
+MAX_RETRY_AFTER = 86_400.0
+MAX_CONNECTIONS = 100
+REASON_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+# 4xx answers that mean "not now" rather than "no".
+NOT_NOW = frozenset({408, 429})
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+
+
+def webhook_id(client_id: str, claim_key: str, use: int) -> str:
+    """``msg_`` + 144 bits of SHA-256 over (client, use number, counter).
+
+    The client id (a slug) and the use number contain no NUL, so the encoding
+    is unambiguous whatever the claim key holds.
+    """
+    material = f"{client_id}\x00{use}\x00{claim_key}".encode("utf-8", "surrogatepass")
+    return "msg_" + base64.urlsafe_b64encode(hashlib.sha256(material).digest()[:18]).decode()
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value for one message."""
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    signed = b"%s.%d.%s" % (msg_id.encode(), timestamp, body)
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def iso_utc(moment: datetime) -> str:
+    """``2026-11-25T16:00:00Z``: what pydantic writes for the same instant in the API."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _canonical(value: Any) -> Any:
+    """The same JSON value with object keys sorted, whatever order the database kept."""
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+@dataclass(frozen=True, slots=True)
+class RedemptionEvent:
+    """One redemption, as its webhook reports it."""
+
+    redemption_id: str
+    client_id: str
+    link_id: str
+    claim_key: str
+    action: str
+    subject: str | None
+    data: Any
+    use: int
+    max_uses: int | None
+    redeemed_at: datetime
+
+    @property
+    def webhook_id(self) -> str:
+        return webhook_id(self.client_id, self.claim_key, self.use)
+
+    def body(self) -> bytes:
+        redeemed_at = iso_utc(self.redeemed_at)
+        envelope = {
+            "type": EVENT_TYPE,
+            "timestamp": redeemed_at,
+            "data": {
+                "redemption_id": self.redemption_id,
+                "link_id": self.link_id,
+                "action": self.action,
+                "subject": self.subject,
+                "data": _canonical(self.data),
+                "use": self.use,
+                "max_uses": self.max_uses,
+                "redeemed_at": redeemed_at,
+            },
+        }
+        return json.dumps(envelope, separators=(",", ":")).encode()
+
+
+class Verdict(StrEnum):
+    DELIVERED = "delivered"  # 2xx
+    REJECTED = "rejected"  # 4xx other than 408/429: the receiver said no
+    UNAVAILABLE = "unavailable"  # anything else: 3xx, 5xx, 408, 429, timeout, no connection
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """How one attempt went. ``error`` is what ``deliveries.last_error`` shows."""
+
+    verdict: Verdict
+    error: str | None = None
+    status: int | None = None
+    reason: str | None = None  # the receiver's JSON ``error`` code, when it refused
+    retry_after: float | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.verdict is Verdict.DELIVERED
+
+    @property
+    def kind(self) -> str:
+        """The metrics label: delivered, rejected, failed (another answer), timeout, unreachable."""
+        if self.verdict is not Verdict.UNAVAILABLE:
+            return self.verdict.value
+        if self.status is not None:
+            return "failed"
+        return "timeout" if (self.error or "").startswith("timeout") else "unreachable"
+
+
+def new_http_client(timeout: float) -> httpx.AsyncClient:
+    """The one client a process delivers with (owned by the app's lifespan)."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout),
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=20),
+        headers={"user-agent": USER_AGENT},
+    )
+
+
+def headers_for(event: RedemptionEvent, secret: str, body: bytes, timestamp: int) -> dict[str, str]:
+    msg_id = event.webhook_id
+    return {
+        "content-type": "application/json",
+        "accept-encoding": "identity",  # never inflate an answer we only skim
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, msg_id, timestamp, body),
+    }
+
+
+async def attempt(
+    http: httpx.AsyncClient, url: str, secret: str, event: RedemptionEvent, timeout: float
+) -> Attempt:
+    """POST ``event`` once; the whole exchange takes at most ``timeout`` seconds."""
+    body = event.body()
+    try:
+        request = http.build_request(
+            "POST", url, content=body, headers=headers_for(event, secret, body, int(time.time()))
+        )
+    except httpx.InvalidURL:
+        return Attempt(Verdict.UNAVAILABLE, "invalid webhook_url")
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        async with asyncio.timeout_at(deadline):
+            response = await http.send(request, stream=True)
+    except (TimeoutError, httpx.TimeoutException):
+        return Attempt(Verdict.UNAVAILABLE, f"timeout after {timeout:g} s")
+    except httpx.HTTPError as exc:
+        return Attempt(Verdict.UNAVAILABLE, describe(exc))
+    try:
+        return await _judge(response, deadline)
+    finally:
+        await response.aclose()
+
+
+async def _judge(response: httpx.Response, deadline: float) -> Attempt:
+    status = response.status_code
+    if 200 <= status < 300:
+        return Attempt(Verdict.DELIVERED, status=status)
+    retry_after = None
+    if status in RETRY_AFTER_STATUSES:
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+    if 300 <= status < 400:
+        error = f"HTTP {status} (redirects are not followed)"
+        return Attempt(Verdict.UNAVAILABLE, error, status)
+    if 400 <= status < 500 and status not in NOT_NOW:
+        reason = refusal_reason(await _read_some(response, deadline))
+        error = f"HTTP {status}" + (f": {reason}" if reason else "")
+        return Attempt(Verdict.REJECTED, error, status, reason)
+    return Attempt(Verdict.UNAVAILABLE, f"HTTP {status}", status, retry_after=retry_after)
+
+
+async def _read_some(response: httpx.Response, deadline: float) -> bytes:
+    """At most MAX_RESPONSE_BYTES of the body, by the deadline; what came, if it stalls."""
+    received = bytearray()
+    try:
+        async with asyncio.timeout_at(deadline):
+            async for chunk in response.aiter_raw():
+                received += chunk
+                if len(received) >= MAX_RESPONSE_BYTES:
+                    break
+    except (TimeoutError, httpx.HTTPError):
+        pass
+    return bytes(received[:MAX_RESPONSE_BYTES])
+
+
+def refusal_reason(body: bytes) -> str | None:
+    """The ``error`` string of a JSON answer, when it is a short, plain code."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    reason = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(reason, str) and REASON_PATTERN.fullmatch(reason):
+        return reason
+    return None
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait, from delta-seconds or an HTTP date; None when absent or nonsense."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment.tzinfo is None:
+            return None
+        seconds = moment.timestamp() - (time.time() if now is None else now)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what caused it, outermost first (the chain anyio wraps)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def describe(exc: httpx.HTTPError) -> str:
+    """A short, secret-free ``last_error`` for a transport failure."""
+    if isinstance(exc, httpx.ConnectError):
+        causes = _causes(exc)
+        if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
+            return "connection refused"
+        if any(isinstance(cause, socket.gaierror) for cause in causes):
+            return "host not found"
+        return "connection failed"
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return "invalid webhook_url"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        if "disconnected" in str(exc).lower():
+            return "connection closed without a response"
+        return "invalid HTTP response"
+    if isinstance(exc, httpx.ReadError | httpx.WriteError):
+        return "connection reset"
+    return f"delivery failed ({type(exc).__name__})"

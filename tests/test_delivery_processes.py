@@ -1,0 +1,197 @@
+"""Delivery with real service processes: many dispatchers, and one killed mid-delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN
+from tests.support.database import fetch
+from tests.support.hooks import all_delivered, eventually, query_of
+from tests.support.processes import REPO_ROOT, running_service
+from tests.support.receiver import NEVER, Answer, Received, Receiver
+
+pytestmark = pytest.mark.slow
+log = logging.getLogger(__name__)
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    receiver = Receiver().up()
+    yield receiver
+    receiver.down()
+
+
+def environment(database_url: str, **extra: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url,
+        "SECRET_KEYS": SECRET,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "DATABASE_POOL_SIZE": "5",
+        "CACHE_TTL": "1",
+        **extra,
+    }
+
+
+@contextmanager
+def running_dispatcher(env: dict[str, str], log_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``action-links dispatcher`` as operators run it beside the service."""
+    log_path = log_dir / "dispatcher.log"
+    full_env = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)}
+    with log_path.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", "dispatcher"],
+            env=full_env,
+            cwd=REPO_ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+async def set_up_shop(http: httpx.AsyncClient, webhook_url: str) -> dict[str, str]:
+    body = {
+        "id": "shop",
+        "name": "Shop",
+        "webhook_url": webhook_url,
+        "allowed_redirects": [f"{SHOP_ORIGIN}/"],
+    }
+    assert (await http.post("/v1/admin/clients", json=body, headers=ADMIN)).status_code == 201
+    action = {"success_url": f"{SHOP_ORIGIN}/ok", "delivery": "async"}
+    put = await http.put("/v1/admin/clients/shop/actions/go", json=action, headers=ADMIN)
+    assert put.status_code == 200, put.text
+    key = (await http.post("/v1/admin/clients/shop/keys", headers=ADMIN)).json()["key"]
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def mint(http: httpx.AsyncClient, headers: dict[str, str], count: int) -> list[str]:
+    body = {"links": [{"action": "go"} for _ in range(count)]}
+    response = await http.post("/v1/links/batch", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    return ["/r/" + link["token"] for link in response.json()["links"]]
+
+
+async def redeem_all(http: httpx.AsyncClient, paths: list[str], concurrency: int) -> None:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(path: str) -> None:
+        async with gate:
+            assert "redemption_id" in query_of(await http.get(path))
+
+    await asyncio.gather(*(one(path) for path in paths))
+
+
+def by_redemption(received: list[Received], secret: str) -> dict[str, list[Received]]:
+    """Every request verified, grouped by the redemption it reports."""
+    groups: dict[str, list[Received]] = defaultdict(list)
+    for request in received:
+        groups[request.verify(secret)["data"]["redemption_id"]].append(request)
+    return groups
+
+
+def half_fail_first(request: Received, seen: int) -> Answer:
+    """The first attempt of every other message (by its id) fails."""
+    odd = hashlib.sha256(request.webhook_id.encode()).digest()[0] % 2
+    return Answer(503) if seen == 0 and odd else Answer(200)
+
+
+async def test_two_processes_deliver_every_redemption(
+    database_url: str, tmp_path: Path, receiver: Receiver, record_property: Callable[..., None]
+) -> None:
+    receiver.script = half_fail_first
+    env = environment(
+        database_url, WEBHOOK_TIMEOUT="5", WEBHOOK_RETRY_SCHEDULE="0.5,1,1,2,2,2,5,5,5"
+    )
+    with running_service(env, tmp_path, "--workers", "2") as service:
+        async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as http:
+            headers = await set_up_shop(http, receiver.url)
+            paths = await mint(http, headers, 200)
+            await redeem_all(http, paths, concurrency=20)
+            await eventually(lambda: all_delivered(database_url, 200), timeout=90)
+        secret = await webhook_secret(database_url)
+
+    redemptions = {r["id"] for r in await fetch(database_url, "SELECT id FROM redemptions")}
+    assert len(redemptions) == 200
+    groups = by_redemption(receiver.received, secret)
+    assert set(groups) == redemptions  # none lost, none invented
+    ids = set()
+    duplicates = 0
+    for requests in groups.values():
+        assert len({r.webhook_id for r in requests}) == 1  # duplicates share their id
+        assert len({r.body for r in requests}) == 1
+        accepted = sum(1 for r in requests if r.answer is not None and r.answer.status == 200)
+        assert accepted >= 1
+        duplicates += accepted - 1
+        ids.add(requests[0].webhook_id)
+    assert len(ids) == 200
+    failed_first = sum(1 for g in groups.values() if g[0].answer and g[0].answer.status == 503)
+    record_property("duplicate_deliveries", duplicates)
+    record_property("failed_first_attempts", failed_first)
+    log.info("200 redemptions: %d failed first attempts, %d duplicates", failed_first, duplicates)
+    assert 50 < failed_first < 150
+
+
+async def webhook_secret(database_url: str) -> str:
+    rows = await fetch(database_url, "SELECT webhook_secret FROM clients WHERE id = 'shop'")
+    return str(rows[0]["webhook_secret"])
+
+
+async def test_a_killed_process_loses_nothing(
+    database_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    receiver.answer(Answer(delay=NEVER))
+    env = environment(database_url, WEBHOOK_TIMEOUT="2", WEBHOOK_RETRY_SCHEDULE="0.1,0.5,1,1,1")
+    with running_service(env, tmp_path) as doomed:
+        async with httpx.AsyncClient(base_url=doomed.base_url, timeout=30) as http:
+            headers = await set_up_shop(http, receiver.url)
+            await redeem_all(http, await mint(http, headers, 5), concurrency=5)
+
+        async def all_leased() -> bool:
+            query = "SELECT count(*) AS n FROM deliveries WHERE leased_until > now()"
+            return int((await fetch(database_url, query))[0]["n"]) == 5
+
+        # Every inline attempt timed out; now the dispatcher holds all five, mid-delivery.
+        await eventually(all_leased, what="the doomed dispatcher to lease every job")
+        doomed.process.send_signal(signal.SIGKILL)
+        doomed.process.wait()
+    leases = {
+        r["redemption_id"]: r["leased_until"].timestamp()
+        for r in await fetch(database_url, "SELECT redemption_id, leased_until FROM deliveries")
+    }
+
+    receiver.answer(Answer(200))
+    started = len(receiver.received)
+    with running_dispatcher(env, tmp_path) as survivor:
+        await eventually(lambda: all_delivered(database_url, 5), timeout=60)
+        survivor.send_signal(signal.SIGTERM)
+        assert survivor.wait(timeout=15) == 0
+
+    secret = await webhook_secret(database_url)
+    groups = by_redemption(receiver.received[started:], secret)
+    assert set(groups) == set(leases)
+    for redemption_id, requests in groups.items():
+        # Nobody touched a job before the dead process's lease on it had expired.
+        assert min(r.at for r in requests) >= leases[redemption_id] - 0.05
+    earlier = by_redemption(receiver.received[:started], secret)
+    for redemption_id, requests in groups.items():
+        assert {r.webhook_id for r in earlier[redemption_id]} == {requests[0].webhook_id}
+    assert time.time() > max(leases.values())
