@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api import admin, demo, links, ops, redirect
 from service.api.problems import BodyLimitMiddleware, install_error_handlers
+from service.api.url_guard import NulInUrlMiddleware
 from service.config import Settings
 from service.state import AppState
 
@@ -33,6 +34,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(NulInUrlMiddleware)
     app.include_router(links.router)
     app.include_router(admin.router)
     app.include_router(redirect.router)
