@@ -22,6 +22,7 @@ from service.config import ConfigurationError, Settings
 from service.db import create_engine, create_session_factory, migrate
 from service.devmode import prepare_dev_environment
 from service.errors import ApiError
+from service.http_limits import BoundedHttpToolsProtocol
 from service.schemas import (
     ActionOut,
     ActionPut,
@@ -54,6 +55,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         proxy_headers=False,
         timeout_graceful_shutdown=8,
+        # httptools with limits on the request head's size, header count and
+        # arrival time, which uvicorn does not have (service/http_limits.py).
+        http=BoundedHttpToolsProtocol,
     )
     return 0
 

@@ -11,11 +11,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.db import UNAVAILABLE_ERRORS
+from service.db import UNAVAILABLE_ERRORS, is_unavailable
 from service.errors import ApiError
 from service.pages import error_page
 
@@ -93,6 +94,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
+    if not is_unavailable(exc):
+        raise exc  # another database error: a bug, answered 500 and logged
     log.warning("database unavailable: %s", type(exc).__name__)
     if is_link_path(request):
         return error_page("unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS})
@@ -109,7 +112,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for error in UNAVAILABLE_ERRORS:
+    for error in (*UNAVAILABLE_ERRORS, DBAPIError):
         app.add_exception_handler(error, _unavailable)
 
 
