@@ -16,6 +16,12 @@ A request over a limit is answered 431 (or 414 for its URL) and the
 connection is closed; a head too slow is closed without an answer. Idle
 keep-alive connections are uvicorn's ``timeout_keep_alive``; bodies are
 bounded by ``api.problems.BodyLimitMiddleware``.
+
+When a response is sent before the request's body has arrived (a 413 for
+100 MB), closing at once would make the kernel reset the connection and the
+client lose the answer. So the rest of the body is read and dropped, for at
+most ``LINGER_BYTES`` or ``LINGER_SECONDS``, then the connection is closed
+(a "lingering close", as Apache and nginx do).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100
 HEAD_TIMEOUT = 15.0
+LINGER_BYTES = 1024 * 1024
+LINGER_SECONDS = 2.0
 
 _REASONS = {414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
 
@@ -38,6 +46,8 @@ class RequestHeadRefused(Exception):
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _head_timer: TimerHandle | None = None
+    _linger_timer: TimerHandle | None = None
+    _dropped = 0
     _head_bytes = 0
     _header_count = 0
     _refusal: tuple[int, str] | None = None
@@ -48,6 +58,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        self._stop_lingering()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
@@ -55,6 +66,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._header_count = 0
         self._start_head_timer()
+        self._stop_lingering()
 
     def on_url(self, url: bytes) -> None:
         self._head_bytes += len(url)
@@ -74,6 +86,25 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._stop_head_timer()
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self.cycle is not None and self.cycle.response_complete:
+            self._dropped += len(body)  # answered already: read and drop
+            if self._dropped > LINGER_BYTES:
+                self._close()
+            return
+        super().on_body(body)
+
+    def on_response_complete(self) -> None:
+        body_still_coming = self.cycle is not None and self.cycle.more_body
+        super().on_response_complete()
+        if body_still_coming and not self.transport.is_closing():
+            # No further request can follow on this connection: say so (FIN),
+            # then drop what still comes in for a while before closing.
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self._dropped = 0
+            self._linger_timer = self.loop.call_later(LINGER_SECONDS, self._close)
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a parser error; ours says which limit was hit."""
@@ -104,5 +135,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
+        self._close()
+
+    def _stop_lingering(self) -> None:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+
+    def _close(self) -> None:
         if not self.transport.is_closing():
             self.transport.close()

@@ -169,5 +169,10 @@ class BodyLimitMiddleware:
         self, scope: Scope, receive: Receive, send: Send, status: int, detail: str
     ) -> None:
         code, title = _HTTP_CODES[status]
-        response = problem(status, code, title, detail, {"Connection": "close"})
+        # A 413 leaves the rest of the body unread: the server reads and drops a
+        # little more of it before closing (service/http_limits.py), so the
+        # answer reaches the client; closing at once would reset the
+        # connection and lose it. A 400 (no valid framing) must close now.
+        headers = {"Connection": "close"} if status == 400 else None
+        response = problem(status, code, title, detail, headers)
         await response(scope, receive, send)
