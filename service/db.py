@@ -46,6 +46,9 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
+    # Parameters can hold secrets (a new client's webhook secret): keep them
+    # out of the messages of database errors, which end up in logs.
+    overrides = {"hide_parameters": True, **overrides}
     if settings.is_sqlite:
         engine = create_async_engine(
             settings.database_url, connect_args={"timeout": 30}, **overrides
