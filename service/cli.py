@@ -27,6 +27,7 @@ from service.db import create_engine, create_session_factory, migrate, schema_he
 from service.devmode import prepare_dev_environment
 from service.dispatcher import run_standalone
 from service.errors import ApiError
+from service.http_limits import BoundedHttpToolsProtocol
 from service.purge import BATCH_SIZE, purge
 from service.schemas import (
     ActionOut,
@@ -86,6 +87,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             proxy_headers=False,
             server_header=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            # httptools with limits on the request head's size, header count and
+            # arrival time, which uvicorn does not have (service/http_limits.py).
+            http=BoundedHttpToolsProtocol,
         )
     finally:
         if created_metrics_dir is not None:

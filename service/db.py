@@ -10,6 +10,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, inspect, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -27,13 +28,23 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     InterfaceError,
     OSError,
     TimeoutError,
+    PoolTimeout,  # every pooled connection is busy (e.g. stuck on a stalled network)
 )
+
+# SQLSTATE classes of a server or connection that is gone: 08 connection
+# exception (asyncpg's "connection was closed in the middle of operation"
+# arrives as a plain DBAPIError), 57P shutdown or cannot connect now, 53300
+# too many connections.
+UNAVAILABLE_SQLSTATES = ("08", "57P", "53300")
 
 
 def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, UNAVAILABLE_ERRORS):
         return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    if not isinstance(exc, DBAPIError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    return exc.connection_invalidated or sqlstate.startswith(UNAVAILABLE_SQLSTATES)
 
 
 def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:

@@ -12,6 +12,7 @@ from service import __version__, metrics
 from service.api import admin, audit, deliveries, demo, lifecycle, links, ops, redirect
 from service.api.access import AccessMiddleware
 from service.api.problems import BodyLimitMiddleware, install_error_handlers
+from service.api.url_guard import NulInUrlMiddleware
 from service.config import Settings
 from service.purge import PeriodicPurge
 from service.state import AppState
@@ -41,6 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(NulInUrlMiddleware)
     app.add_middleware(AccessMiddleware)  # outermost of ours: sees every answer, 413s too
     app.include_router(links.router)
     app.include_router(lifecycle.router)

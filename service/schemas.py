@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from service.redirects import InvalidUrl, validate_absolute_url
 from service.tokens import MAX_TOKEN_LENGTH
@@ -32,8 +33,52 @@ def _absolute_url(value: str) -> str:
 AbsoluteUrl = Annotated[str, Field(max_length=2048), AfterValidator(_absolute_url)]
 
 
+def _refuse_nul(value: Any) -> Any:
+    strings = value if isinstance(value, list) else [value]
+    if any(isinstance(s, str) and "\x00" in s for s in strings):
+        raise ValueError("must not contain NUL (U+0000) characters")
+    return value
+
+
+def _plain_json(value: Any) -> Any:
+    """JSON that every consumer accepts: finite numbers, valid Unicode.
+
+    Python's parser reads ``NaN``, ``Infinity``, ``1e999`` and lone surrogate
+    escapes (``"\\ud800"``); PostgreSQL's JSON and the token encoder refuse
+    them, so they would fail later as a 500 instead of now as a 422.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("numbers must be finite (no NaN or Infinity)")
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any, info: ValidationInfo) -> Any:
+        """PostgreSQL text cannot hold U+0000: refused here (422), not by the database (500).
+
+        Fields of any JSON (``data``) are exempt: JSON stores NUL as an escape.
+        """
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and field.annotation is Any:
+            return value
+        return _refuse_nul(value)
 
 
 # --- links -----------------------------------------------------------------
@@ -42,7 +87,7 @@ class Strict(BaseModel):
 class LinkRequest(Strict):
     action: Annotated[str, Field(min_length=1, max_length=64)]
     subject: Annotated[str, Field(max_length=200, pattern=NO_NUL_PATTERN)] | None = None
-    data: Any = None
+    data: Annotated[Any, AfterValidator(_plain_json)] = None
     expires_in: Annotated[int, Field(ge=1)] | None = None
     max_uses: Annotated[int, Field(ge=1, le=2_000_000_000)] | None = None
     once_key: Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL_PATTERN)] | None = (

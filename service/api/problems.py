@@ -11,11 +11,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.db import UNAVAILABLE_ERRORS
+from service.db import UNAVAILABLE_ERRORS, is_unavailable
 from service.errors import ApiError
 from service.pages import error_page
 
@@ -93,6 +94,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
+    if not is_unavailable(exc):
+        raise exc  # another database error: a bug, answered 500 and logged
     log.warning("database unavailable: %s", type(exc).__name__)
     if is_link_path(request):
         return error_page("unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS})
@@ -109,7 +112,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for error in UNAVAILABLE_ERRORS:
+    for error in (*UNAVAILABLE_ERRORS, DBAPIError):
         app.add_exception_handler(error, _unavailable)
 
 
@@ -166,5 +169,10 @@ class BodyLimitMiddleware:
         self, scope: Scope, receive: Receive, send: Send, status: int, detail: str
     ) -> None:
         code, title = _HTTP_CODES[status]
-        response = problem(status, code, title, detail, {"Connection": "close"})
+        # A 413 leaves the rest of the body unread: the server reads and drops a
+        # little more of it before closing (service/http_limits.py), so the
+        # answer reaches the client; closing at once would reset the
+        # connection and lose it. A 400 (no valid framing) must close now.
+        headers = {"Connection": "close"} if status == 400 else None
+        response = problem(status, code, title, detail, headers)
         await response(scope, receive, send)

@@ -1,8 +1,15 @@
 """A small TCP proxy of our own, to cut the service off from PostgreSQL on demand.
 
 It runs its own event loop in a thread, so it works the same for in-process
-apps and for service processes. ``cut()`` closes the listener and resets
-every open connection; ``restore()`` listens again on the same port.
+apps and for service processes. The faults:
+
+- ``reset()``: every open connection is reset; new ones are accepted.
+- ``stall()``: nothing is forwarded any more, in either direction, on open
+  or new connections, until ``restore()``: statements hang mid-flight.
+- ``refuse_new()``: the listener closes (new connections are refused);
+  open connections keep working.
+- ``cut()``: both of the last two: refuse new connections, reset open ones.
+- ``restore()``: listen again on the same port and forward everything.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing: asyncio.Event | None = None
 
     def _call(self, coro: Any) -> Any:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -35,6 +43,18 @@ class TcpProxy:
     def cut(self) -> None:
         """Refuse new connections and reset the open ones."""
         self._call(self._close())
+
+    def reset(self) -> None:
+        """Reset every open connection; new ones still go through."""
+        self._call(self._reset())
+
+    def stall(self) -> None:
+        """Stop forwarding bytes (open and new connections) until ``restore()``."""
+        self._call(self._set_flowing(False))
+
+    def refuse_new(self) -> None:
+        """Close the listener; open connections keep working."""
+        self._call(self._stop_listening())
 
     def restore(self) -> None:
         self._call(self._listen())
@@ -51,34 +71,60 @@ class TcpProxy:
         _, _, database = rest.partition("/")
         return f"{prefix}@127.0.0.1:{self.port}/{database}"
 
-    async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+    async def _set_flowing(self, flowing: bool) -> None:
+        if self._flowing is None:
+            self._flowing = asyncio.Event()
+        if flowing:
+            self._flowing.set()
+        else:
+            self._flowing.clear()
 
-    async def _close(self) -> None:
+    async def _listen(self) -> None:
+        await self._set_flowing(True)
+        if self._server is None:
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+            self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _stop_listening(self) -> None:
         if self._server is not None:
             self._server.close()
             self._server = None
+
+    async def _reset(self) -> None:
         for writer in list(self._writers):
-            transport = writer.transport
             with contextlib.suppress(Exception):
-                transport.abort()
+                writer.transport.abort()
         self._writers.clear()
 
+    async def _close(self) -> None:
+        await self._stop_listening()
+        await self._reset()
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        assert self._flowing is not None
+        await self._flowing.wait()
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
+            self._writers.discard(writer)
             writer.transport.abort()
             return
-        self._writers.update({writer, up_writer})
+        if writer not in self._writers:  # reset while it waited
+            up_writer.transport.abort()
+            return
+        self._writers.add(up_writer)
         await asyncio.gather(
             self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
         )
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert self._flowing is not None
         try:
             while data := await reader.read(65536):
+                await self._flowing.wait()
+                if writer.transport.is_closing():
+                    break
                 writer.write(data)
                 await writer.drain()
         finally:
