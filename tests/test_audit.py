@@ -179,10 +179,7 @@ async def test_clients_see_only_their_own_redemptions(
         {"cursor": ""},
         {"cursor": "x" * 5000},
         {"link_id": "x" * 65},
-        {"link_id": "a\x00b"},
         {"subject": "x" * 201},
-        {"subject": "a\x00b"},
-        {"action": "a\x00b"},
     ],
 )
 async def test_bad_queries_are_422(
@@ -192,6 +189,13 @@ async def test_bad_queries_are_422(
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "validation_error"
+
+
+@pytest.mark.parametrize("field", ["link_id", "subject", "action"])
+async def test_nul_in_a_query_is_400(shop: Tenant, http: httpx.AsyncClient, field: str) -> None:
+    response = await http.get("/v1/redemptions", params={field: "a\x00b"}, headers=shop.headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "bad_request"
 
 
 async def test_a_tampered_cursor_is_422(forever: Tenant, http: httpx.AsyncClient) -> None:
@@ -217,7 +221,7 @@ async def test_limits_at_the_edges_are_accepted(shop: Tenant) -> None:
         assert (await page(shop, limit=limit))["items"] == []
 
 
-@pytest.mark.parametrize("redemption_id", ["unknown", "x" * 500, "%00", "a%00b", "%C3%A9"])
+@pytest.mark.parametrize("redemption_id", ["unknown", "x" * 500, "%C3%A9", "a%20b"])
 async def test_unknown_redemption_ids_are_404(
     shop: Tenant, http: httpx.AsyncClient, redemption_id: str
 ) -> None:

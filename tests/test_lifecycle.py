@@ -312,9 +312,7 @@ async def test_clients_only_reach_their_own_links(
     assert (await redeem(http, theirs), await redeem(http, ours)) == ("success", "revoked")
 
 
-@pytest.mark.parametrize(
-    "link_id", ["unknown", "A" * 20, "x" * 500, "%00", "%00" * 20, "..%2f..", "%C3%A9" * 10]
-)
+@pytest.mark.parametrize("link_id", ["unknown", "A" * 20, "x" * 500, "..%2f..", "%C3%A9" * 10])
 async def test_unknown_link_ids_are_404(
     shop: Tenant, http: httpx.AsyncClient, link_id: str, database_url: str
 ) -> None:
