@@ -19,9 +19,10 @@ bounded by ``api.problems.BodyLimitMiddleware``.
 
 When a response is sent before the request's body has arrived (a 413 for
 100 MB), closing at once would make the kernel reset the connection and the
-client lose the answer. So the rest of the body is read and dropped, for at
-most ``LINGER_BYTES`` or ``LINGER_SECONDS``, then the connection is closed
-(a "lingering close", as Apache and nginx do).
+client lose the answer. So the rest of the body is read and dropped; if it
+goes on for more than ``LINGER_BYTES`` or ``LINGER_SECONDS`` the connection
+is closed (a "lingering close", as Apache and nginx do), by which time the
+answer has long arrived.
 """
 
 from __future__ import annotations
@@ -99,10 +100,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         body_still_coming = self.cycle is not None and self.cycle.more_body
         super().on_response_complete()
         if body_still_coming and not self.transport.is_closing():
-            # No further request can follow on this connection: say so (FIN),
-            # then drop what still comes in for a while before closing.
-            if self.transport.can_write_eof():
-                self.transport.write_eof()
+            # Drop what still comes in; close if it goes on too long. A body
+            # that ends in time leaves the connection usable for the next request.
             self._dropped = 0
             self._linger_timer = self.loop.call_later(LINGER_SECONDS, self._close)
 

@@ -16,12 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import ada_url
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.responses import RedirectResponse
 
 from service.redirects import is_allowed, with_query
 from tests.support.scale import scaled
+
+pytestmark = pytest.mark.heavy  # more examples with HEAVY_SCALE=full
 
 EXAMPLES = settings(
     max_examples=scaled(200, 3000),

@@ -30,6 +30,8 @@ from itsdangerous.encoding import base64_decode, base64_encode
 from service.tokens import BadData, LinkClaims, Purpose, TokenCodec
 from tests.support.scale import scaled
 
+pytestmark = pytest.mark.heavy  # more examples with HEAVY_SCALE=full
+
 EXAMPLES = settings(
     max_examples=scaled(150, 3000),
     deadline=None,  # the CI machine is shared; timing is not what is tested here

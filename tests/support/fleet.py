@@ -90,9 +90,6 @@ class Fleet:
         self.processes.pop()
         self.processes[index] = new
 
-    def pids(self) -> list[int]:
-        return [p.process.pid for p in self.processes]
-
 
 @contextmanager
 def fleet(env: dict[str, str], log_dir: Path, count: int) -> Iterator[Fleet]:
