@@ -1,8 +1,9 @@
 """The claim: take one use of a link, atomically, and write its audit row (and outbox job).
 
-On PostgreSQL this is one statement in autocommit mode, so one round trip
-does all of it: the revocation checks, the counter, the audit row and, for
-webhook actions, the delivery job. The counter is bumped with a plain
+On PostgreSQL this is one prepared statement in autocommit mode, run on the
+asyncpg connection itself (``service.db.driver_connection``), so one round
+trip and little CPU do all of it: the revocation checks, the counter, the
+audit row and, for webhook actions, the delivery job. The counter is bumped with a plain
 ``UPDATE … WHERE uses < max_uses``, which does not lock a used-up row, and
 only a first use inserts (``ON CONFLICT DO NOTHING``), so requests hammering
 an exhausted link never queue on a row lock (DESIGN.md, idea 2).
@@ -18,7 +19,10 @@ database lock is taken up front.
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,6 +30,7 @@ from typing import Any
 from sqlalchemy import JSON, BindParameter, TextClause, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service.db import driver_connection
 from service.models import ALL_ACTIONS, UTCDateTime
 from service.tokens import LinkClaims
 
@@ -67,7 +72,29 @@ def _sql(source: str) -> TextClause:
     return text(source).bindparams(*typed)
 
 
-POSTGRES_CLAIM = _sql(
+@dataclass(frozen=True, slots=True)
+class Positional:
+    """A statement for asyncpg: ``:name`` parameters numbered ``$1…``, and their order."""
+
+    sql: str
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, source: str) -> Positional:
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match[1] not in names:
+                names.append(match[1])
+            return f"${names.index(match[1]) + 1}"
+
+        return cls(re.sub(r"(?<![:\w]):(\w+)", number, source), tuple(names))
+
+    def args(self, params: Mapping[str, object]) -> list[object]:
+        return [params[name] for name in self.names]
+
+
+POSTGRES_CLAIM = Positional.of(
     f"""
 WITH revoked AS (
     SELECT ({_REVOKED}) AS yes
@@ -123,12 +150,12 @@ class LinkState:
     revoked: bool
 
 
-PEEK = _sql(
-    f"""
+_PEEK = f"""
 SELECT (SELECT uses FROM claims WHERE client_id = :client_id AND key = :claim_key) AS uses,
        ({_REVOKED}) AS revoked
 """
-)
+PEEK = _sql(_PEEK)
+POSTGRES_PEEK = Positional.of(_PEEK)
 
 
 async def peek(engine: AsyncEngine, link: LinkClaims) -> LinkState:
@@ -141,6 +168,11 @@ async def peek(engine: AsyncEngine, link: LinkClaims) -> LinkState:
         "subject": link.subject,
         "issued_at": link.issued_at,
     }
+    if engine.dialect.name == "postgresql":
+        async with driver_connection(engine) as driver:
+            record = await driver.fetchrow(POSTGRES_PEEK.sql, *POSTGRES_PEEK.args(params))
+        assert record is not None
+        return LinkState(uses=record["uses"] or 0, revoked=bool(record["revoked"]))
     async with engine.connect() as conn:
         row = (await conn.execute(PEEK, params)).one()
     return LinkState(uses=row.uses or 0, revoked=bool(row.revoked))
@@ -174,13 +206,16 @@ async def _claim_postgres(
     engine: AsyncEngine, link: LinkClaims, now: datetime, deliver: bool
 ) -> ClaimResult:
     params = _params(link, now, deliver)
-    async with engine.connect() as conn:
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+    if link.data is not None:
+        params["data"] = json.dumps(link.data)  # the json column's codec takes text
+    args = POSTGRES_CLAIM.args(params)
+    async with driver_connection(engine) as driver:
         for _ in range(MAX_RACE_RETRIES):
-            row = (await conn.execute(POSTGRES_CLAIM, params)).one()
-            if row.revoked or row.redemption_id is not None or row.existed:
+            row = await driver.fetchrow(POSTGRES_CLAIM.sql, *args)
+            assert row is not None
+            if row["revoked"] or row["redemption_id"] is not None or row["existed"]:
                 break
-    return ClaimResult(revoked=row.revoked, redemption_id=row.redemption_id, use=row.use)
+    return ClaimResult(revoked=row["revoked"], redemption_id=row["redemption_id"], use=row["use"])
 
 
 GENERIC_BUMP = _sql(

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [float(s) for s in DEFAULT_RETRY_SCHEDULE]
     )
-    # Connections per process: the pool keeps this many and may open as many again.
+    # Connections per process: the pool opens at most this many, and keeps them.
     database_pool_size: int = Field(default=10, ge=1, le=100)
     # How long a process may cache clients, keys and actions (API.md: at most 30 s).
     cache_ttl: float = Field(default=10.0, ge=0, le=30)

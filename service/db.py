@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -14,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import greenlet_spawn
 
 from alembic import command
 from service.config import Settings
@@ -25,6 +29,13 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     InterfaceError,
     OSError,
     TimeoutError,
+    # The same, raised by asyncpg itself on the hot paths that use it directly
+    # (``driver_connection``): connection lost or refused, server shutting down.
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
 )
 
 
@@ -42,8 +53,11 @@ def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     options: dict[str, Any] = {
+        # A fixed set of connections, opened on demand and kept: overflow connections
+        # would be opened and closed again for every burst above the pool size, and
+        # opening one costs more CPU than the queries it serves (bench/README.md).
         "pool_size": settings.database_pool_size,
-        "max_overflow": settings.database_pool_size,
+        "max_overflow": 0,
         # Fail fast when the database is down: a 503 beats a hung request.
         "pool_timeout": 5,
         "connect_args": {
@@ -54,6 +68,28 @@ def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
     }
     options.update(overrides)
     return create_async_engine(settings.database_url, **options)
+
+
+@asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled asyncpg connection itself, for the one-statement hot paths (PostgreSQL only).
+
+    SQLAlchemy's statement machinery costs more CPU than the claim's whole round
+    trip (bench/README.md), so the claim borrows the driver connection from the
+    engine's pool and runs its one prepared statement on it, in autocommit (no
+    transaction is opened on it). A connection that failed, or whose statement
+    was interrupted, is invalidated rather than handed to the next request.
+    """
+    raw = await engine.raw_connection()
+    try:
+        yield raw.driver_connection
+    except BaseException as exc:
+        if is_unavailable(exc) or not isinstance(exc, Exception):
+            await greenlet_spawn(raw.invalidate, exc)
+        raise
+    finally:
+        # Returning a connection may have to await the driver: do it where SQLAlchemy can.
+        await greenlet_spawn(raw.close)
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -33,9 +33,11 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware)
+    # Routes are matched in order: the busiest paths (links followed by people,
+    # then minting) come first, so they do not pay for matching the admin API.
+    app.include_router(redirect.router)
     app.include_router(links.router)
     app.include_router(admin.router)
-    app.include_router(redirect.router)
     app.include_router(ops.router)
     if settings.dev:
         app.include_router(demo.router)

@@ -14,7 +14,8 @@ from service.registry import ClientConfig
 from service.state import AppState
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    """Async, so FastAPI calls it inline instead of hopping to its thread pool per request."""
     state: AppState = request.app.state.services
     return state
 
