@@ -4,11 +4,19 @@
 drives the ASGI apps of Action Links and of the baseline directly (no HTTP,
 no uvicorn, no load generator), against a fresh PostgreSQL database, and
 reports for each path the CPU the Python process spent per request and the
-CPU the PostgreSQL backends spent per request. Wall-clock throughput on a
-shared 2-core machine swings with other people's work; CPU time per request
-hardly does, so before/after comparisons of a change are made with this,
-and confirmed with ``bench.run``. Run it under ``py-spy record --gil`` to
-see where the time goes.
+CPU the PostgreSQL backends spent per request. Run it under
+``py-spy record --gil`` to see where the time goes.
+
+On a busy shared machine even CPU time swings by tens of percent, so
+``--callgrind DIR`` counts instructions instead, which do not swing at all
+(kernel work, such as the socket writes of a database round trip, is not
+counted)::
+
+    valgrind --tool=callgrind --callgrind-out-file=DIR/cg.%p \
+        python -m bench.cpu --callgrind DIR --requests 300
+
+Each measured phase is then one callgrind dump, and the report gives
+instructions per request.
 """
 
 from __future__ import annotations
@@ -108,13 +116,35 @@ async def backend_cpu(dsn: str) -> float:
     return total / ticks
 
 
+async def callgrind(*command: str) -> None:
+    """Send a command to the callgrind instance this process runs under, and wait for it."""
+    control = await asyncio.create_subprocess_exec(
+        "callgrind_control",
+        *command,
+        str(os.getpid()),
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    await control.wait()
+
+
+def last_dump_instructions(directory: Path) -> int:
+    dumps = sorted(directory.glob(f"*.{os.getpid()}.*"), key=lambda p: int(p.suffix[1:]))
+    for line in dumps[-1].read_text().splitlines():
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in {dumps[-1]}")
+
+
 async def measure(
     label: str,
     dsn: str,
     requests: list[Callable[[], Awaitable[tuple[int, dict[str, str], bytes]]]],
     concurrency: int,
     expect: int,
+    callgrind_dir: Path | None = None,
 ) -> None:
+    if callgrind_dir is not None:
+        await callgrind("--zero")
     cpu0, pg0, wall0 = time.process_time(), await backend_cpu(dsn), time.perf_counter()
     for start in range(0, len(requests), concurrency):
         results = await asyncio.gather(*(r() for r in requests[start : start + concurrency]))
@@ -124,6 +154,11 @@ async def measure(
     cpu, pg = time.process_time() - cpu0, await backend_cpu(dsn) - pg0
     wall = time.perf_counter() - wall0
     n = len(requests)
+    if callgrind_dir is not None:
+        await callgrind("--dump=" + label.replace(" ", "_"))
+        instructions = last_dump_instructions(callgrind_dir)
+        print(f"{label:<28} {instructions / n:10,.0f} instructions/request", flush=True)
+        return
     print(
         f"{label:<28} {cpu / n * 1e6:8.0f} µs CPU/request (Python)  "
         f"{pg / n * 1e6:6.0f} µs (PostgreSQL)  {n / wall:7.0f} req/s sequential-ish",
@@ -183,10 +218,14 @@ async def compare(
     }
     for path in args.only:
         for label, (app, mint_path, auth) in systems.items():
+            if args.system not in (None, label):
+                continue
             headers = {**auth, "content-type": "application/json"}
             for count in (args.requests // 10, args.requests):
                 requests, expect = await workload(path, app, mint_path, headers, count)
-                await measure(f"{path:<9} {label}", dsn, requests, args.concurrency, expect)
+                await measure(
+                    f"{path:<9} {label}", dsn, requests, args.concurrency, expect, args.callgrind
+                )
 
 
 Request = Callable[[], Awaitable[tuple[int, dict[str, str], bytes]]]
@@ -227,6 +266,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--pool-size", type=int, default=10)
     parser.add_argument("--only", default=",".join(PATHS))
+    parser.add_argument("--system", choices=["Action Links", "baseline"], help="only this one")
+    parser.add_argument(
+        "--callgrind",
+        type=Path,
+        metavar="DIR",
+        help="running under callgrind with --callgrind-out-file=DIR/…%%p: count instructions",
+    )
     args = parser.parse_args()
     args.only = [p for p in args.only.split(",") if p]
     name = database.new_database_name("cpu")

@@ -56,6 +56,7 @@ FROM (SELECT i, {_ID.format(seed="i::text")} AS link_id
       FROM generate_series(1, $1::bigint) AS i ORDER BY 2) AS history
 """
 HISTORY_TABLES = ("claims", "redemptions", "baseline_redemptions")
+CHECKPOINT_ROWS = 100_000
 SECONDARY_INDEXES = """
 SELECT i.relname AS name, pg_get_indexdef(i.oid) AS definition
 FROM pg_index x
@@ -120,13 +121,20 @@ def new_database_name(label: str) -> str:
     return f"al_bench_{os.getpid()}_{secrets.token_hex(3)}_{label}"
 
 
-def create_database(server_url: str, name: str, template: str | None = None) -> str:
-    """An empty, migrated database with the baseline's table too (or a copy of ``template``)."""
+def create_database(
+    server_url: str, name: str, template: str | None = None, big: bool = False
+) -> str:
+    """An empty, migrated database with the baseline's table too, or a copy of ``template``.
+
+    Small copies go through the WAL; ``big`` ones are copied file by file (one
+    checkpoint instead of gigabytes of WAL).
+    """
     if template is not None:
+        strategy = "FILE_COPY" if big else "WAL_LOG"
         asyncio.run(
             execute(
                 server_url,
-                f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY',
+                f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY {strategy}',
             )
         )
         return dsn_for(server_url, name)
@@ -153,7 +161,7 @@ def truncate_history(dsn: str) -> None:
         execute(
             dsn,
             "TRUNCATE deliveries, redemptions, claims, baseline_redemptions",
-            "VACUUM ANALYZE",
+            *(f"VACUUM (ANALYZE) {table}" for table in HISTORY_TABLES),
         )
     )
 
@@ -192,20 +200,27 @@ async def _load_history(dsn: str, rows: int) -> None:
         log(f"  {len(indexes)} indexes rebuilt in {time.monotonic() - started:.0f} s")
         for table in HISTORY_TABLES:
             await conn.execute(f"VACUUM (ANALYZE) {table}")
-        await conn.execute("CHECKPOINT")
+        if rows >= CHECKPOINT_ROWS:
+            # Write the loaded pages out now rather than during a measured run.
+            await conn.execute("CHECKPOINT")
     finally:
         await conn.close()
 
 
-def create_history_database(server_url: str, name: str, rows: int, keep_template: bool) -> str:
-    """A fresh database holding ``rows`` rows in claims and redemptions (and the baseline's)."""
+def create_history_database(
+    server_url: str, name: str, rows: int, keep_template: bool, schema: str
+) -> str:
+    """A fresh database holding ``rows`` rows in claims and redemptions (and the baseline's).
+
+    ``schema`` is an empty migrated database to start from.
+    """
     template = history_template_name(rows)
     if keep_template and database_exists(server_url, template):
         log(f"copying the history database {template}")
-        return create_database(server_url, name, template=template)
+        return create_database(server_url, name, template=template, big=True)
     log(f"loading {rows:,} rows of history (generate_series; takes a while)")
     started = time.monotonic()
-    dsn = create_database(server_url, name)
+    dsn = create_database(server_url, name, template=schema)
     asyncio.run(_load_history(dsn, rows))
     log(f"history loaded in {time.monotonic() - started:.0f} s")
     if not keep_template:
@@ -213,4 +228,4 @@ def create_history_database(server_url: str, name: str, rows: int, keep_template
     # Renamed only once complete, so an interrupted load never becomes the template.
     drop_database(server_url, template)
     asyncio.run(execute(server_url, f'ALTER DATABASE "{name}" RENAME TO "{template}"'))
-    return create_database(server_url, name, template=template)
+    return create_database(server_url, name, template=template, big=True)

@@ -46,10 +46,10 @@ from bench.scenarios import (
 from bench.servers import (
     ProcessMemory,
     Server,
-    start_baseline,
-    start_receiver,
-    start_service,
-    wait_for_workers,
+    launch_baseline,
+    launch_receiver,
+    launch_service,
+    wait_until_up,
 )
 from bench.targets import BaselineTarget, ServiceTarget
 from bench.wrk import Load, ensure_wrk
@@ -134,11 +134,12 @@ class Bench:
     baseline_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     databases: list[str] = field(default_factory=list)
     servers: list[Server] = field(default_factory=list)
+    schema: str | None = None  # an empty migrated database, copied for each run
 
     @property
     def settings(self) -> Settings:
         a = self.args
-        guess = 1500.0 if a.smoke else 4000.0
+        guess = 1000.0 if a.smoke else 4000.0
         return Settings(
             a.duration,
             a.warmup,
@@ -154,51 +155,55 @@ class Bench:
         return CpuMeter(SERVER_URL, self.databases, self.servers)
 
     def database(self, label: str, history_rows: int = 0) -> str:
+        """A fresh database: a copy of one migrated once, plus history if asked."""
+        if self.schema is None:
+            self.schema = database.new_database_name("schema")
+            self.stack.callback(database.drop_database, SERVER_URL, self.schema)
+            database.create_database(SERVER_URL, self.schema)
         name = database.new_database_name(label)
         self.databases.append(name)
         self.stack.callback(database.drop_database, SERVER_URL, name)
         if history_rows:
             keep = not self.args.no_history_cache
-            return database.create_history_database(SERVER_URL, name, history_rows, keep)
-        return database.create_database(SERVER_URL, name)
+            return database.create_history_database(
+                SERVER_URL, name, history_rows, keep, self.schema
+            )
+        return database.create_database(SERVER_URL, name, template=self.schema)
 
-    def _started(self, server: Server) -> Server:
+    def _launched(self, server: Server) -> Server:
         self.servers.append(server)
         self.stack.callback(server.stop)
-        wait_for_workers(server, self.args.workers)
         return server
 
-    def service(self, label: str, dsn: str, webhook_url: str | None) -> ServiceTarget:
-        env = {
+    def systems(
+        self, label: str, dsn: str, webhook_url: str | None
+    ) -> tuple[ServiceTarget, BaselineTarget]:
+        """Action Links and the baseline on database ``dsn``, started side by side."""
+        common = {
             "DATABASE_URL": dsn,
             "SECRET_KEYS": self.secret_key,
-            "ADMIN_TOKEN": self.admin_token,
             "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
             "DATABASE_POOL_SIZE": str(self.args.pool_size),
         }
-        server = start_service(f"service-{label}", env, self.args.workers, self.workdir)
-        target = ServiceTarget(label, self._started(server), self.admin_token, webhook_url)
-        target.setup()
-        return target
-
-    def baseline(self, label: str, dsn: str, webhook_url: str | None) -> BaselineTarget:
-        env = {
-            "DATABASE_URL": dsn,
-            "SECRET_KEYS": self.secret_key,
-            "BASELINE_API_TOKEN": self.baseline_token,
-            "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
-            "DATABASE_POOL_SIZE": str(self.args.pool_size),
-        }
+        workers = self.args.workers
+        service_env = {**common, "ADMIN_TOKEN": self.admin_token}
+        baseline_env = {**common, "BASELINE_API_TOKEN": self.baseline_token}
         if webhook_url is not None:
-            env["WEBHOOK_URL"] = webhook_url
-        server = start_baseline(f"baseline-{label}", env, self.args.workers, self.workdir)
-        return BaselineTarget(label, self._started(server), self.baseline_token)
+            baseline_env["WEBHOOK_URL"] = webhook_url
+        service = self._launched(
+            launch_service(f"service-{label}", service_env, workers, self.workdir)
+        )
+        baseline = self._launched(
+            launch_baseline(f"baseline-{label}", baseline_env, workers, self.workdir)
+        )
+        wait_until_up(service, workers)
+        wait_until_up(baseline, workers)
+        service_target = ServiceTarget(label, service, self.admin_token, webhook_url)
+        service_target.setup()
+        return service_target, BaselineTarget(label, baseline, self.baseline_token)
 
     def receiver(self) -> Server:
-        server = start_receiver(self.workdir)
-        self.servers.append(server)
-        self.stack.callback(server.stop)
-        return server
+        return wait_until_up(self._launched(launch_receiver(self.workdir)))
 
 
 def pair_scenario(
@@ -324,8 +329,7 @@ def growth_scenario(bench: Bench, service: ServiceTarget, baseline: BaselineTarg
     size = f"{rows / 1e6:g}M" if rows >= 1_000_000 else f"{rows:,}"
     database.truncate_history(database.dsn_for(SERVER_URL, bench.databases[0]))
     dsn = bench.database("history", history_rows=rows)
-    grown_service = bench.service("history", dsn, None)
-    grown_baseline = bench.baseline("history", dsn, None)
+    grown_service, grown_baseline = bench.systems("history", dsn, None)
     s = bench.settings
     return Scenario(
         "growth",
@@ -473,8 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         receiver = bench.receiver()
         webhook_url = f"{receiver.base_url}/hook"
         dsn = bench.database("main")
-        service = bench.service("main", dsn, webhook_url)
-        baseline = bench.baseline("main", dsn, webhook_url)
+        service, baseline = bench.systems("main", dsn, webhook_url)
         log("both systems are up")
         results: list[ScenarioFigures] = []
         for scenario in build_scenarios(bench, service, baseline, receiver):

@@ -43,6 +43,7 @@ class Server:
     process: subprocess.Popen[bytes]
     base_url: str
     log_path: Path
+    health: str = "/healthz"
 
     def tree(self) -> list[int]:
         """The main process and every descendant, found through /proc."""
@@ -103,9 +104,10 @@ class Server:
             self.process.wait()
 
 
-def _start(
+def launch(
     name: str, module: str, args: list[str], env: dict[str, str], log_dir: Path, health: str
 ) -> Server:
+    """Start ``python -m module`` on a free port; ``wait_until_up`` tells when it answers."""
     port = free_port()
     log_path = log_dir / f"{name}.log"
     full_env = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)}
@@ -119,40 +121,43 @@ def _start(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = Server(name, process, f"http://127.0.0.1:{port}", log_path)
+    return Server(name, process, f"http://127.0.0.1:{port}", log_path, health)
+
+
+def wait_until_up(server: Server, workers: int = 1) -> Server:
+    """Wait until ``server`` answers its health check, and all its workers are running."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log_path.read_text()}")
+        if server.process.poll() is not None:
+            raise RuntimeError(
+                f"{server.name} exited with {server.process.returncode}:\n"
+                f"{server.log_path.read_text()}"
+            )
         try:
-            if httpx.get(server.base_url + health, timeout=1).status_code == 200:
-                return server
+            if httpx.get(server.base_url + server.health, timeout=1).status_code == 200:
+                break
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"{name} did not come up:\n{log_path.read_text()}")
-
-
-def start_service(name: str, env: dict[str, str], workers: int, log_dir: Path) -> Server:
-    """``python -m service serve --workers W``, exactly as operators run it."""
-    return _start(name, "service", ["serve", "--workers", str(workers)], env, log_dir, "/healthz")
-
-
-def start_baseline(name: str, env: dict[str, str], workers: int, log_dir: Path) -> Server:
-    return _start(name, "bench.baseline", ["--workers", str(workers)], env, log_dir, "/healthz")
-
-
-def start_receiver(log_dir: Path) -> Server:
-    return _start("receiver", "bench.receiver", [], {}, log_dir, "/count")
-
-
-def wait_for_workers(server: Server, workers: int, timeout: float = 30) -> None:
-    """With several workers uvicorn answers as soon as one is up; wait for all of them."""
-    if workers <= 1:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    else:
+        server.stop()
+        raise RuntimeError(f"{server.name} did not come up:\n{server.log_path.read_text()}")
+    # With several workers uvicorn answers as soon as one is up; wait for all of them.
+    while workers > 1 and time.monotonic() < deadline:
         if sum(1 for m in server.memory() if m.role == "worker") >= workers:
-            return
+            break
         time.sleep(0.1)
+    return server
+
+
+def launch_service(name: str, env: dict[str, str], workers: int, log_dir: Path) -> Server:
+    """``python -m service serve --workers W``, exactly as operators run it."""
+    return launch(name, "service", ["serve", "--workers", str(workers)], env, log_dir, "/healthz")
+
+
+def launch_baseline(name: str, env: dict[str, str], workers: int, log_dir: Path) -> Server:
+    return launch(name, "bench.baseline", ["--workers", str(workers)], env, log_dir, "/healthz")
+
+
+def launch_receiver(log_dir: Path) -> Server:
+    return launch("receiver", "bench.receiver", [], {}, log_dir, "/count")

@@ -40,11 +40,13 @@ def _bearer(request: Request) -> str | None:
     return value.strip()
 
 
-async def authenticated_client(request: Request, state: StateDep) -> ClientConfig:
+async def authenticated_client(request: Request) -> ClientConfig:
+    # The state is fetched directly, not as a sub-dependency: each dependency
+    # FastAPI resolves costs CPU on every minting request (bench/README.md).
     presented = _bearer(request)
     if presented is None:
         raise Unauthorized("an API key is required: Authorization: Bearer alk_…")
-    client = await state.registry.authenticate(presented)
+    client = await (await get_state(request)).registry.authenticate(presented)
     if client is None:
         raise Unauthorized("the API key is not valid")
     return client
