@@ -10,6 +10,7 @@ control characters are refused outright, whatever the allowlist says.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 from service.errors import RedirectNotAllowed
@@ -23,6 +24,7 @@ class InvalidUrl(ValueError):
     """Not an absolute http(s) URL we are willing to redirect anyone to."""
 
 
+@lru_cache(maxsize=512)  # every redemption checks its target again: the same few URLs
 def _origin_and_path(url: str) -> tuple[str, str, int, str]:
     if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
         raise InvalidUrl("empty or too long")

@@ -1,0 +1,1 @@
+"""The benchmark harness: Action Links against the hand-written recipe (see README.md)."""

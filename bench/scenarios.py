@@ -1,0 +1,230 @@
+"""The scenarios, and how one is run: arms measured in alternation, then compared.
+
+A scenario has *arms* (a system and a load: "Action Links, mint one link",
+"baseline, mint one link") and *comparisons* between arms (a ratio of their
+rates, with the issue's target when it sets one). Every round runs each arm
+once, after a warm-up of its own; odd rounds run the arms in reverse order,
+so a change in the machine's other load hits both sides alike.
+
+Loads that redeem fresh links mint their tokens just before each run
+(through the system's own batch endpoint), sized from the rate the arm has
+shown so far, so a run never runs out of first uses (and says so if it did).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from bench.machine import CpuMeter, load_average
+from bench.targets import Target, redeem_once
+from bench.wrk import Load, WrkResult, run_wrk
+
+TOKEN_MARGIN = 1.5
+EXHAUSTED_LINKS = 64
+
+
+@dataclass(frozen=True)
+class Settings:
+    duration: int
+    warmup: int
+    rounds: int
+    connections: int
+    threads: int
+    workdir: Path
+    first_rate_guess: float  # requests/s assumed before an arm has run at all
+    profile_dir: Path | None = None  # py-spy profiles of Action Links' first runs go here
+
+
+@dataclass
+class Arm:
+    label: str
+    target: Target
+    make_load: Callable[[float, float], Load]  # (seconds, expected rate) -> Load
+    per_request: int = 1  # links per request, for batches
+
+
+@dataclass(frozen=True)
+class Comparison:
+    label: str
+    numerator: str
+    denominator: str
+    goal: float | None = None  # the issue's target for the ratio, if it sets one
+
+
+@dataclass
+class Scenario:
+    name: str
+    title: str
+    unit: str
+    arms: list[Arm] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
+    skipped: str | None = None
+
+
+@dataclass(frozen=True)
+class Run:
+    result: WrkResult
+    other_load: float
+    load_average: float
+
+
+@dataclass
+class ArmFigures:
+    label: str
+    rate: float  # requests/s (links/s for batches), over all rounds
+    p50_ms: float
+    p99_ms: float
+    runs: list[Run]
+
+    @property
+    def errors(self) -> int:
+        return sum(r.result.errors + r.result.non_2xx_3xx for r in self.runs)
+
+    @property
+    def wrapped(self) -> int:
+        return sum(r.result.wrapped for r in self.runs)
+
+    @property
+    def other_load(self) -> float:
+        return statistics.fmean(r.other_load for r in self.runs)
+
+
+@dataclass
+class ScenarioFigures:
+    scenario: Scenario
+    arms: list[ArmFigures]
+    ratios: list[tuple[Comparison, float]]
+
+
+_counter = itertools.count()
+
+
+def token_file(settings: Settings, paths: list[str]) -> Path:
+    path = settings.workdir / f"tokens-{next(_counter)}.txt"
+    path.write_text("\n".join(paths) + "\n")
+    return path
+
+
+def fresh_links(
+    settings: Settings, target: Target, action: str = "go", webhook: bool = False
+) -> Callable[[float, float], Load]:
+    """A load where every request redeems a link never used before."""
+
+    def make(seconds: float, rate: float) -> Load:
+        count = int(rate * seconds * TOKEN_MARGIN) + 4 * settings.connections + 100
+        tokens = target.mint_tokens(count, action)
+        paths = [target.redeem_path(token, webhook) for token in tokens]
+        return Load("{line}", lines=token_file(settings, paths), partition=True)
+
+    return make
+
+
+def exhausted_links(
+    settings: Settings, target: Target, count: int
+) -> Callable[[float, float], Load]:
+    """A load cycling over ``count`` links that were used up beforehand."""
+    paths = [target.redeem_path(token) for token in target.mint_tokens(count)]
+    with httpx.Client(base_url=target.server.base_url, timeout=10) as http:
+        for path in paths:
+            redeem_once(http, path)
+            if "error=used" not in redeem_once(http, path):
+                raise RuntimeError(f"{target.label}: a used link does not answer error=used")
+    lines = token_file(settings, paths)
+    return lambda seconds, rate: Load("{line}", lines=lines, partition=False)
+
+
+def fixed(load: Load) -> Callable[[float, float], Load]:
+    return lambda seconds, rate: load
+
+
+def _wrk(settings: Settings, arm: Arm, load: Load, seconds: int, name: str) -> WrkResult:
+    return run_wrk(
+        arm.target.server.base_url,
+        load,
+        duration_s=seconds,
+        connections=settings.connections,
+        threads=settings.threads,
+        workdir=settings.workdir,
+        name=name,
+    )
+
+
+def _profiler(
+    settings: Settings, arm: Arm, name: str, round_: int
+) -> subprocess.Popen[bytes] | None:
+    """py-spy on one worker of Action Links during its first measured run, if asked."""
+    if settings.profile_dir is None or round_ > 0 or not arm.label.startswith("Action Links"):
+        return None
+    processes = arm.target.server.memory()
+    pid = next((p.pid for p in processes if p.role == "worker"), processes[0].pid)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    output = settings.profile_dir / (re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-") + ".txt")
+    settings.profile_dir.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [spy, "record", "--pid", str(pid), "--duration", str(settings.duration)]
+        + ["--rate", "250", "--gil", "--nonblocking", "--format", "raw", "--output", str(output)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def run_scenario(scenario: Scenario, settings: Settings, meter: CpuMeter) -> ScenarioFigures:
+    rates = {arm.label: settings.first_rate_guess for arm in scenario.arms}
+    runs: dict[str, list[Run]] = {arm.label: [] for arm in scenario.arms}
+    for round_ in range(settings.rounds):
+        order = scenario.arms if round_ % 2 == 0 else list(reversed(scenario.arms))
+        for arm in order:
+            name = f"{scenario.name}-{round_}-{len(runs[arm.label])}"
+            if settings.warmup > 0:
+                load = arm.make_load(settings.warmup, rates[arm.label])
+                warm = _wrk(settings, arm, load, settings.warmup, name + "-warmup")
+                rates[arm.label] = max(warm.rps, 1.0)
+            load = arm.make_load(settings.duration, rates[arm.label])
+            average = load_average()
+            profiler = _profiler(settings, arm, f"{scenario.name}-{arm.label}", round_)
+            meter.start()
+            started = time.monotonic()
+            result = _wrk(settings, arm, load, settings.duration, name)
+            other = meter.stop(time.monotonic() - started)
+            if profiler is not None:
+                profiler.wait()
+            runs[arm.label].append(Run(result, other, average))
+            rates[arm.label] = result.rps * (2 if result.wrapped else 1)
+            rate = result.rps * arm.per_request
+            print(
+                f"bench:   {scenario.name:<11} {arm.label:<34} {rate:>9,.0f}"
+                f" {scenario.unit}  p50 {result.p50_ms:6.1f} ms  p99 {result.p99_ms:6.1f} ms"
+                f"  other load {other:.2f} cores",
+                flush=True,
+            )
+    figures = [_figures(arm, runs[arm.label]) for arm in scenario.arms]
+    by_label = {f.label: f for f in figures}
+    ratios = [
+        (c, by_label[c.numerator].rate / by_label[c.denominator].rate)
+        for c in scenario.comparisons
+        if by_label[c.denominator].rate > 0
+    ]
+    return ScenarioFigures(scenario, figures, ratios)
+
+
+def _figures(arm: Arm, runs: list[Run]) -> ArmFigures:
+    requests = sum(r.result.requests for r in runs)
+    seconds = sum(r.result.duration_s for r in runs)
+    return ArmFigures(
+        label=arm.label,
+        rate=requests / seconds * arm.per_request if seconds else 0.0,
+        p50_ms=statistics.median(r.result.p50_ms for r in runs),
+        p99_ms=statistics.median(r.result.p99_ms for r in runs),
+        runs=runs,
+    )

@@ -1,0 +1,55 @@
+"""The benchmark command runs and produces figures (never a gate on speed).
+
+``python -m bench.run --smoke`` starts both systems with one worker each,
+runs a few scenarios for a second each against both, and writes its figures
+as JSON. The scenarios here exercise every part of the harness: fixed
+requests (mint), links used up beforehand (exhausted), and fresh links on
+empty tables and on history loaded straight into the current schema
+(growth); the other scenarios share their code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+SCENARIOS = "mint,exhausted,growth"
+
+
+def test_bench_smoke_produces_figures(postgres_url: str, tmp_path: Path) -> None:
+    figures = tmp_path / "figures.json"
+    server_url = postgres_url.replace("postgresql+asyncpg://", "postgresql://").rsplit("/", 1)[0]
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--scenarios", SCENARIOS]
+        + ["--json", str(figures)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "BENCH_POSTGRES_URL": f"{server_url}/postgres"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if "wrk is not installed" in completed.stderr and os.environ.get("CI") != "true":
+        pytest.skip("wrk is not installed and cannot be installed here")
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "| scenario | system |" in completed.stdout
+    report = json.loads(figures.read_text())
+    assert [s["name"] for s in report["scenarios"]] == SCENARIOS.split(",")
+    for scenario in report["scenarios"]:
+        labels = " ".join(arm["label"] for arm in scenario["arms"])
+        assert "Action Links" in labels, scenario["name"]
+        assert "baseline" in labels, scenario["name"]
+        for arm in scenario["arms"]:
+            assert arm["rate"] > 0, (scenario["name"], arm)
+            assert arm["p99_ms"] >= arm["p50_ms"] > 0, (scenario["name"], arm)
+        assert scenario["ratios"], scenario["name"]
+    assert all(p["peak_rss_mb"] > 0 for ps in report["memory"].values() for p in ps)
