@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from service.redirects import InvalidUrl, validate_absolute_url
 from service.tokens import MAX_TOKEN_LENGTH
@@ -29,7 +29,15 @@ def _absolute_url(value: str) -> str:
         raise ValueError(f"not an acceptable absolute URL: {exc}") from None
 
 
-AbsoluteUrl = Annotated[str, Field(max_length=2048), AfterValidator(_absolute_url)]
+AbsoluteUrl = Annotated[
+    str,
+    Field(
+        max_length=2048,
+        description="An absolute http(s) URL with a host; no userinfo, dot segments, "
+        "backslashes, whitespace or control characters",
+    ),
+    AfterValidator(_absolute_url),
+]
 
 
 class Strict(BaseModel):
@@ -65,7 +73,20 @@ class LinkResponse(BaseModel):
 
 
 class BatchRequest(Strict):
-    links: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_BATCH)]
+    # Each item is validated on its own by the minting code, so that its errors
+    # name its index; the OpenAPI document shows the items as what they must be.
+    links: Annotated[
+        list[dict[str, Any]],
+        Field(min_length=1, max_length=MAX_BATCH),
+        WithJsonSchema(
+            {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/LinkRequest"},
+                "minItems": 1,
+                "maxItems": MAX_BATCH,
+            }
+        ),
+    ]
 
 
 class BatchResponse(BaseModel):
@@ -219,12 +240,44 @@ class ActionOut(BaseModel):
     updated_at: datetime
 
 
+# --- operations -------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    schema_: str = Field(alias="schema", description="the database's migration revision")
+
+
+class NotReady(BaseModel):
+    status: Literal["unavailable"]
+    reason: str
+
+
+# --- errors -----------------------------------------------------------------
+
+
+class ProblemError(BaseModel):
+    """One entry of a 422's ``errors``: which field (``loc``) and what is wrong with it."""
+
+    loc: list[str | int]
+    msg: str
+    type: str | None = None
+    index: int | None = None  # batch minting: the item's position
+    code: str | None = None  # batch minting: the item's problem code
+
+
 class Problem(BaseModel):
-    """RFC 9457 problem details, as every JSON error is rendered."""
+    """RFC 9457 problem details, as every JSON error is rendered (the OpenAPI document's schema)."""
 
     type: str = "about:blank"
     title: str
     status: int
     code: str
     detail: str
-    errors: list[dict[str, Any]] | None = None
+    errors: list[ProblemError] | None = Field(
+        default=None, description="validation_error only: one entry per problem"
+    )

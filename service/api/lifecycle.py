@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 
 from service import lifecycle
 from service.api.deps import ClientDep, SessionDep, StateDep
+from service.api.openapi import problem_responses
 from service.schemas import (
     InspectRequest,
     InspectResponse,
@@ -14,24 +15,24 @@ from service.schemas import (
     SubjectRevocationRequest,
 )
 
-router = APIRouter(prefix="/v1", tags=["lifecycle"])
+router = APIRouter(prefix="/v1", tags=["lifecycle"], responses=problem_responses(401, 503))
 
 
-@router.post("/links/inspect")
+@router.post("/links/inspect", responses=problem_responses(400, 413, 422))
 async def inspect_link(
     request: InspectRequest, client: ClientDep, state: StateDep, session: SessionDep
 ) -> InspectResponse:
     return await lifecycle.inspect(session, state.redeemer, client.id, request.token)
 
 
-@router.get("/links/{link_id}")
+@router.get("/links/{link_id}", responses=problem_responses(404))
 async def link_status(
     link_id: str, client: ClientDep, state: StateDep, session: SessionDep
 ) -> LinkStatus:
     return await lifecycle.link_status(session, state.codec, client.id, link_id)
 
 
-@router.delete("/links/{link_id}", status_code=204)
+@router.delete("/links/{link_id}", status_code=204, responses=problem_responses(404))
 async def revoke_link(
     link_id: str, client: ClientDep, state: StateDep, session: SessionDep
 ) -> Response:
@@ -40,7 +41,7 @@ async def revoke_link(
     return Response(status_code=204)
 
 
-@router.post("/revocations", status_code=201)
+@router.post("/revocations", status_code=201, responses=problem_responses(400, 413, 422))
 async def revoke_subject(
     request: SubjectRevocationRequest, client: ClientDep, session: SessionDep
 ) -> SubjectRevocationOut:
