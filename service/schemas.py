@@ -20,6 +20,8 @@ ACTION_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 # PostgreSQL text cannot hold NUL: refuse it up front rather than fail when it is stored.
 NO_NUL_PATTERN = r"^[^\x00]*$"
 URL_SAFE_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+# A name or label people read, stored as text.
+Text = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL_PATTERN)]
 
 
 def _absolute_url(value: str) -> str:
@@ -167,7 +169,7 @@ class RedemptionPage(BaseModel):
 
 class ClientCreate(Strict):
     id: Slug
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Text
     webhook_url: AbsoluteUrl | None = None
     allowed_redirects: Annotated[list[AbsoluteUrl], Field(max_length=100)] = Field(
         default_factory=list
@@ -175,7 +177,7 @@ class ClientCreate(Strict):
 
 
 class ClientUpdate(Strict):
-    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    name: Text | None = None
     webhook_url: AbsoluteUrl | None = None
     allowed_redirects: Annotated[list[AbsoluteUrl], Field(max_length=100)] | None = None
     enabled: bool | None = None
@@ -221,7 +223,7 @@ class ActionPut(Strict):
     confirm: Literal["none", "page", "auto"] = "none"
     delivery: Literal["none", "async", "sync"] = "none"
     enabled: bool = True
-    label: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    label: Text | None = None
 
 
 class ActionOut(BaseModel):
