@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+from starlette.convertors import Convertor, register_url_convertor
 
 from service import lifecycle
 from service.api.deps import ClientDep, SessionDep, StateDep
@@ -14,6 +17,28 @@ from service.schemas import (
     SubjectRevocationOut,
     SubjectRevocationRequest,
 )
+from service.tokens import LINK_ID_REGEX
+
+
+class LinkIdConvertor(Convertor[str]):
+    """Routes ``/v1/links/{link_id}`` only for strings shaped like a link id.
+
+    So ``/v1/links/batch`` and ``/v1/links/inspect`` belong to their own routes
+    for every method: a GET there is a 405 naming POST, not a lookup of the
+    link id "batch". Anything else that is no link id is a 404 as before.
+    """
+
+    regex = LINK_ID_REGEX
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("link_id", LinkIdConvertor())
+LinkId = Annotated[str, Path(pattern=f"^{LINK_ID_REGEX}$")]
 
 router = APIRouter(prefix="/v1", tags=["lifecycle"], responses=problem_responses(401, 503))
 
@@ -25,16 +50,16 @@ async def inspect_link(
     return await lifecycle.inspect(session, state.redeemer, client.id, request.token)
 
 
-@router.get("/links/{link_id}", responses=problem_responses(404))
+@router.get("/links/{link_id:link_id}", responses=problem_responses(404))
 async def link_status(
-    link_id: str, client: ClientDep, state: StateDep, session: SessionDep
+    link_id: LinkId, client: ClientDep, state: StateDep, session: SessionDep
 ) -> LinkStatus:
     return await lifecycle.link_status(session, state.codec, client.id, link_id)
 
 
-@router.delete("/links/{link_id}", status_code=204, responses=problem_responses(404))
+@router.delete("/links/{link_id:link_id}", status_code=204, responses=problem_responses(404))
 async def revoke_link(
-    link_id: str, client: ClientDep, state: StateDep, session: SessionDep
+    link_id: LinkId, client: ClientDep, state: StateDep, session: SessionDep
 ) -> Response:
     await lifecycle.revoke_link(session, state.codec, client.id, link_id)
     await session.commit()
