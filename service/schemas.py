@@ -6,7 +6,15 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
 from service.redirects import InvalidUrl, validate_absolute_url
 from service.tokens import MAX_TOKEN_LENGTH
@@ -21,6 +29,8 @@ ACTION_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 # PostgreSQL text cannot hold NUL: refuse it up front rather than fail when it is stored.
 NO_NUL_PATTERN = r"^[^\x00]*$"
 URL_SAFE_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+# A name or label people read, stored as text.
+Text = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL_PATTERN)]
 
 
 def _absolute_url(value: str) -> str:
@@ -30,7 +40,15 @@ def _absolute_url(value: str) -> str:
         raise ValueError(f"not an acceptable absolute URL: {exc}") from None
 
 
-AbsoluteUrl = Annotated[str, Field(max_length=2048), AfterValidator(_absolute_url)]
+AbsoluteUrl = Annotated[
+    str,
+    Field(
+        max_length=2048,
+        description="An absolute http(s) URL with a host; no userinfo, dot segments, "
+        "backslashes, whitespace or control characters",
+    ),
+    AfterValidator(_absolute_url),
+]
 
 
 def _refuse_nul(value: Any) -> Any:
@@ -110,7 +128,20 @@ class LinkResponse(BaseModel):
 
 
 class BatchRequest(Strict):
-    links: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_BATCH)]
+    # Each item is validated on its own by the minting code, so that its errors
+    # name its index; the OpenAPI document shows the items as what they must be.
+    links: Annotated[
+        list[dict[str, Any]],
+        Field(min_length=1, max_length=MAX_BATCH),
+        WithJsonSchema(
+            {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/LinkRequest"},
+                "minItems": 1,
+                "maxItems": MAX_BATCH,
+            }
+        ),
+    ]
 
 
 class BatchResponse(BaseModel):
@@ -191,7 +222,7 @@ class RedemptionPage(BaseModel):
 
 class ClientCreate(Strict):
     id: Slug
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Text
     webhook_url: AbsoluteUrl | None = None
     allowed_redirects: Annotated[list[AbsoluteUrl], Field(max_length=100)] = Field(
         default_factory=list
@@ -199,7 +230,7 @@ class ClientCreate(Strict):
 
 
 class ClientUpdate(Strict):
-    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    name: Text | None = None
     webhook_url: AbsoluteUrl | None = None
     allowed_redirects: Annotated[list[AbsoluteUrl], Field(max_length=100)] | None = None
     enabled: bool | None = None
@@ -245,7 +276,7 @@ class ActionPut(Strict):
     confirm: Literal["none", "page", "auto"] = "none"
     delivery: Literal["none", "async", "sync"] = "none"
     enabled: bool = True
-    label: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    label: Text | None = None
 
 
 class ActionOut(BaseModel):
@@ -264,12 +295,44 @@ class ActionOut(BaseModel):
     updated_at: datetime
 
 
+# --- operations -------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    schema_: str = Field(alias="schema", description="the database's migration revision")
+
+
+class NotReady(BaseModel):
+    status: Literal["unavailable"]
+    reason: str
+
+
+# --- errors -----------------------------------------------------------------
+
+
+class ProblemError(BaseModel):
+    """One entry of a 422's ``errors``: which field (``loc``) and what is wrong with it."""
+
+    loc: list[str | int]
+    msg: str
+    type: str | None = None
+    index: int | None = None  # batch minting: the item's position
+    code: str | None = None  # batch minting: the item's problem code
+
+
 class Problem(BaseModel):
-    """RFC 9457 problem details, as every JSON error is rendered."""
+    """RFC 9457 problem details, as every JSON error is rendered (the OpenAPI document's schema)."""
 
     type: str = "about:blank"
     title: str
     status: int
     code: str
     detail: str
-    errors: list[dict[str, Any]] | None = None
+    errors: list[ProblemError] | None = Field(
+        default=None, description="validation_error only: one entry per problem"
+    )

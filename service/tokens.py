@@ -41,6 +41,7 @@ LINK_ID_BYTES = 12  # 96 bits from the CSPRNG, 16 URL-safe characters
 LINK_ID_RANDOM_CHARS = 16
 LINK_ID_TAG_BYTES = 3  # 24 bits, 4 URL-safe characters: a link id is 20 characters
 LINK_ID_LENGTH = LINK_ID_RANDOM_CHARS + 4
+LINK_ID_REGEX = f"[A-Za-z0-9_-]{{{LINK_ID_LENGTH}}}"  # what every link id looks like
 LINK_ID_SALT = b"action-links/link-id/v1"
 
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Response
 
 from service import admin
 from service.api.deps import AdminDep, SessionDep, StateDep
+from service.api.openapi import problem_responses
 from service.models import Action, Client
 from service.schemas import (
     ACTION_NAME_PATTERN,
@@ -22,7 +23,14 @@ from service.schemas import (
     WebhookSecretOut,
 )
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminDep])
+# 404 on every route: also what the whole admin API answers without an ADMIN_TOKEN.
+router = APIRouter(
+    prefix="/v1/admin",
+    tags=["admin"],
+    dependencies=[AdminDep],
+    responses=problem_responses(401, 404, 503),
+)
+WITH_BODY = problem_responses(400, 413, 422)
 
 ActionName = Annotated[str, Path(pattern=ACTION_NAME_PATTERN)]
 
@@ -35,7 +43,7 @@ def _action_out(action: Action) -> ActionOut:
     return ActionOut.model_validate(action, from_attributes=True)
 
 
-@router.post("/clients", status_code=201)
+@router.post("/clients", status_code=201, responses=WITH_BODY | problem_responses(409))
 async def create_client(
     request: ClientCreate, session: SessionDep, state: StateDep
 ) -> ClientCreated:
@@ -55,7 +63,7 @@ async def get_client(client_id: str, session: SessionDep) -> ClientOut:
     return _client_out(await admin.get_client(session, client_id))
 
 
-@router.patch("/clients/{client_id}")
+@router.patch("/clients/{client_id}", responses=WITH_BODY)
 async def update_client(
     client_id: str, request: ClientUpdate, session: SessionDep, state: StateDep
 ) -> ClientOut:
@@ -104,7 +112,7 @@ async def delete_key(client_id: str, key_id: str, session: SessionDep, state: St
     return Response(status_code=204)
 
 
-@router.put("/clients/{client_id}/actions/{name}")
+@router.put("/clients/{client_id}/actions/{name}", responses=WITH_BODY)
 async def put_action(
     client_id: str, name: ActionName, request: ActionPut, session: SessionDep, state: StateDep
 ) -> ActionOut:

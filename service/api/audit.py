@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from service import audit
 from service.api.deps import ClientDep, SessionDep, StateDep
+from service.api.openapi import problem_responses
 from service.schemas import (
     ACTION_NAME_PATTERN,
     NO_NUL_PATTERN,
@@ -16,10 +17,10 @@ from service.schemas import (
     RedemptionPage,
 )
 
-router = APIRouter(prefix="/v1/redemptions", tags=["audit"])
+router = APIRouter(prefix="/v1/redemptions", tags=["audit"], responses=problem_responses(401, 503))
 
 
-@router.get("")
+@router.get("", responses=problem_responses(422))
 async def list_redemptions(
     client: ClientDep,
     state: StateDep,
@@ -34,7 +35,7 @@ async def list_redemptions(
     return await audit.list_redemptions(session, state.codec, client.id, filters, limit, cursor)
 
 
-@router.get("/{redemption_id}")
+@router.get("/{redemption_id}", responses=problem_responses(404))
 async def get_redemption(
     redemption_id: str, client: ClientDep, session: SessionDep
 ) -> RedemptionOut:

@@ -8,11 +8,19 @@ from fastapi import APIRouter, Response
 
 from service import outbox
 from service.api.deps import ClientDep, StateDep
+from service.api.openapi import problem_responses
 
-router = APIRouter(prefix="/v1/redemptions", tags=["redemptions"])
+router = APIRouter(
+    prefix="/v1/redemptions", tags=["redemptions"], responses=problem_responses(401, 503)
+)
 
 
-@router.post("/{redemption_id}/redeliver", status_code=202, response_class=Response)
+@router.post(
+    "/{redemption_id}/redeliver",
+    status_code=202,
+    response_class=Response,
+    responses=problem_responses(404, 409),
+)
 async def redeliver(redemption_id: str, client: ClientDep, state: StateDep) -> Response:
     """Queue the webhook again (same ``webhook-id``, fresh retry schedule) → 202, no body."""
     await outbox.requeue(state.engine, client.id, redemption_id, datetime.now(UTC))

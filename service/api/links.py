@@ -6,9 +6,12 @@ from fastapi import APIRouter
 
 from service import metrics, request_context
 from service.api.deps import ClientDep, StateDep
+from service.api.openapi import problem_responses
 from service.schemas import BatchRequest, BatchResponse, LinkRequest, LinkResponse
 
-router = APIRouter(prefix="/v1/links", tags=["links"])
+router = APIRouter(
+    prefix="/v1/links", tags=["links"], responses=problem_responses(400, 401, 413, 422, 503)
+)
 
 
 @router.post("", status_code=201)

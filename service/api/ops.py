@@ -8,6 +8,7 @@ from starlette.responses import JSONResponse, Response
 
 from service import metrics, request_context
 from service.api.deps import StateDep
+from service.schemas import Health, NotReady, Ready
 
 router = APIRouter(tags=["ops"])
 
@@ -15,12 +16,16 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 @router.get("/healthz")
-async def healthz() -> dict[str, str]:
+async def healthz() -> Health:
     """200 while the process runs."""
-    return {"status": "ok"}
+    return Health(status="ok")
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=Ready,
+    responses={503: {"model": NotReady, "description": "Not ready, and why"}},
+)
 async def readyz(state: StateDep) -> JSONResponse:
     """200 when the database answers and its schema is the newest; else 503 and the reason."""
     reason = await state.readiness.problem()
@@ -31,7 +36,16 @@ async def readyz(state: StateDep) -> JSONResponse:
     return JSONResponse({"status": "ready", "schema": state.readiness.head}, headers=NO_STORE)
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def prometheus_metrics(state: StateDep) -> Response:
     """Prometheus text exposition, summed over every worker process."""
     body = await metrics.render(state.engine)

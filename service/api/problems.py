@@ -11,9 +11,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.db import UNAVAILABLE_ERRORS, is_unavailable
@@ -84,13 +86,33 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route answers at this path, for a 405's ``Allow``.
+
+    Starlette names only the methods of the first route whose path matched;
+    ``/v1/links/{link_id}`` is two routes (GET and DELETE), and ``Allow``
+    must list what the resource supports (RFC 9110).
+    """
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        match, _ = route.matches(dict(request.scope))
+        if match is not Match.NONE:
+            methods.update(route.methods or ())
+    return ", ".join(sorted(methods))
+
+
+_LINK_PAGES = {404: "not_found", 405: "method_not_allowed"}
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request)
     if is_link_path(request):
-        kind = "not_found" if exc.status_code == 404 else "invalid"
-        return error_page(kind, headers=dict(exc.headers or {}))
+        return error_page(_LINK_PAGES.get(exc.status_code, "invalid"), headers=headers)
     code, title = _HTTP_CODES.get(exc.status_code, ("error", "Error"))
-    return problem(exc.status_code, code, title, str(exc.detail), dict(exc.headers or {}))
+    return problem(exc.status_code, code, title, str(exc.detail), headers)
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:

@@ -16,6 +16,7 @@ from starlette.responses import RedirectResponse, Response
 
 from service import metrics, request_context
 from service.api.deps import StateDep
+from service.api.openapi import page_responses
 from service.confirm import Confirmation, Gate
 from service.pages import LINK_HEADERS, confirm_page, error_page, page_headers
 from service.redeem import Outcome, Redemption
@@ -105,17 +106,31 @@ def counted(result: Redemption | Confirmation) -> Redemption | Confirmation:
     return result
 
 
-@router.get("/r/{token:path}", response_class=Response)
+@router.get(
+    "/r/{token:path}",
+    response_class=Response,
+    status_code=303,
+    responses=page_responses(303, 200, 400, 404, 409, 410, 503),
+)
 async def open_link(token: str, gate: GateDep) -> Response:
     return answer(counted(await gate.open(token)))
 
 
-@router.post("/r/{token:path}", response_class=Response)
+@router.post(
+    "/r/{token:path}",
+    response_class=Response,
+    status_code=303,
+    responses=page_responses(303, 400, 403, 404, 409, 410, 503),
+)
 async def submit_link(token: str, request: Request, gate: GateDep) -> Response:
     return answer(counted(await gate.submit(token, await form_nonce(request))))
 
 
-@router.head("/r/{token:path}", response_class=Response)
+@router.head(
+    "/r/{token:path}",
+    response_class=Response,
+    responses=page_responses(200, 303, 400, 404, 410, 503, body=False),
+)
 async def peek_link(token: str, gate: GateDep) -> Response:
     """Never redeems: answers with what a GET would say about the link's state."""
     result = await gate.peek(token)

@@ -100,6 +100,12 @@ PAGES: dict[str, PageText] = {
         "There is nothing at this address.",
         "Check the link you followed.",
     ),
+    "method_not_allowed": PageText(
+        405,
+        "This link cannot be used this way",
+        "The request used a method that links do not answer. Nothing was changed.",
+        "Open the link in a web browser.",
+    ),
 }
 
 
