@@ -32,7 +32,7 @@ PROBLEM_REF = {"$ref": SCHEMAS_REF + "Problem"}
 FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
 _PROBLEM_DESCRIPTIONS = {
-    400: "The body cannot be read as JSON text, e.g. it is not UTF-8 (`bad_request`)",
+    400: "Unreadable request: a NUL in the URL, or a body that is not UTF-8 JSON (`bad_request`)",
     401: "No or a wrong credential (`unauthorized`)",
     404: "Not found, or not this caller's (`not_found`)",
     409: "Conflict with the current state (`conflict`)",
@@ -126,6 +126,15 @@ def _without_default_validation_errors(document: dict[str, Any]) -> None:
         schemas.pop(name, None)
 
 
+def _with_url_guard_answers(document: dict[str, Any]) -> None:
+    """Every JSON route may answer 400: ``api.url_guard`` refuses a NUL in any URL first."""
+    for path, operations in document.get("paths", {}).items():
+        if path.startswith("/r/"):
+            continue  # declared there as the 400 page
+        for operation in operations.values():
+            operation.setdefault("responses", {}).setdefault("400", problem_responses(400)[400])
+
+
 def install_openapi(app: FastAPI) -> None:
     """Serve the document described above at ``/openapi.json`` (built on first request)."""
 
@@ -138,6 +147,7 @@ def install_openapi(app: FastAPI) -> None:
                 routes=app.routes,
             )
             _without_default_validation_errors(document)
+            _with_url_guard_answers(document)
             components = document.setdefault("components", {})
             components.setdefault("schemas", {}).update(_problem_components())
             app.openapi_schema = document
