@@ -21,6 +21,7 @@ not accept: it removes the audit row and returns the use to the counter.
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,7 @@ from sqlalchemy import JSON, BindParameter, TextClause, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.models import ALL_ACTIONS, UTCDateTime
+from service.pgdriver import Statement, driver_connection
 from service.tokens import LinkClaims
 
 MAX_RACE_RETRIES = 3
@@ -54,6 +56,11 @@ _REVOKED = f"""
                  AND action IN (:action, '{ALL_ACTIONS}') AND revoked_at > :issued_at)
 """
 
+# PostgreSQL infers most parameter types; the time compared with is a timestamptz.
+_REVOKED_POSTGRES = _REVOKED.replace(
+    "revoked_at > :issued_at", "revoked_at > CAST(:issued_at AS timestamptz)"
+)
+
 _PARAM_TYPES = {
     "data": JSON,
     "issued_at": UTCDateTime,
@@ -71,10 +78,10 @@ def _sql(source: str) -> TextClause:
     return text(source).bindparams(*typed)
 
 
-POSTGRES_CLAIM = _sql(
+POSTGRES_CLAIM = Statement.from_named(
     f"""
 WITH revoked AS (
-    SELECT ({_REVOKED}) AS yes
+    SELECT ({_REVOKED_POSTGRES}) AS yes
 ),
 existing AS (
     SELECT uses FROM claims WHERE client_id = :client_id AND key = :claim_key
@@ -88,7 +95,8 @@ bumped AS (
 ),
 created AS (
     INSERT INTO claims (client_id, key, uses, max_uses, expires_at, first_used_at, last_used_at)
-    SELECT :client_id, :claim_key, 1, CAST(:max_uses AS integer), :expires_at, :now, :now
+    SELECT :client_id, :claim_key, 1, CAST(:max_uses AS integer),
+           CAST(:expires_at AS timestamptz), :now, :now
     WHERE NOT EXISTS (SELECT 1 FROM existing) AND NOT (SELECT yes FROM revoked)
     ON CONFLICT DO NOTHING
     RETURNING uses
@@ -99,15 +107,16 @@ claimed AS (
 audit AS (
     INSERT INTO redemptions
         (id, client_id, link_id, claim_key, action, subject, data, use, max_uses, redeemed_at)
-    SELECT :redemption_id, :client_id, :link_id, :claim_key, :action, :subject, :data,
-           uses, CAST(:max_uses AS integer), :now
+    SELECT :redemption_id, :client_id, :link_id, :claim_key, :action, :subject,
+           CAST(:data AS json), uses, CAST(:max_uses AS integer), :now
     FROM claimed
     RETURNING id, use
 ),
 job AS (
     INSERT INTO deliveries
         (redemption_id, client_id, status, attempts, next_attempt_at, leased_until, created_at)
-    SELECT id, :client_id, 'pending', 0, :now, :leased_until, :now FROM audit WHERE :deliver
+    SELECT id, :client_id, 'pending', 0, :now, CAST(:leased_until AS timestamptz), :now
+    FROM audit WHERE CAST(:deliver AS boolean)
     RETURNING redemption_id
 )
 SELECT (SELECT yes FROM revoked) AS revoked,
@@ -121,18 +130,33 @@ SELECT (SELECT yes FROM revoked) AS revoked,
 
 @dataclass(frozen=True, slots=True)
 class LinkState:
-    """A link's counter and revocation as they stand, read without claiming anything."""
+    """A link's counter and revocation as they stand, read without claiming anything.
+
+    ``uses`` is the counter the link draws on (0 before its first use).
+    ``recorded_uses`` is what to tell a person or client: the counter while it
+    exists, else the link's audit rows (a purged counter outlives nothing the
+    audit log still holds).
+    """
 
     uses: int
     revoked: bool
+    recorded_uses: int
 
 
-PEEK = _sql(
-    f"""
-SELECT (SELECT uses FROM claims WHERE client_id = :client_id AND key = :claim_key) AS uses,
-       ({_REVOKED}) AS revoked
+# The audit rows are only counted when there is no counter (a scalar subquery
+# in an untaken CASE branch is never run).
+_PEEK = """
+SELECT counter.uses AS uses,
+       ({revoked}) AS revoked,
+       CASE WHEN counter.uses IS NULL THEN
+           (SELECT count(*) FROM redemptions
+            WHERE client_id = :client_id AND link_id = :link_id)
+       END AS audited
+FROM (SELECT 1) AS one
+LEFT JOIN claims AS counter ON counter.client_id = :client_id AND counter.key = :claim_key
 """
-)
+PEEK = Statement.from_named(_PEEK.format(revoked=_REVOKED_POSTGRES))
+GENERIC_PEEK = _sql(_PEEK.format(revoked=_REVOKED))
 
 
 async def peek(engine: AsyncEngine, link: LinkClaims) -> LinkState:
@@ -145,9 +169,20 @@ async def peek(engine: AsyncEngine, link: LinkClaims) -> LinkState:
         "subject": link.subject,
         "issued_at": link.issued_at,
     }
-    async with engine.connect() as conn:
-        row = (await conn.execute(PEEK, params)).one()
-    return LinkState(uses=row.uses or 0, revoked=bool(row.revoked))
+    if engine.dialect.name == "postgresql":
+        async with driver_connection(engine) as driver:
+            row = await driver.fetchrow(PEEK.sql, *PEEK.arguments(params))
+        assert row is not None
+        uses, revoked, audited = row["uses"], row["revoked"], row["audited"]
+    else:
+        async with engine.connect() as conn:
+            found = (await conn.execute(GENERIC_PEEK, params)).one()
+        uses, revoked, audited = found.uses, found.revoked, found.audited
+    return LinkState(
+        uses=uses or 0,
+        revoked=bool(revoked),
+        recorded_uses=uses if uses is not None else int(audited or 0),
+    )
 
 
 def _params(
@@ -191,13 +226,15 @@ async def _claim_postgres(
     engine: AsyncEngine, link: LinkClaims, now: datetime, deliver: bool, lease: datetime | None
 ) -> ClaimResult:
     params = _params(link, now, deliver, lease)
-    async with engine.connect() as conn:
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+    params["data"] = json.dumps(link.data)  # the json codec SQLAlchemy sets up takes text
+    arguments = POSTGRES_CLAIM.arguments(params)
+    async with driver_connection(engine) as driver:  # no transaction: autocommit
         for _ in range(MAX_RACE_RETRIES):
-            row = (await conn.execute(POSTGRES_CLAIM, params)).one()
-            if row.revoked or row.redemption_id is not None or row.existed:
+            row = await driver.fetchrow(POSTGRES_CLAIM.sql, *arguments)
+            assert row is not None
+            if row["revoked"] or row["redemption_id"] is not None or row["existed"]:
                 break
-    return ClaimResult(revoked=row.revoked, redemption_id=row.redemption_id, use=row.use)
+    return ClaimResult(revoked=row["revoked"], redemption_id=row["redemption_id"], use=row["use"])
 
 
 GENERIC_BUMP = _sql(

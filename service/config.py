@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     )
     # Run the webhook dispatcher inside each service process (off when it runs separately).
     webhook_dispatcher: bool = True
-    # Connections per process: the pool keeps this many and may open as many again.
+    # PostgreSQL connections per process: a fixed pool; requests wait for a free one (5 s at most).
     database_pool_size: int = Field(default=10, ge=1, le=100)
     # How long a process may cache clients, keys and actions (API.md: at most 30 s).
     cache_ttl: float = Field(default=10.0, ge=0, le=30)

@@ -6,6 +6,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, inspect, text
@@ -38,9 +39,18 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 UNAVAILABLE_SQLSTATES = ("08", "57P", "53300")
 
 
+# What asyncpg raises itself, where the redemption path uses it directly
+# (``service.pgdriver``): a lost or unusable connection, or a server error.
+DRIVER_ERRORS: tuple[type[Exception], ...] = (asyncpg.InterfaceError, asyncpg.PostgresError)
+
+
 def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, UNAVAILABLE_ERRORS):
         return True
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.PostgresConnectionError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        return (exc.sqlstate or "").startswith(UNAVAILABLE_SQLSTATES)
     if not isinstance(exc, DBAPIError):
         return False
     sqlstate = getattr(exc.orig, "sqlstate", None) or ""
@@ -58,8 +68,12 @@ def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     options: dict[str, Any] = {
+        # A fixed pool: overflow connections are closed as soon as they are
+        # returned, and under load that meant a new PostgreSQL backend (a fork,
+        # authentication, the asyncpg type codecs) every few requests, which cost
+        # more than the requests themselves. Requests wait for a connection instead.
         "pool_size": settings.database_pool_size,
-        "max_overflow": settings.database_pool_size,
+        "max_overflow": 0,
         # Fail fast when the database is down: a 503 beats a hung request.
         "pool_timeout": 5,
         "connect_args": {

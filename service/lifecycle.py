@@ -27,9 +27,10 @@ from sqlalchemy import and_, case, exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.claim import peek
 from service.errors import NotFound, UnknownAction
 from service.models import ALL_ACTIONS, Claim, Redemption, Revocation, SubjectRevocation
-from service.redeem import Outcome, Redeemer
+from service.redeem import Outcome, Redeemer, judged, utcnow
 from service.registry import ClientConfig
 from service.schemas import (
     MAX_TTL_CAP,
@@ -40,7 +41,7 @@ from service.schemas import (
     SubjectRevocationOut,
     SubjectRevocationRequest,
 )
-from service.tokens import BadData, TokenCodec, link_claim_key
+from service.tokens import TokenCodec, link_claim_key
 
 LONGEST_LINK_LIFETIME = timedelta(seconds=MAX_TTL_CAP)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -201,27 +202,20 @@ async def link_status(
 INVALID = InspectResponse(valid=False, reason="invalid", link=None)
 
 
-async def inspect(
-    session: AsyncSession, redeemer: Redeemer, client_id: str, token: str
-) -> InspectResponse:
+async def inspect(redeemer: Redeemer, client_id: str, token: str) -> InspectResponse:
     """What redeeming ``token`` would answer now, without redeeming or recording anything.
 
     Another client's token is ``invalid`` and reveals nothing, exactly like a
     forged one. ``link.uses`` is the count of the counter the link draws on
     (its own, or its once key's budget), so ``uses`` against ``max_uses``
-    explains a ``used`` answer.
+    explains a ``used`` answer. One read, whatever the answer.
     """
-    try:
-        claims = redeemer.codec.verify_link(token)
-    except BadData:
+    checked = await redeemer.resolve(token, utcnow())
+    link = checked.link
+    if link is None or link.client_id != client_id:
         return INVALID
-    if claims.client_id != client_id:
-        return INVALID
-    result = await redeemer.inspect(token)
-    if result.link is None or result.outcome is Outcome.INVALID:
-        return INVALID
-    link = result.link
-    found = await usage(session, client_id, link.link_id, link.claim_key)
+    state = await peek(redeemer.engine, link)
+    result = judged(checked, state)
     valid = result.outcome is Outcome.SUCCESS
     return InspectResponse(
         valid=valid,
@@ -233,6 +227,6 @@ async def inspect(
             data=link.data,
             expires_at=link.expires_at_datetime,
             max_uses=link.max_uses,
-            uses=found.uses,
+            uses=state.recorded_uses,
         ),
     )

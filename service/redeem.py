@@ -22,7 +22,7 @@ from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.claim import claim, give_back, peek
+from service.claim import LinkState, claim, give_back, peek
 from service.db import is_unavailable
 from service.delivery import Deliverer
 from service.outbox import Job
@@ -102,26 +102,15 @@ class Redeemer:
             return Redemption(Outcome.EXPIRED, link, client, action)
         return Redemption(Outcome.SUCCESS, link, client, action)
 
-    async def inspect(self, token: str, now: datetime | None = None) -> Redemption:
-        """What redeeming would answer now, without claiming or recording anything.
-
-        A redeemable link comes back as SUCCESS with ``use`` = the uses so far.
-        """
-        return await self.inspect_resolved(await self.resolve(token, now or utcnow()))
-
     async def inspect_resolved(self, checked: Redemption) -> Redemption:
-        """``inspect`` for what ``resolve`` answered (callers that resolved already)."""
+        """What redeeming would answer now, for what ``resolve`` answered, without
+        claiming or recording anything. A redeemable link comes back as SUCCESS
+        with ``use`` = the uses so far.
+        """
         if checked.outcome is not Outcome.SUCCESS:
             return checked
         assert checked.link is not None
-        state = await peek(self.engine, checked.link)
-        if state.revoked:
-            return _with(checked, Outcome.REVOKED)
-        if checked.link.max_uses is not None and state.uses >= checked.link.max_uses:
-            return _with(checked, Outcome.USED)
-        return Redemption(
-            Outcome.SUCCESS, checked.link, checked.client, checked.action, use=state.uses
-        )
+        return judged(checked, await peek(self.engine, checked.link))
 
     async def redeem(self, token: str, now: datetime | None = None) -> Redemption:
         """Steps 1-5. Database errors propagate; the caller answers 503."""
@@ -190,6 +179,18 @@ class Redeemer:
             redeemed.action,
             reason=attempt.reason if refused else None,
         )
+
+
+def judged(checked: Redemption, state: LinkState) -> Redemption:
+    """The answer for a link ``resolve`` let through, given its counter and revocations."""
+    if checked.outcome is not Outcome.SUCCESS:
+        return checked
+    assert checked.link is not None
+    if state.revoked:
+        return _with(checked, Outcome.REVOKED)
+    if checked.link.max_uses is not None and state.uses >= checked.link.max_uses:
+        return _with(checked, Outcome.USED)
+    return Redemption(Outcome.SUCCESS, checked.link, checked.client, checked.action, use=state.uses)
 
 
 def _event(redeemed: Redemption, now: datetime) -> RedemptionEvent:

@@ -45,9 +45,9 @@ router = APIRouter(prefix="/v1", tags=["lifecycle"], responses=problem_responses
 
 @router.post("/links/inspect", responses=problem_responses(400, 413, 422))
 async def inspect_link(
-    request: InspectRequest, client: ClientDep, state: StateDep, session: SessionDep
+    request: InspectRequest, client: ClientDep, state: StateDep
 ) -> InspectResponse:
-    return await lifecycle.inspect(session, state.redeemer, client.id, request.token)
+    return await lifecycle.inspect(state.redeemer, client.id, request.token)
 
 
 @router.get("/links/{link_id:link_id}", responses=problem_responses(404))

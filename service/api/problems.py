@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.db import UNAVAILABLE_ERRORS, is_unavailable
+from service.db import DRIVER_ERRORS, UNAVAILABLE_ERRORS, is_unavailable
 from service.errors import ApiError
 from service.pages import error_page
 
@@ -134,7 +134,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for error in (*UNAVAILABLE_ERRORS, DBAPIError):
+    for error in (*UNAVAILABLE_ERRORS, DBAPIError, *DRIVER_ERRORS):
         app.add_exception_handler(error, _unavailable)
 
 

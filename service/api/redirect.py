@@ -37,7 +37,8 @@ FORM = "application/x-www-form-urlencoded"
 MAX_FORM_BYTES = 4096  # the confirmation form sends one short field
 
 
-def get_gate(state: StateDep) -> Gate:
+async def get_gate(state: StateDep) -> Gate:
+    """Async: FastAPI runs a plain ``def`` dependency in its thread pool, per request."""
     return Gate(state.redeemer)
 
 
