@@ -8,6 +8,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.config import Settings
+from service.confirm import Gate
 from service.db import create_engine, create_session_factory, schema_head
 from service.delivery import Deliverer
 from service.dispatcher import Dispatcher
@@ -28,6 +29,7 @@ class AppState:
     codec: TokenCodec
     minter: Minter
     redeemer: Redeemer
+    gate: Gate
     readiness: Readiness
     http: httpx.AsyncClient
     dispatcher: Dispatcher
@@ -42,6 +44,7 @@ class AppState:
         deliverer = Deliverer(
             http, registry, engine, settings.webhook_timeout, settings.webhook_retry_schedule
         )
+        redeemer = Redeemer(codec, registry, engine, deliverer)
         return cls(
             settings=settings,
             engine=engine,
@@ -49,7 +52,8 @@ class AppState:
             registry=registry,
             codec=codec,
             minter=Minter(codec, settings.public_base_url),
-            redeemer=Redeemer(codec, registry, engine, deliverer),
+            redeemer=redeemer,
+            gate=Gate(redeemer),
             readiness=Readiness(engine, schema_head()),
             http=http,
             dispatcher=Dispatcher(engine, deliverer),

@@ -25,6 +25,7 @@ from typing import Any
 
 from itsdangerous import BadData, BadPayload, BadSignature, Serializer, Signer, URLSafeSerializer
 from itsdangerous.encoding import base64_encode, want_bytes
+from itsdangerous.signer import HMACAlgorithm
 
 __all__ = [
     "BadData",
@@ -202,6 +203,19 @@ def _require_canonical_signature(token: str) -> None:
         raise BadSignature("not a canonical HMAC-SHA256 signature")
 
 
+class _HmacSha256(HMACAlgorithm):
+    """HMAC-SHA256 in one call to ``hmac.digest``: the same bytes as itsdangerous'
+    algorithm, without building an HMAC object per signature (OpenSSL's one-shot
+    path). Verification still compares in constant time (``verify_signature``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(hashlib.sha256)
+
+    def get_signature(self, key: bytes, value: bytes) -> bytes:
+        return hmac.digest(key, value, "sha256")
+
+
 class _Signer(Signer):
     """itsdangerous' signer, deriving each key once instead of on every call."""
 
@@ -264,7 +278,11 @@ class TokenCodec:
             purpose: _Serializer(
                 keys,
                 salt=purpose.value,
-                signer_kwargs={"digest_method": hashlib.sha256, "key_derivation": "hmac"},
+                signer_kwargs={
+                    "digest_method": hashlib.sha256,
+                    "key_derivation": "hmac",
+                    "algorithm": _HmacSha256(),
+                },
             )
             for purpose in Purpose
         }

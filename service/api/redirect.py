@@ -8,18 +8,17 @@ body and without redeeming anything (``service.confirm``).
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from service import metrics, request_context
-from service.api.deps import StateDep
 from service.api.openapi import page_responses
 from service.confirm import Confirmation, Gate
 from service.pages import LINK_HEADERS, confirm_page, error_page, page_headers
 from service.redeem import Outcome, Redemption
+from service.state import AppState
 from service.tokens import LinkClaims
 
 router = APIRouter(tags=["redirect"])
@@ -37,12 +36,12 @@ FORM = "application/x-www-form-urlencoded"
 MAX_FORM_BYTES = 4096  # the confirmation form sends one short field
 
 
-async def get_gate(state: StateDep) -> Gate:
-    """Async: FastAPI runs a plain ``def`` dependency in its thread pool, per request."""
-    return Gate(state.redeemer)
-
-
-GateDep = Annotated[Gate, Depends(get_gate)]
+def gate_of(request: Request) -> Gate:
+    """The process's gate, read off the app instead of through a dependency: every
+    link request pays for dependency resolution, and this one needs none.
+    """
+    state: AppState = request.app.state.services
+    return state.gate
 
 
 def answer(result: Redemption | Confirmation) -> Response:
@@ -113,8 +112,8 @@ def counted(result: Redemption | Confirmation) -> Redemption | Confirmation:
     status_code=303,
     responses=page_responses(303, 200, 400, 404, 409, 410, 503),
 )
-async def open_link(token: str, gate: GateDep) -> Response:
-    return answer(counted(await gate.open(token)))
+async def open_link(token: str, request: Request) -> Response:
+    return answer(counted(await gate_of(request).open(token)))
 
 
 @router.post(
@@ -123,8 +122,8 @@ async def open_link(token: str, gate: GateDep) -> Response:
     status_code=303,
     responses=page_responses(303, 400, 403, 404, 409, 410, 503),
 )
-async def submit_link(token: str, request: Request, gate: GateDep) -> Response:
-    return answer(counted(await gate.submit(token, await form_nonce(request))))
+async def submit_link(token: str, request: Request) -> Response:
+    return answer(counted(await gate_of(request).submit(token, await form_nonce(request))))
 
 
 @router.head(
@@ -132,9 +131,9 @@ async def submit_link(token: str, request: Request, gate: GateDep) -> Response:
     response_class=Response,
     responses=page_responses(200, 303, 400, 404, 410, 503, body=False),
 )
-async def peek_link(token: str, gate: GateDep) -> Response:
+async def peek_link(token: str, request: Request) -> Response:
     """Never redeems: answers with what a GET would say about the link's state."""
-    result = await gate.peek(token)
+    result = await gate_of(request).peek(token)
     observe(result)
     if isinstance(result, Redemption) and result.outcome is Outcome.SUCCESS:
         headers = page_headers(secrets.token_urlsafe(16))
