@@ -12,18 +12,24 @@ constant time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.models import Action, ApiKey, Client
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 API_KEY_PREFIX = "alk_"
 API_KEY_BYTES = 32  # 256 bits
@@ -81,6 +87,37 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+class SingleFlight(Generic[K, V]):
+    """Concurrent cache misses for one key share one load.
+
+    When an entry expires under load, every request in flight misses it at
+    once; without this each would query the database for the same row and
+    queue for a pooled connection, which showed as the redirect's p99
+    (bench/README.md). The load runs as its own task, so a waiter that is
+    cancelled does not cancel it for the others.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[K, asyncio.Task[V]] = {}
+
+    async def run(self, key: K, load: Callable[[], Coroutine[Any, Any, V]]) -> V:
+        task = self._running.get(key)
+        if task is None:
+            task = self._running[key] = asyncio.ensure_future(load())
+            task.add_done_callback(partial(self._finished, key))
+        return await asyncio.shield(task)
+
+    def _finished(self, key: K, task: asyncio.Task[V]) -> None:
+        if self._running.get(key) is task:
+            del self._running[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: the waiters got it, or there were none left
+
+    def forget(self) -> None:
+        """Later misses start a new load instead of joining one that began before a change."""
+        self._running.clear()
+
+
 class Registry:
     """Cached, read-only view of configuration, shared by every request of a process."""
 
@@ -89,9 +126,15 @@ class Registry:
         self._ttl = ttl
         self._clients: dict[str, tuple[float, ClientConfig | None]] = {}
         self._keys: dict[str, tuple[float, str]] = {}
+        self._client_loads: SingleFlight[str, ClientConfig | None] = SingleFlight()
+        self._key_loads: SingleFlight[str, str | None] = SingleFlight()
+        self._generation = 0  # bumped by forget(): a load begun before it stores nothing
 
     def forget(self, client_id: str | None = None) -> None:
         """Drop cached entries after a change made in this process."""
+        self._generation += 1
+        self._client_loads.forget()
+        self._key_loads.forget()
         if client_id is None:
             self._clients.clear()
             self._keys.clear()
@@ -101,35 +144,47 @@ class Registry:
 
     async def client(self, client_id: str) -> ClientConfig | None:
         """The client with its actions, or None when it does not exist."""
-        now = time.monotonic()
         cached = self._clients.get(client_id)
-        if cached is not None and now - cached[0] < self._ttl:
+        if cached is not None and time.monotonic() - cached[0] < self._ttl:
             return cached[1]
+        return await self._client_loads.run(client_id, partial(self._load_client, client_id))
+
+    async def _load_client(self, client_id: str) -> ClientConfig | None:
+        started, generation = time.monotonic(), self._generation
         async with self._sessions() as session:
             config = await load_client(session, client_id)
-        self._clients[client_id] = (now, config)
+        if generation == self._generation:
+            self._clients[client_id] = (started, config)
         return config
+
+    async def _load_key(self, digest: str) -> str | None:
+        """The id of the client owning the key with this SHA-256, cached when found."""
+        started, generation = time.monotonic(), self._generation
+        async with self._sessions() as session:
+            row = (
+                await session.execute(
+                    select(ApiKey.key_hash, ApiKey.client_id).where(ApiKey.key_hash == digest)
+                )
+            ).first()
+        if row is None or not hmac.compare_digest(row.key_hash, digest):
+            return None
+        if generation == self._generation:
+            self._keys[digest] = (started, row.client_id)
+        client_id: str = row.client_id
+        return client_id
 
     async def authenticate(self, presented: str) -> ClientConfig | None:
         """The enabled client that owns this API key, or None."""
         if not presented.startswith(API_KEY_PREFIX) or len(presented) > API_KEY_MAX_LENGTH:
             return None
         digest = hash_api_key(presented)
-        now = time.monotonic()
         cached = self._keys.get(digest)
-        if cached is not None and now - cached[0] < self._ttl:
-            client_id = cached[1]
+        if cached is not None and time.monotonic() - cached[0] < self._ttl:
+            client_id: str | None = cached[1]
         else:
-            async with self._sessions() as session:
-                row = (
-                    await session.execute(
-                        select(ApiKey.key_hash, ApiKey.client_id).where(ApiKey.key_hash == digest)
-                    )
-                ).first()
-            if row is None or not hmac.compare_digest(row.key_hash, digest):
-                return None
-            client_id = row.client_id
-            self._keys[digest] = (now, client_id)
+            client_id = await self._key_loads.run(digest, partial(self._load_key, digest))
+        if client_id is None:
+            return None
         client = await self.client(client_id)
         if client is None or not client.enabled:
             return None
