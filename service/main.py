@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -25,6 +26,10 @@ def create_app(settings: Settings) -> FastAPI:
         state = AppState.build(settings)
         app.state.services = state
         await state.start()
+        # Everything built so far (modules, routes, the OpenAPI models) lives as
+        # long as the process: out of the collector's sight, a full collection
+        # no longer walks it in the middle of requests (bench/README.md).
+        gc.freeze()
         retention = timedelta(days=settings.redemption_retention_days)
         purging = PeriodicPurge(state.engine, settings.purge_interval, retention).start()
         try:
