@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import zlib
 from dataclasses import dataclass
@@ -186,20 +187,21 @@ def _opt_int(value: Any) -> int | None:
 
 
 SIGNATURE_LENGTH = 43  # a 32-byte HMAC-SHA256 in unpadded base64
-# Base64 characters whose two lowest bits are clear: the only possible last
-# characters of a canonical 43-character encoding of 32 bytes.
-_CANONICAL_LAST = frozenset("AEIMQUYcgkosw048")
+# The URL-safe alphabet only (Python's decoder also takes "+" and "/" for "-" and
+# "_", and skips other characters), and a last character whose two unused low
+# bits are clear: the one spelling of a 32-byte HMAC that we issue.
+_CANONICAL_SIGNATURE = re.compile(f"[A-Za-z0-9_-]{{{SIGNATURE_LENGTH - 1}}}[AEIMQUYcgkosw048]")
 
 
 def _require_canonical_signature(token: str) -> None:
-    """Refuse a signature whose base64 has extra bits set in its last character.
+    """Refuse any spelling of a signature other than the one we issued.
 
-    Base64 of a 32-byte HMAC leaves two unused bits, so four spellings decode
-    to the same bytes; only the canonical one is the token we issued. (The
-    other characters are checked when the signature is decoded and compared.)
+    Base64 decoding is lenient: several strings decode to the same 32 bytes.
+    Each of them would verify, so a one-character change to a genuine token
+    could still redeem it; only the canonical spelling is accepted.
     """
     _, _, signature = token.rpartition(".")
-    if len(signature) != SIGNATURE_LENGTH or signature[-1] not in _CANONICAL_LAST:
+    if _CANONICAL_SIGNATURE.fullmatch(signature) is None:
         raise BadSignature("not a canonical HMAC-SHA256 signature")
 
 

@@ -54,6 +54,26 @@ def test_every_single_character_change_is_refused() -> None:
             codec.verify_link(forged)
 
 
+def test_standard_base64_spellings_of_the_signature_are_refused() -> None:
+    """Python's decoder reads "+" as "-" and "/" as "_": the same signature bytes,
+    yet not the token we issued (found by test_tokens_properties)."""
+    codec = TokenCodec([NEW_KEY])
+    forged_any = False
+    while not forged_any:
+        token = codec.sign_link(make_claims(link_id=new_link_id()))
+        payload, _, signature = token.rpartition(".")
+        for urlsafe, standard in (("-", "+"), ("_", "/")):
+            position = signature.find(urlsafe)
+            if position < 0:
+                continue
+            forged_any = True
+            forged = signature[:position] + standard + signature[position + 1 :]
+            with pytest.raises(BadData):
+                codec.verify_link(f"{payload}.{forged}")
+        with pytest.raises(BadData):
+            codec.verify_link(f"{payload}.{signature[:20]}!{signature[21:]}")
+
+
 def test_truncation_and_extension_are_refused() -> None:
     codec = TokenCodec([NEW_KEY])
     token = codec.sign_link(make_claims())
