@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from service import __version__, metrics
 from service.api import admin, audit, deliveries, demo, lifecycle, links, ops, redirect
 from service.api.access import AccessMiddleware
+from service.api.link_fast_path import LinkFastPath
 from service.api.openapi import install_openapi
 from service.api.problems import BodyLimitMiddleware, install_error_handlers
 from service.api.url_guard import NulInUrlMiddleware
@@ -48,6 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     install_openapi(app)
+    app.add_middleware(LinkFastPath)  # inside the three below: logged, guarded, limited
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(NulInUrlMiddleware)
     app.add_middleware(AccessMiddleware)  # outermost of ours: sees every answer, 413s too

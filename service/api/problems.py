@@ -115,12 +115,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return problem(exc.status_code, code, title, str(exc.detail), headers)
 
 
+def unavailable_page(exc: Exception) -> Response:
+    """The 503 page for a person whose link met an unreachable database."""
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return error_page("unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
 async def _unavailable(request: Request, exc: Exception) -> Response:
     if not is_unavailable(exc):
         raise exc  # another database error: a bug, answered 500 and logged
-    log.warning("database unavailable: %s", type(exc).__name__)
     if is_link_path(request):
-        return error_page("unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS})
+        return unavailable_page(exc)
+    log.warning("database unavailable: %s", type(exc).__name__)
     return problem(
         503,
         "unavailable",

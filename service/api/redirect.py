@@ -8,6 +8,7 @@ body and without redeeming anything (``service.confirm``).
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
@@ -22,6 +23,18 @@ from service.state import AppState
 from service.tokens import LinkClaims
 
 router = APIRouter(tags=["redirect"])
+
+LINK_PATH = "/r/{token:path}"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTemplate:
+    """What the access log reads off ``scope["route"]`` (``service.api.access``)."""
+
+    path: str
+
+
+LINK_ROUTE = RouteTemplate(LINK_PATH)  # for GETs answered by ``link_fast_path``
 
 # Pages shown when a failure has no failure URL to go to.
 FALLBACK_PAGE = {
@@ -107,17 +120,19 @@ def counted(result: Redemption | Confirmation) -> Redemption | Confirmation:
 
 
 @router.get(
-    "/r/{token:path}",
+    LINK_PATH,
     response_class=Response,
     status_code=303,
     responses=page_responses(303, 200, 400, 404, 409, 410, 503),
 )
 async def open_link(token: str, request: Request) -> Response:
+    """Answered by ``service.api.link_fast_path`` in the app; here for the OpenAPI
+    document and for an app mounted under a root path."""
     return answer(counted(await gate_of(request).open(token)))
 
 
 @router.post(
-    "/r/{token:path}",
+    LINK_PATH,
     response_class=Response,
     status_code=303,
     responses=page_responses(303, 400, 403, 404, 409, 410, 503),
@@ -127,7 +142,7 @@ async def submit_link(token: str, request: Request) -> Response:
 
 
 @router.head(
-    "/r/{token:path}",
+    LINK_PATH,
     response_class=Response,
     responses=page_responses(200, 303, 400, 404, 410, 503, body=False),
 )
