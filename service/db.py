@@ -57,6 +57,9 @@ def is_unavailable(exc: BaseException) -> bool:
     return exc.connection_invalidated or sqlstate.startswith(UNAVAILABLE_SQLSTATES)
 
 
+POOL_TIMEOUT_SECONDS = 5.0
+
+
 def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
     # hide_parameters: statement parameters (webhook secrets, key hashes) never
     # appear in a logged error or in an exception's message.
@@ -75,7 +78,7 @@ def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
         "pool_size": settings.database_pool_size,
         "max_overflow": 0,
         # Fail fast when the database is down: a 503 beats a hung request.
-        "pool_timeout": 5,
+        "pool_timeout": POOL_TIMEOUT_SECONDS,
         "connect_args": {
             "timeout": 5,
             "command_timeout": 15,

@@ -1,0 +1,83 @@
+"""The redemption path's own line to the pool: first come, first served, and bounded."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service import pgdriver
+from service.config import Settings
+from service.db import create_engine, is_unavailable
+from service.pgdriver import Statement, driver_connection
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(settings.model_copy(update={"database_pool_size": 2}))
+    yield engine
+    await engine.dispose()
+
+
+def test_named_parameters_become_numbered_once_each() -> None:
+    statement = Statement.from_named(
+        "SELECT :a, CAST(:b AS integer), :a::text, ':quoted' WHERE x = :b"
+    )
+    assert statement.sql == "SELECT $1, CAST($2 AS integer), $1::text, ':quoted' WHERE x = $2"
+    assert statement.arguments({"b": 2, "a": 1}) == [1, 2]
+
+
+async def test_waiters_are_served_in_arrival_order(engine: AsyncEngine) -> None:
+    served: list[int] = []
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with driver_connection(engine) as driver:
+            await driver.fetchval("SELECT 1")
+            await release.wait()
+
+    async def wait_in_line(n: int) -> None:
+        async with driver_connection(engine) as driver:
+            served.append(n)
+            await driver.fetchval("SELECT 1")
+
+    holders = [asyncio.ensure_future(hold()) for _ in range(2)]
+    await asyncio.sleep(0.1)  # both connections are out
+    waiters = []
+    for n in range(8):
+        waiters.append(asyncio.ensure_future(wait_in_line(n)))
+        await asyncio.sleep(0.005)
+    release.set()
+    await asyncio.gather(*holders, *waiters)
+    assert served == list(range(8))
+
+
+async def test_a_full_pool_ends_in_unavailable_not_a_hang(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pgdriver, "POOL_TIMEOUT_SECONDS", 0.2)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with driver_connection(engine):
+            await release.wait()
+
+    holders = [asyncio.ensure_future(hold()) for _ in range(2)]
+    await asyncio.sleep(0.1)
+    with pytest.raises(Exception) as raised:
+        async with driver_connection(engine):
+            pass
+    assert is_unavailable(raised.value)
+    release.set()
+    await asyncio.gather(*holders)
+
+
+async def test_a_failed_statement_drops_its_connection(engine: AsyncEngine) -> None:
+    with pytest.raises(Exception) as raised:
+        async with driver_connection(engine) as driver:
+            await driver.fetchval("SELECT 1/0")
+    assert not is_unavailable(raised.value)  # a bug in a statement is no outage
+    async with driver_connection(engine) as driver:  # the pool still serves
+        assert await driver.fetchval("SELECT 2") == 2
