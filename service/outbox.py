@@ -134,7 +134,10 @@ async def record(
         )
         .values(**values)
     )
-    async with engine.begin() as conn:
+    # One statement, atomic by itself: autocommit spares the BEGIN and COMMIT
+    # round trips on every inline delivery of a redemption.
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         result = await conn.execute(statement)
     return bool(result.rowcount == 1)
 
