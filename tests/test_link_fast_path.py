@@ -1,0 +1,83 @@
+"""``GET /r/…`` through the fast path answers exactly as the FastAPI route it stands in front of.
+
+The route stays for the OpenAPI document and for apps mounted under a root
+path; the same requests are made through both and their answers compared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from service.api.link_fast_path import LinkFastPath
+from service.config import Settings
+from service.main import create_app
+from tests.conftest import Tenant, link_path
+
+NONCE = re.compile(r"nonce-[A-Za-z0-9_-]+|nonce=\"[^\"]+\"|value=\"[^\"]+\"|[0-9a-f]{16}")
+
+
+@pytest.fixture
+async def routed(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The same app without the fast path: every link request goes through the router."""
+    application = create_app(settings)
+    application.user_middleware = [
+        m for m in application.user_middleware if m.cls is not LinkFastPath
+    ]
+    async with LifespanManager(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield http
+
+
+def shape(response: httpx.Response) -> dict[str, Any]:
+    """Everything but what differs by design between two answers (ids, nonces)."""
+    headers = {k: NONCE.sub("…", v) for k, v in response.headers.items() if k != "x-request-id"}
+    location = headers.pop("location", None)
+    return {
+        "status": response.status_code,
+        "headers": headers,
+        "location": location and re.sub(r"=[A-Za-z0-9_-]{16,}", "=…", location),
+        "body": NONCE.sub("…", response.text),
+    }
+
+
+async def test_every_outcome_answers_alike_through_both(
+    app: FastAPI,
+    http: httpx.AsyncClient,
+    routed: httpx.AsyncClient,
+    shop: Tenant,
+    admin_headers: dict[str, str],
+) -> None:
+    await shop.put_action("confirmed", admin_headers, confirm="page")
+    await shop.put_action("nowhere", admin_headers, failure_url=None)
+    cases = [
+        ("first use", {}),
+        ("expired", {"expires_in": 1}),
+        ("confirm page", {"action": "confirmed"}),
+    ]
+    for label, fields in cases:
+        fast_link, routed_link = await shop.mint(**fields), await shop.mint(**fields)
+        if label == "expired":
+            await asyncio.sleep(2.1)
+        fast = await http.get(link_path(fast_link))
+        slow = await routed.get(link_path(routed_link))
+        assert shape(fast) == shape(slow), label
+        again_fast = await http.get(link_path(fast_link))
+        again_slow = await routed.get(link_path(routed_link))
+        assert shape(again_fast) == shape(again_slow), label + ", again"
+    for path in ("/r/", "/r/not-a-token", "/r/a/b?c=d", "/r/" + "x" * 5000):
+        fast, slow = await http.get(path), await routed.get(path)
+        assert shape(fast) == shape(slow), path
+    used = await shop.mint(action="nowhere")
+    await http.get(link_path(used))
+    fast, slow = await http.get(link_path(used)), await routed.get(link_path(used))
+    assert shape(fast) == shape(slow)
+    assert fast.status_code == 410
