@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import pgdriver
@@ -66,7 +68,7 @@ async def test_a_full_pool_ends_in_unavailable_not_a_hang(
 
     holders = [asyncio.ensure_future(hold()) for _ in range(2)]
     await asyncio.sleep(0.1)
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(PoolTimeout) as raised:
         async with driver_connection(engine):
             pass
     assert is_unavailable(raised.value)
@@ -75,7 +77,7 @@ async def test_a_full_pool_ends_in_unavailable_not_a_hang(
 
 
 async def test_a_failed_statement_drops_its_connection(engine: AsyncEngine) -> None:
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(asyncpg.DivisionByZeroError) as raised:
         async with driver_connection(engine) as driver:
             await driver.fetchval("SELECT 1/0")
     assert not is_unavailable(raised.value)  # a bug in a statement is no outage

@@ -66,7 +66,8 @@ async def test_a_change_made_during_a_load_is_not_overwritten_by_it(
     assert renamed.status_code == 200, renamed.text
     await loading
     config = await state.registry.client("shop")
-    assert config is not None and config.name == "Renamed"
+    assert config is not None
+    assert config.name == "Renamed"
 
 
 async def test_single_flight_shares_a_failure_and_then_tries_again() -> None:
