@@ -11,34 +11,17 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN
 from tests.support.database import fetch
 from tests.support.processes import ServiceProcess, running_service
+from tests.support.served import provision_shop, service_env
 
 pytestmark = pytest.mark.slow
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture
 def service(database_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
-    env = {
-        "DATABASE_URL": database_url,
-        "SECRET_KEYS": SECRET,
-        "ADMIN_TOKEN": ADMIN_TOKEN,
-        "DATABASE_POOL_SIZE": "5",
-    }
-    with running_service(env, tmp_path, "--workers", "2") as process:
+    with running_service(service_env(database_url, 5), tmp_path, "--workers", "2") as process:
         yield process
-
-
-async def setup_client(http: httpx.AsyncClient) -> dict[str, str]:
-    body = {"id": "shop", "name": "Shop", "allowed_redirects": [f"{SHOP_ORIGIN}/"]}
-    assert (await http.post("/v1/admin/clients", json=body, headers=ADMIN)).status_code == 201
-    action = {"success_url": f"{SHOP_ORIGIN}/ok", "failure_url": f"{SHOP_ORIGIN}/no"}
-    put = await http.put("/v1/admin/clients/shop/actions/go", json=action, headers=ADMIN)
-    assert put.status_code == 200
-    key = (await http.post("/v1/admin/clients/shop/keys", headers=ADMIN)).json()["key"]
-    return {"Authorization": f"Bearer {key}"}
 
 
 async def hammer(http: httpx.AsyncClient, urls: list[str]) -> Counter[str]:
@@ -56,7 +39,7 @@ async def hammer(http: httpx.AsyncClient, urls: list[str]) -> Counter[str]:
 async def test_exactly_once_across_two_workers(service: ServiceProcess, database_url: str) -> None:
     limits = httpx.Limits(max_connections=200)
     async with httpx.AsyncClient(base_url=service.base_url, limits=limits, timeout=30) as http:
-        headers = await setup_client(http)
+        headers = await provision_shop(http)
 
         async def mint(**fields: object) -> str:
             body = {"action": "go", **fields}

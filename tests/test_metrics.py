@@ -15,10 +15,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import metrics
-from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN, Tenant, link_path, make_tenant
+from tests.conftest import Tenant, link_path, make_tenant
 from tests.support.database import fetch
 from tests.support.processes import ServiceProcess, free_port, running_service
 from tests.support.receiver import Answer, Receiver
+from tests.support.served import provision_shop, service_env
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -155,13 +156,8 @@ def test_serve_prepares_an_empty_metrics_directory(
 
 @pytest.fixture
 def two_workers(database_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
-    env = {
-        "DATABASE_URL": database_url,
-        "SECRET_KEYS": SECRET,
-        "ADMIN_TOKEN": ADMIN_TOKEN,
-        "DATABASE_POOL_SIZE": "3",
-        "LOG_LEVEL": "debug",  # scrapes are logged at DEBUG: the test sees who served them
-    }
+    # Scrapes are logged at DEBUG: the test sees who served them.
+    env = service_env(database_url, 3, LOG_LEVEL="debug")
     with running_service(env, tmp_path, "--workers", "2") as service:
         yield service
 
@@ -175,19 +171,12 @@ def pids_serving(service: ServiceProcess, route: str) -> set[int]:
 async def test_totals_add_up_across_two_workers(two_workers: ServiceProcess) -> None:
     """Every request on a new connection, so both workers take some; every scrape,
     whichever worker answers it, reports the totals of both."""
-    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     no_reuse = httpx.Limits(max_keepalive_connections=0)
     expected: Counter[str] = Counter()
     async with httpx.AsyncClient(
         base_url=two_workers.base_url, limits=no_reuse, timeout=30
     ) as http:
-        body = {"id": "shop", "name": "Shop", "allowed_redirects": [f"{SHOP_ORIGIN}/"]}
-        assert (await http.post("/v1/admin/clients", json=body, headers=admin)).is_success
-        action = {"success_url": f"{SHOP_ORIGIN}/ok", "failure_url": f"{SHOP_ORIGIN}/no"}
-        put = await http.put("/v1/admin/clients/shop/actions/go", json=action, headers=admin)
-        assert put.is_success
-        key = (await http.post("/v1/admin/clients/shop/keys", headers=admin)).json()["key"]
-        headers = {"Authorization": f"Bearer {key}"}
+        headers = await provision_shop(http)
 
         async def mint() -> str:
             response = await http.post("/v1/links", json={"action": "go"}, headers=headers)

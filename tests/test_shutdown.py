@@ -13,12 +13,12 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN
+from tests.conftest import SECRET
 from tests.support.database import fetch
 from tests.support.processes import ServiceProcess, running_service
+from tests.support.served import provision_shop, service_env
 
 pytestmark = pytest.mark.slow
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 BURST = 80
 LATE = 20  # of the BURST, sent right after SIGTERM: answered (and kept) or refused
 SIGNAL_AFTER = 10  # responses received before SIGTERM is sent
@@ -26,28 +26,17 @@ SIGNAL_AFTER = 10  # responses received before SIGTERM is sent
 
 @pytest.fixture
 def service(database_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
-    env = {
-        "DATABASE_URL": database_url,
-        "SECRET_KEYS": SECRET,
-        "ADMIN_TOKEN": ADMIN_TOKEN,
-        "DATABASE_POOL_SIZE": "3",
-    }
-    with running_service(env, tmp_path, "--workers", "2") as process:
+    with running_service(service_env(database_url, 3), tmp_path, "--workers", "2") as process:
         yield process
 
 
 async def prepare(http: httpx.AsyncClient) -> list[str]:
     """``BURST`` single-use links, minted before the burst."""
-    body = {"id": "shop", "name": "Shop", "allowed_redirects": [f"{SHOP_ORIGIN}/"]}
-    assert (await http.post("/v1/admin/clients", json=body, headers=ADMIN)).status_code == 201
-    action = {"success_url": f"{SHOP_ORIGIN}/ok", "failure_url": f"{SHOP_ORIGIN}/no"}
-    put = await http.put("/v1/admin/clients/shop/actions/go", json=action, headers=ADMIN)
-    assert put.status_code == 200
-    key = (await http.post("/v1/admin/clients/shop/keys", headers=ADMIN)).json()["key"]
+    headers = await provision_shop(http)
     batch = await http.post(
         "/v1/links/batch",
         json={"links": [{"action": "go"}] * BURST},
-        headers={"Authorization": f"Bearer {key}"},
+        headers=headers,
     )
     assert batch.status_code == 201
     return [str(link["token"]) for link in batch.json()["links"]]

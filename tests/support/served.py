@@ -1,0 +1,31 @@
+"""A service process as the process tests use it: its environment, and a client made over HTTP."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def service_env(database_url: str, pool_size: int, **extra: str) -> dict[str, str]:
+    """What ``action-links serve`` needs to run against the test database."""
+    return {
+        "DATABASE_URL": database_url,
+        "SECRET_KEYS": SECRET,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "DATABASE_POOL_SIZE": str(pool_size),
+        **extra,
+    }
+
+
+async def provision_shop(http: httpx.AsyncClient) -> dict[str, str]:
+    """Client ``shop`` with action ``go`` and a new API key; its request headers."""
+    body = {"id": "shop", "name": "Shop", "allowed_redirects": [f"{SHOP_ORIGIN}/"]}
+    assert (await http.post("/v1/admin/clients", json=body, headers=ADMIN)).status_code == 201
+    action = {"success_url": f"{SHOP_ORIGIN}/ok", "failure_url": f"{SHOP_ORIGIN}/no"}
+    put = await http.put("/v1/admin/clients/shop/actions/go", json=action, headers=ADMIN)
+    assert put.status_code == 200
+    key = (await http.post("/v1/admin/clients/shop/keys", headers=ADMIN)).json()["key"]
+    return {"Authorization": f"Bearer {key}"}
