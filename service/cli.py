@@ -108,8 +108,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_dispatcher(args: argparse.Namespace) -> int:
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper())
-    print("action-links: dispatching webhooks until SIGTERM", file=sys.stderr)
+    # The same logging as `serve`: JSON lines, and the libraries that would log
+    # statement parameters (webhook secrets) held at WARNING.
+    logs.configure(settings.log_level, settings.log_format)
+    log.info("dispatching webhooks until SIGTERM")
     asyncio.run(run_standalone(settings))
     return 0
 

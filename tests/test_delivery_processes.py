@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import signal
@@ -17,11 +18,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 
-from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN
+from service.config import Settings
+from service.main import create_app
+from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN, link_path, make_tenant
 from tests.support.database import fetch
 from tests.support.hooks import all_delivered, eventually, query_of
-from tests.support.processes import REPO_ROOT, running_service
+from tests.support.processes import REPO_ROOT, free_port, running_service
 from tests.support.receiver import NEVER, Answer, Received, Receiver
 
 pytestmark = pytest.mark.slow
@@ -195,3 +199,35 @@ async def test_a_killed_process_loses_nothing(
     for redemption_id, requests in groups.items():
         assert {r.webhook_id for r in earlier[redemption_id]} == {requests[0].webhook_id}
     assert time.time() > max(leases.values())
+
+
+async def test_the_standalone_dispatcher_logs_json_lines_and_no_secret(
+    settings: Settings, admin_headers: dict[str, str], database_url: str, tmp_path: Path
+) -> None:
+    """``action-links dispatcher`` logs as ``serve`` does, even at DEBUG: one JSON object
+    per line, and the libraries that would echo result rows (webhook secrets) held back."""
+    nobody = f"http://127.0.0.1:{free_port()}/hook"
+    app = create_app(settings.model_copy(update={"webhook_dispatcher": False}))
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            tenant = await make_tenant(http, admin_headers, "shop", webhook_url=nobody)
+            await tenant.put_action("activate", admin_headers, delivery="async")
+            await http.get(link_path(await tenant.mint()))  # the inline attempt fails
+    await fetch(database_url, "UPDATE deliveries SET next_attempt_at = now() RETURNING 1")
+    env = {"DATABASE_URL": database_url, "SECRET_KEYS": SECRET, "LOG_LEVEL": "debug"}
+    with running_dispatcher(env, tmp_path) as dispatcher:
+
+        async def attempted_again() -> bool:
+            rows = await fetch(database_url, "SELECT attempts FROM deliveries")
+            return int(rows[0]["attempts"]) >= 2
+
+        await eventually(attempted_again, what="the dispatcher to attempt the job")
+        dispatcher.send_signal(signal.SIGTERM)
+        assert dispatcher.wait(timeout=15) == 0
+    log = (tmp_path / "dispatcher.log").read_text()
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert lines
+    assert all("level" in json.loads(line) for line in lines)
+    assert tenant.webhook_secret not in log
+    assert tenant.webhook_secret.removeprefix("whsec_") not in log
