@@ -56,11 +56,6 @@ _REVOKED = f"""
                  AND action IN (:action, '{ALL_ACTIONS}') AND revoked_at > :issued_at)
 """
 
-# PostgreSQL infers most parameter types; the time compared with is a timestamptz.
-_REVOKED_POSTGRES = _REVOKED.replace(
-    "revoked_at > :issued_at", "revoked_at > CAST(:issued_at AS timestamptz)"
-)
-
 _PARAM_TYPES = {
     "data": JSON,
     "issued_at": UTCDateTime,
@@ -81,7 +76,7 @@ def _sql(source: str) -> TextClause:
 POSTGRES_CLAIM = Statement.from_named(
     f"""
 WITH revoked AS (
-    SELECT ({_REVOKED_POSTGRES}) AS yes
+    SELECT ({_REVOKED}) AS yes
 ),
 existing AS (
     SELECT uses FROM claims WHERE client_id = :client_id AND key = :claim_key
@@ -133,9 +128,8 @@ class LinkState:
     """A link's counter and revocation as they stand, read without claiming anything.
 
     ``uses`` is the counter the link draws on (0 before its first use).
-    ``recorded_uses`` is what to tell a person or client: the counter while it
-    exists, else the link's audit rows (a purged counter outlives nothing the
-    audit log still holds).
+    ``recorded_uses`` is what to tell a client: the counter while it exists,
+    else (when asked for) the link's audit rows, which outlive a purged counter.
     """
 
     uses: int
@@ -143,24 +137,34 @@ class LinkState:
     recorded_uses: int
 
 
-# The audit rows are only counted when there is no counter (a scalar subquery
-# in an untaken CASE branch is never run).
 _PEEK = """
-SELECT counter.uses AS uses,
-       ({revoked}) AS revoked,
-       CASE WHEN counter.uses IS NULL THEN
-           (SELECT count(*) FROM redemptions
-            WHERE client_id = :client_id AND link_id = :link_id)
-       END AS audited
+SELECT counter.uses AS uses, ({revoked}) AS revoked, {audited} AS audited
 FROM (SELECT 1) AS one
 LEFT JOIN claims AS counter ON counter.client_id = :client_id AND counter.key = :claim_key
 """
-PEEK = Statement.from_named(_PEEK.format(revoked=_REVOKED_POSTGRES))
-GENERIC_PEEK = _sql(_PEEK.format(revoked=_REVOKED))
+# Counted only for a link without a counter (a subquery in an untaken CASE
+# branch is never run), and only when asked: the gate's reads never use it.
+_AUDITED = """CASE WHEN counter.uses IS NULL THEN
+    (SELECT count(*) FROM redemptions WHERE client_id = :client_id AND link_id = :link_id)
+END"""
+PEEK = {
+    recorded: Statement.from_named(
+        _PEEK.format(revoked=_REVOKED, audited=_AUDITED if recorded else "NULL")
+    )
+    for recorded in (False, True)
+}
+GENERIC_PEEK = {
+    recorded: _sql(_PEEK.format(revoked=_REVOKED, audited=_AUDITED if recorded else "NULL"))
+    for recorded in (False, True)
+}
 
 
-async def peek(engine: AsyncEngine, link: LinkClaims) -> LinkState:
-    """One read-only round trip: how often the link's counter was used, and if it is revoked."""
+async def peek(engine: AsyncEngine, link: LinkClaims, *, recorded: bool = False) -> LinkState:
+    """One read-only round trip: how often the link's counter was used, and if it is revoked.
+
+    With ``recorded``, a link without a counter is also looked up in the audit
+    log, for ``LinkState.recorded_uses``.
+    """
     params = {
         "client_id": link.client_id,
         "link_id": link.link_id,
@@ -170,13 +174,14 @@ async def peek(engine: AsyncEngine, link: LinkClaims) -> LinkState:
         "issued_at": link.issued_at,
     }
     if engine.dialect.name == "postgresql":
+        statement = PEEK[recorded]
         async with driver_connection(engine) as driver:
-            row = await driver.fetchrow(PEEK.sql, *PEEK.arguments(params))
+            row = await driver.fetchrow(statement.sql, *statement.arguments(params))
         assert row is not None
         uses, revoked, audited = row["uses"], row["revoked"], row["audited"]
     else:
         async with engine.connect() as conn:
-            found = (await conn.execute(GENERIC_PEEK, params)).one()
+            found = (await conn.execute(GENERIC_PEEK[recorded], params)).one()
         uses, revoked, audited = found.uses, found.revoked, found.audited
     return LinkState(
         uses=uses or 0,

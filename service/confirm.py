@@ -10,7 +10,7 @@ is accepted only with a nonce of the same link that is at most
 an old one redeems nothing and gets the page again, with a fresh nonce.
 
 What a visitor is shown for a link that can no longer be redeemed (expired,
-used, revoked, disabled) comes from ``Redeemer.inspect``: a read, never a
+used, revoked, disabled) comes from ``Redeemer.inspect_resolved``: a read, never a
 write, so a GET or HEAD has no side effect in any mode, and someone who comes
 back to a link they already used is told so.
 

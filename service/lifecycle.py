@@ -41,7 +41,7 @@ from service.schemas import (
     SubjectRevocationOut,
     SubjectRevocationRequest,
 )
-from service.tokens import TokenCodec, link_claim_key
+from service.tokens import BadData, TokenCodec, link_claim_key
 
 LONGEST_LINK_LIFETIME = timedelta(seconds=MAX_TTL_CAP)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -210,11 +210,14 @@ async def inspect(redeemer: Redeemer, client_id: str, token: str) -> InspectResp
     (its own, or its once key's budget), so ``uses`` against ``max_uses``
     explains a ``used`` answer. One read, whatever the answer.
     """
-    checked = await redeemer.resolve(token, utcnow())
-    link = checked.link
-    if link is None or link.client_id != client_id:
+    try:
+        link = redeemer.codec.verify_link(token)
+    except BadData:
         return INVALID
-    state = await peek(redeemer.engine, link)
+    if link.client_id != client_id:
+        return INVALID  # before any lookup: another client's link costs nothing
+    checked = await redeemer.resolve_link(link, utcnow())
+    state = await peek(redeemer.engine, link, recorded=True)
     result = judged(checked, state)
     valid = result.outcome is Outcome.SUCCESS
     return InspectResponse(

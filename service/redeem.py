@@ -94,6 +94,10 @@ class Redeemer:
             link = self.codec.verify_link(token)
         except BadData:
             return Redemption(Outcome.INVALID)
+        return await self.resolve_link(link, now)
+
+    async def resolve_link(self, link: LinkClaims, now: datetime) -> Redemption:
+        """Steps 2-3, for a token already verified (and, by the caller, its owner checked)."""
         client = await self.registry.client(link.client_id)
         action = client.action(link.action) if client is not None else None
         if client is None or action is None or not client.enabled or not action.enabled:
@@ -112,13 +116,9 @@ class Redeemer:
         assert checked.link is not None
         return judged(checked, await peek(self.engine, checked.link))
 
-    async def redeem(self, token: str, now: datetime | None = None) -> Redemption:
-        """Steps 1-5. Database errors propagate; the caller answers 503."""
-        now = now or utcnow()
-        return await self.redeem_resolved(await self.resolve(token, now), now)
-
     async def redeem_resolved(self, checked: Redemption, now: datetime) -> Redemption:
-        """Step 4 for what ``resolve`` answered (callers that resolved already)."""
+        """Steps 4-5 for what ``resolve`` answered. Database errors propagate; the
+        caller answers 503."""
         if checked.outcome is not Outcome.SUCCESS:
             return checked
         assert checked.link is not None

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from service.lifecycle import LONGEST_LINK_LIFETIME
+from service.registry import ClientConfig
 from service.state import AppState
 from service.tokens import LinkClaims
 from tests.conftest import Tenant, make_tenant
@@ -310,6 +311,30 @@ async def test_clients_only_reach_their_own_links(
     ours = await shop.mint(subject="42")
     await http.post("/v1/revocations", json={"subject": "42"}, headers=shop.headers)
     assert (await redeem(http, theirs), await redeem(http, ours)) == ("success", "revoked")
+
+
+async def test_inspecting_another_clients_token_looks_nothing_up(
+    shop: Tenant,
+    http: httpx.AsyncClient,
+    admin_headers: Headers,
+    state: AppState,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Refused on the token alone: no configuration of the owner is loaded for it."""
+    other = await make_tenant(http, admin_headers, "other")
+    link = await shop.mint()
+    looked_up: list[str] = []
+    original = state.registry.client
+
+    async def spy(client_id: str) -> ClientConfig | None:
+        looked_up.append(client_id)
+        return await original(client_id)
+
+    monkeypatch.setattr(state.registry, "client", spy)
+    assert (await inspect(other, link["token"]))["reason"] == "invalid"
+    assert "shop" not in looked_up
+    assert (await inspect(shop, link["token"]))["valid"] is True
+    assert "shop" in looked_up
 
 
 @pytest.mark.parametrize("link_id", ["unknown", "A" * 20, "x" * 500, "..%2f..", "%C3%A9" * 10])
