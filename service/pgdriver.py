@@ -13,9 +13,13 @@ invalidated rather than returned: its protocol state is unknown.
 Requests wait for a connection in line, on a semaphore as large as the pool,
 rather than inside the pool: the pool's queue lets a newcomer take a
 connection just returned for a waiter, which then goes to the back, and under
-load that starvation was the redirect's p99 (bench/README.md). The wait is
-bounded like the pool's own (``POOL_TIMEOUT_SECONDS``) and ends in the same
-"database unavailable" answer.
+load that starvation was the redirect's p99 (bench/README.md). The wait in
+line is bounded like the pool's own (``POOL_TIMEOUT_SECONDS``) and ends in the
+same "database unavailable" answer. Other users of the pool (configuration
+loads, the dispatcher, the admin API) do not stand in this line, so while they
+hold connections the pool's own wait may follow: twice the timeout at worst,
+never unbounded. (Cancelling the pool's checkout midway to share one deadline
+could lose a connection; a rare second wait is the cheaper risk.)
 """
 
 from __future__ import annotations
