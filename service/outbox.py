@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import case, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.errors import Conflict, NotFound
@@ -161,11 +161,18 @@ async def requeue(engine: AsyncEngine, client_id: str, redemption_id: str, now: 
     Raises NotFound for an id this client has no redemption for, and Conflict
     when the redemption's action delivers no webhooks.
     """
+    # An attempt in flight keeps its lease: no other process may send the job
+    # meanwhile (one process per job at a time), and its outcome is still recorded.
+    in_flight = Delivery.leased_until > now
     statement = (
         update(Delivery)
         .where(Delivery.redemption_id == redemption_id, Delivery.client_id == client_id)
         .values(
-            status=PENDING, attempts=0, next_attempt_at=now, leased_until=None, delivered_at=None
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            leased_until=case((in_flight, Delivery.leased_until), else_=None),
+            delivered_at=None,
         )
     )
     known = exists().where(RedemptionRow.id == redemption_id, RedemptionRow.client_id == client_id)

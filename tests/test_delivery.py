@@ -294,6 +294,31 @@ async def test_redeliver_sends_the_same_message_again(
     assert (no_hooks.status_code, no_hooks.json()["code"]) == (409, "conflict")
 
 
+async def test_redeliver_leaves_an_attempt_in_flight_to_its_process(
+    settings: Settings, admin_headers: Headers, receiver: Receiver, database_url: str
+) -> None:
+    """A redelivery asked for while the dispatcher is sending the job keeps that lease:
+    no other process may take the job meanwhile."""
+    receiver.script = lambda _request, seen: Answer(500) if seen == 0 else Answer(delay=NEVER)
+    async with serving(settings.model_copy(update={"webhook_timeout": 10.0})) as http:
+        shop = await hooked_tenant(http, admin_headers, receiver.url)
+        query = query_of(await http.get(link_path(await shop.mint())))
+        redemption_id = query["redemption_id"][0]
+
+        async def leased_by_the_dispatcher() -> bool:
+            job = (await deliveries(database_url))[redemption_id]
+            return job["attempts"] == 1 and job["leased_until"] is not None
+
+        # The retry hangs for up to 10 s: the lease is held all that time.
+        await eventually(leased_by_the_dispatcher, what="the dispatcher's retry in flight")
+        lease = (await deliveries(database_url))[redemption_id]["leased_until"]
+        path = f"/v1/redemptions/{redemption_id}/redeliver"
+        assert (await http.post(path, headers=shop.headers)).status_code == 202
+        job = (await deliveries(database_url))[redemption_id]
+        assert job["leased_until"] == lease
+        assert (job["status"], job["attempts"]) == ("pending", 0)
+
+
 async def test_failed_after_the_last_attempt_and_redelivered(
     settings: Settings, admin_headers: Headers, receiver: Receiver, database_url: str
 ) -> None:
