@@ -18,12 +18,13 @@ from service.models import Action, ApiKey, Client
 from service.redirects import require_allowed
 from service.registry import hash_api_key, new_api_key
 from service.schemas import ActionPut, ClientCreate, ClientUpdate
+from service.webhooks import SECRET_PREFIX
 
 WEBHOOK_SECRET_BYTES = 24
 
 
 def new_webhook_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(WEBHOOK_SECRET_BYTES)).decode()
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(WEBHOOK_SECRET_BYTES)).decode()
 
 
 def _now() -> datetime:
