@@ -234,7 +234,7 @@ def pair_scenario(
 
 
 def build_scenarios(
-    bench: Bench, service: ServiceTarget, baseline: BaselineTarget, receiver: Server
+    bench: Bench, service: ServiceTarget, baseline: BaselineTarget
 ) -> Iterator[Scenario]:
     """The scenarios asked for, each prepared just before it runs."""
     s = bench.settings
@@ -300,8 +300,7 @@ def build_scenarios(
             ],
         )
     if "webhook" in wanted:
-        reason = service.webhooks_supported(receiver)
-        scenario = pair_scenario(
+        yield pair_scenario(
             "webhook",
             "redeem, async webhook, receiver up",
             service,
@@ -309,21 +308,15 @@ def build_scenarios(
             lambda t: fresh_links(s, t, "hook" if t is service else "go", webhook=True),
             goal=None,
         )
-        scenario.skipped = reason
-        yield scenario
     if "inspect" in wanted:
-        reason = service.inspect_supported()
-        scenario = Scenario("inspect", "inspect a token", "req/s", skipped=reason)
-        if reason is None:
-            scenario = pair_scenario(
-                "inspect",
-                "inspect a token",
-                service,
-                baseline,
-                lambda t: fixed(t.inspect_load(token_file(s, t.mint_tokens(INSPECT_TOKENS)))),
-                goal=None,
-            )
-        yield scenario
+        yield pair_scenario(
+            "inspect",
+            "inspect a token",
+            service,
+            baseline,
+            lambda t: fixed(t.inspect_load(token_file(s, t.mint_tokens(INSPECT_TOKENS)))),
+            goal=None,
+        )
     if "growth" in wanted:
         yield growth_scenario(bench, service, baseline)
 
@@ -370,9 +363,6 @@ def figures_table(results: list[ScenarioFigures]) -> str:
     ]
     for result in results:
         scenario = result.scenario
-        if scenario.skipped:
-            lines.append(f"| {scenario.title} | skipped: {scenario.skipped} | | | | |")
-            continue
         for arm in result.arms:
             notes = []
             if arm.wrapped:
@@ -392,7 +382,7 @@ def figures_table(results: list[ScenarioFigures]) -> str:
 
 def targets_summary(results: list[ScenarioFigures], memory: dict[str, list[ProcessMemory]]) -> str:
     lines = []
-    by_name = {r.scenario.name: r for r in results if not r.scenario.skipped}
+    by_name = {r.scenario.name: r for r in results}
     if "batch" in by_name:
         rate = by_name["batch"].arms[0].rate
         verdict = "met" if rate >= BATCH_GOAL else f"missed by {1 - rate / BATCH_GOAL:.0%}"
@@ -435,7 +425,6 @@ def to_json(
                 "name": r.scenario.name,
                 "title": r.scenario.title,
                 "unit": r.scenario.unit,
-                "skipped": r.scenario.skipped,
                 "arms": [
                     {
                         "label": a.label,
@@ -485,11 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         service, baseline = bench.systems("main", dsn, webhook_url)
         log("both systems are up")
         results: list[ScenarioFigures] = []
-        for scenario in build_scenarios(bench, service, baseline, receiver):
-            if scenario.skipped:
-                log(f"skipping {scenario.name}: {scenario.skipped}")
-                results.append(ScenarioFigures(scenario, [], []))
-                continue
+        for scenario in build_scenarios(bench, service, baseline):
             log(f"scenario {scenario.name}: {scenario.title} (preparing)")
             results.append(run_scenario(scenario, bench.settings, bench.meter()))
         memory = {
