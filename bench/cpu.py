@@ -37,7 +37,8 @@ import uvloop
 
 from bench import database
 from bench.baseline import create_app as create_baseline
-from bench.run import SERVER_URL
+from bench.database import SERVER_URL
+from bench.servers import pids_cpu_seconds
 from bench.targets import MINT_BODY, SHOP
 from service.config import Settings
 from service.main import create_app as create_service
@@ -105,15 +106,7 @@ async def backend_cpu(dsn: str) -> float:
         ]
     finally:
         await conn.close()
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / ticks
+    return pids_cpu_seconds(pids)
 
 
 async def callgrind(*command: str) -> None:

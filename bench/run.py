@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import shutil
 import sys
@@ -28,7 +27,7 @@ from typing import Any
 import httpx
 
 from bench import database
-from bench.database import log
+from bench.database import SERVER_URL, log
 from bench.machine import CpuMeter, machine_info
 from bench.scenarios import (
     EXHAUSTED_LINKS,
@@ -71,7 +70,6 @@ PUBLIC_BASE_URL = "https://links.example.com"
 RSS_LIMIT_MB = 120.0
 BATCH_GOAL = 20_000.0
 CONTENTION_TOLERANCE = 0.95  # "not slower", within the noise of two equal paths
-SERVER_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
