@@ -6,7 +6,8 @@ fresh database, migrates it, starts Action Links (``python -m service serve
 against it, runs every scenario against both in alternation after a warm-up,
 and prints requests/s, p50, p99 and the ratio Action Links / baseline, then
 the issue's targets met or missed. Everything it started is stopped and its
-databases dropped at the end.
+databases dropped at the end, except the growth scenario's history, kept as a
+template for the next run unless ``--no-history-cache`` (bench/README.md).
 """
 
 from __future__ import annotations
