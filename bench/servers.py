@@ -60,7 +60,7 @@ class Server:
     process: subprocess.Popen[bytes]
     base_url: str
     log_path: Path
-    health: str = "/healthz"
+    health: str  # the path answering 200 once it is up
 
     def tree(self) -> list[int]:
         """The main process and every descendant, found through /proc."""
