@@ -9,9 +9,15 @@ allowlist, no once keys, no use counts above one.
 
 Fairness: it signs with the same key, digest and key derivation as the
 service (``URLSafeSerializer``, HMAC-SHA256, HMAC-derived key), runs under
-the same uvicorn settings (no access log, the same loop and HTTP parser,
-the same worker count) and keeps as many PostgreSQL connections per worker
-as the service (``DATABASE_POOL_SIZE``).
+uvicorn with the service's main settings (no access log, the same loop and
+httptools parser, no proxy headers, the same worker count) and keeps as many
+PostgreSQL connections per worker as the service (``DATABASE_POOL_SIZE``).
+It does not copy what ``action-links serve`` adds on top (service/cli.py):
+``BoundedHttpToolsProtocol`` (service/http_limits.py: limits on the request
+head's size, header count and arrival time, a feature of the service that
+costs ~6 % of a mint's CPU, bench/README.md), ``ws="none"``,
+``server_header=False`` and the service's JSON ``log_config``. It stays an
+independent app, written the way a team would write it.
 
 Run it as ``python -m bench.baseline --port P --workers W`` with
 ``DATABASE_URL``, ``SECRET_KEYS``, ``BASELINE_API_TOKEN`` and
@@ -213,7 +219,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    # The same uvicorn settings as `action-links serve` (service/cli.py).
+    # Like `action-links serve` (service/cli.py) except for what is the service's
+    # own: uvicorn's plain httptools protocol, not BoundedHttpToolsProtocol (a
+    # feature, ~6 % of a mint's CPU); ws left at "auto"; the Server header sent;
+    # uvicorn's default log config. See the module docstring.
     uvicorn.run(
         "bench.baseline:create_app",
         factory=True,

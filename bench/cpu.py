@@ -17,6 +17,9 @@ counted)::
 
 Each measured phase is then one callgrind dump, and the report gives
 instructions per request.
+
+Each path is first run with a tenth as many requests as a warm-up, which is
+neither reported nor dumped; then with ``--requests``, which is measured.
 """
 
 from __future__ import annotations
@@ -37,12 +40,14 @@ import uvloop
 
 from bench import database
 from bench.baseline import create_app as create_baseline
-from bench.run import SERVER_URL
+from bench.database import SERVER_URL
+from bench.servers import pids_cpu_seconds
 from bench.targets import MINT_BODY, SHOP
 from service.config import Settings
 from service.main import create_app as create_service
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+Request = Callable[[], Awaitable[tuple[int, dict[str, str], bytes]]]
 PATHS = ("mint", "batch", "redeem", "exhausted")
 
 
@@ -105,15 +110,7 @@ async def backend_cpu(dsn: str) -> float:
         ]
     finally:
         await conn.close()
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / ticks
+    return pids_cpu_seconds(pids)
 
 
 async def callgrind(*command: str) -> None:
@@ -135,10 +132,19 @@ def last_dump_instructions(directory: Path) -> int:
     raise RuntimeError(f"no totals in {dumps[-1]}")
 
 
+async def drive(label: str, requests: list[Request], concurrency: int, expect: int) -> None:
+    """Send ``requests``, ``concurrency`` at a time; each must answer ``expect``."""
+    for start in range(0, len(requests), concurrency):
+        results = await asyncio.gather(*(r() for r in requests[start : start + concurrency]))
+        for status, _, body in results:
+            if status != expect:
+                raise RuntimeError(f"{label}: {status} {body[:200]!r}")
+
+
 async def measure(
     label: str,
     dsn: str,
-    requests: list[Callable[[], Awaitable[tuple[int, dict[str, str], bytes]]]],
+    requests: list[Request],
     concurrency: int,
     expect: int,
     callgrind_dir: Path | None = None,
@@ -146,11 +152,7 @@ async def measure(
     if callgrind_dir is not None:
         await callgrind("--zero")
     cpu0, pg0, wall0 = time.process_time(), await backend_cpu(dsn), time.perf_counter()
-    for start in range(0, len(requests), concurrency):
-        results = await asyncio.gather(*(r() for r in requests[start : start + concurrency]))
-        for status, _, body in results:
-            if status != expect:
-                raise RuntimeError(f"{label}: {status} {body[:200]!r}")
+    await drive(label, requests, concurrency, expect)
     cpu, pg = time.process_time() - cpu0, await backend_cpu(dsn) - pg0
     wall = time.perf_counter() - wall0
     n = len(requests)
@@ -221,14 +223,15 @@ async def compare(
             if args.system not in (None, label):
                 continue
             headers = {**auth, "content-type": "application/json"}
-            for count in (args.requests // 10, args.requests):
-                requests, expect = await workload(path, app, mint_path, headers, count)
-                await measure(
-                    f"{path:<9} {label}", dsn, requests, args.concurrency, expect, args.callgrind
-                )
-
-
-Request = Callable[[], Awaitable[tuple[int, dict[str, str], bytes]]]
+            name = f"{path:<9} {label}"
+            # A warm-up of a tenth as many requests, neither measured nor printed
+            # (nor dumped under --callgrind): caches, pools and first-call costs.
+            requests, expect = await workload(
+                path, app, mint_path, headers, max(1, args.requests // 10)
+            )
+            await drive(name, requests, args.concurrency, expect)
+            requests, expect = await workload(path, app, mint_path, headers, args.requests)
+            await measure(name, dsn, requests, args.concurrency, expect, args.callgrind)
 
 
 async def workload(

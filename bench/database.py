@@ -28,6 +28,8 @@ import asyncpg
 from bench.baseline import SCHEMA as BASELINE_SCHEMA
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The PostgreSQL server the benchmark makes its databases on (any database of it).
+SERVER_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 LOADER_VERSION = "1"  # bump when the generated rows change
 
 # Rows of history, in key order. ``$1`` is the number of rows. The ids are

@@ -14,15 +14,12 @@ import asyncio
 import os
 import platform
 import resource
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 
-from bench.servers import Server
-
-TICKS = os.sysconf("SC_CLK_TCK")
+from bench.servers import CLOCK_TICKS, Server, pids_cpu_seconds
 
 
 def machine_info(server_url: str) -> dict[str, str]:
@@ -68,18 +65,7 @@ def load_average() -> float:
 def _busy_seconds() -> float:
     fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / TICKS
-
-
-def _pids_cpu_seconds(pids: Iterable[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / TICKS
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS
 
 
 def _children_cpu_seconds() -> float:
@@ -107,8 +93,8 @@ class CpuMeter:
     servers: list[Server]
 
     def _ours(self, backends: list[int]) -> float:
-        own = sum(server.cpu_seconds() for server in self.servers)
-        return own + _pids_cpu_seconds(backends) + _children_cpu_seconds()
+        servers = [pid for server in self.servers for pid in server.tree()]
+        return pids_cpu_seconds(servers + backends) + _children_cpu_seconds()
 
     def start(self) -> None:
         self._backends = asyncio.run(_backend_pids(self.server_url, self.databases))

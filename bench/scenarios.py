@@ -69,7 +69,6 @@ class Scenario:
     unit: str
     arms: list[Arm] = field(default_factory=list)
     comparisons: list[Comparison] = field(default_factory=list)
-    skipped: str | None = None
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -28,6 +30,21 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def pids_cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU seconds of these processes so far (``/proc/<pid>/stat``).
+
+    Processes that have exited meanwhile count as 0.
+    """
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
 
 
 @dataclass(frozen=True)
@@ -43,7 +60,7 @@ class Server:
     process: subprocess.Popen[bytes]
     base_url: str
     log_path: Path
-    health: str = "/healthz"
+    health: str  # the path answering 200 once it is up
 
     def tree(self) -> list[int]:
         """The main process and every descendant, found through /proc."""
@@ -80,18 +97,6 @@ class Server:
                 role = "helper"
             result.append(ProcessMemory(pid, role, peak / 1024))
         return result
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the whole tree so far."""
-        ticks = os.sysconf("SC_CLK_TCK")
-        total = 0
-        for pid in self.tree():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])
-        return total / ticks
 
     def stop(self) -> None:
         if self.process.poll() is not None:

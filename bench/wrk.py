@@ -127,8 +127,6 @@ function request()
             out.append(f"  return wrk.format(nil, {_lua_string(load.path)}, nil, lines[idx])\nend")
         else:
             out.append("  return wrk.format(nil, lines[idx])\nend")
-    else:
-        out.append("wrapped = 0")
     out.append(
         f"""
 function done(summary, latency, requests)

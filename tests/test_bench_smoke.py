@@ -2,10 +2,18 @@
 
 ``python -m bench.run --smoke`` starts both systems with one worker each,
 runs a few scenarios for a second each against both, and writes its figures
-as JSON. The scenarios here exercise every part of the harness: fixed
-requests (mint), links used up beforehand (exhausted), and fresh links on
-empty tables and on history loaded straight into the current schema
-(growth); the other scenarios share their code.
+as JSON. The scenarios here are every one with code of its own: fixed
+requests (mint, batch, inspect), links used up beforehand (exhausted), fresh
+links through the async webhook action and the receiver (webhook), and fresh
+links on empty tables and on history loaded straight into the current schema
+(growth). The two left out add no code path: redeem is the same load as
+growth's "empty" arms, and contention is exhausted's load (with one link as
+well as 64) in a four-arm scenario like growth.
+
+Every arm must have answered without a connection error or an unexpected
+status, and no fresh-link run may have run out of links (``wrapped``): the
+smoke run sizes its first links for 10,000 requests/s, well above what one
+worker redeems.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from tests.support.processes import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-SCENARIOS = "mint,exhausted,growth"
+SCENARIOS = "mint,batch,exhausted,webhook,inspect,growth"
 
 
 def test_bench_smoke_produces_figures(postgres_url: str, tmp_path: Path) -> None:
@@ -51,5 +59,10 @@ def test_bench_smoke_produces_figures(postgres_url: str, tmp_path: Path) -> None
         for arm in scenario["arms"]:
             assert arm["rate"] > 0, (scenario["name"], arm)
             assert arm["p99_ms"] >= arm["p50_ms"] > 0, (scenario["name"], arm)
+            assert arm["errors"] == 0, (scenario["name"], arm)
+            assert arm["wrapped"] == 0, (scenario["name"], arm)
         assert scenario["ratios"], scenario["name"]
-    assert all(p["peak_rss_mb"] > 0 for ps in report["memory"].values() for p in ps)
+    assert report["memory"]
+    for name, processes in report["memory"].items():
+        assert processes, name
+        assert all(p["peak_rss_mb"] > 0 for p in processes), name
