@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from service import pgdriver
 from service.config import Settings
@@ -56,6 +58,42 @@ async def test_waiters_are_served_in_arrival_order(engine: AsyncEngine) -> None:
     assert served == list(range(8))
 
 
+async def test_the_line_keeps_newcomers_out_of_the_pools_queue(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No more checkouts wait inside the pool at once than it has connections."""
+    checking_out = 0
+    peak = 0
+    original = AsyncEngine.raw_connection
+
+    async def counted(self: AsyncEngine) -> PoolProxiedConnection:
+        nonlocal checking_out, peak
+        checking_out += 1
+        peak = max(peak, checking_out)
+        try:
+            return await original(self)
+        finally:
+            checking_out -= 1
+
+    monkeypatch.setattr(AsyncEngine, "raw_connection", counted)
+    release = asyncio.Event()
+    served = 0
+
+    async def use() -> None:
+        nonlocal served
+        async with driver_connection(engine) as driver:
+            await driver.fetchval("SELECT 1")
+            await release.wait()
+            served += 1
+
+    uses = [asyncio.ensure_future(use()) for _ in range(10)]
+    await asyncio.sleep(0.1)  # two hold the pool's connections, eight wait in line
+    release.set()
+    await asyncio.gather(*uses)
+    assert served == 10
+    assert peak <= 2
+
+
 async def test_a_full_pool_ends_in_unavailable_not_a_hang(
     engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -68,10 +106,14 @@ async def test_a_full_pool_ends_in_unavailable_not_a_hang(
 
     holders = [asyncio.ensure_future(hold()) for _ in range(2)]
     await asyncio.sleep(0.1)
+    started = time.monotonic()
     with pytest.raises(PoolTimeout) as raised:
         async with driver_connection(engine):
             pass
+    waited = time.monotonic() - started
     assert is_unavailable(raised.value)
+    # The line's own bound, not the pool's 5 s timeout behind it.
+    assert waited < 1.0
     release.set()
     await asyncio.gather(*holders)
 
