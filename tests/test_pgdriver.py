@@ -119,9 +119,37 @@ async def test_a_full_pool_ends_in_unavailable_not_a_hang(
 
 
 async def test_a_failed_statement_drops_its_connection(engine: AsyncEngine) -> None:
-    with pytest.raises(asyncpg.DivisionByZeroError) as raised:
+    failed: list[asyncpg.Connection] = []
+
+    async def divide_by_zero() -> None:
         async with driver_connection(engine) as driver:
+            failed.append(driver)
             await driver.fetchval("SELECT 1/0")
+
+    with pytest.raises(asyncpg.DivisionByZeroError) as raised:
+        await divide_by_zero()
     assert not is_unavailable(raised.value)  # a bug in a statement is no outage
+    assert failed[0].is_closed()
+    async with driver_connection(engine) as driver:  # the pool still serves
+        assert await driver.fetchval("SELECT 2") == 2
+
+
+async def test_a_cancelled_statement_drops_its_connection(engine: AsyncEngine) -> None:
+    running: list[asyncpg.Connection] = []
+    started = asyncio.Event()
+
+    async def sleep_in_the_database() -> None:
+        async with driver_connection(engine) as driver:
+            running.append(driver)
+            started.set()
+            await driver.fetchval("SELECT pg_sleep(5)")
+
+    task = asyncio.ensure_future(sleep_in_the_database())
+    await started.wait()
+    await asyncio.sleep(0.1)  # the statement is on the server
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert running[0].is_closed()
     async with driver_connection(engine) as driver:  # the pool still serves
         assert await driver.fetchval("SELECT 2") == 2
