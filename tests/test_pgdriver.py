@@ -153,3 +153,27 @@ async def test_a_cancelled_statement_drops_its_connection(engine: AsyncEngine) -
     assert running[0].is_closed()
     async with driver_connection(engine) as driver:  # the pool still serves
         assert await driver.fetchval("SELECT 2") == 2
+
+
+@pytest.mark.parametrize(
+    ("error", "unavailable"),
+    [
+        (asyncpg.AdminShutdownError("x"), True),
+        (asyncpg.CannotConnectNowError("x"), True),
+        (asyncpg.TooManyConnectionsError("x"), True),
+        (asyncpg.ConnectionDoesNotExistError("x"), True),
+        (asyncpg.InterfaceError("x"), True),
+        (OSError("x"), True),
+        (TimeoutError(), True),
+        (asyncpg.UniqueViolationError("x"), False),
+        (asyncpg.DivisionByZeroError("x"), False),
+        (ValueError("x"), False),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else None,
+)
+def test_driver_errors_that_mean_the_database_is_unavailable(
+    error: BaseException, unavailable: bool
+) -> None:
+    if isinstance(error, asyncpg.PostgresError):
+        assert error.sqlstate  # the class carries the SQLSTATE that is_unavailable reads
+    assert is_unavailable(error) is unavailable
