@@ -8,8 +8,10 @@ second, so "eventually" below means a few seconds.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,11 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from service import outbox
 from service.config import Settings
 from service.db import create_engine, migrate
 from service.main import create_app
+from service.webhooks import Attempt, Verdict
 from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN, Tenant, link_path, make_tenant
 from tests.support.database import fetch
 from tests.support.hooks import all_delivered, deliveries, eventually, query_of
@@ -167,6 +171,36 @@ async def test_a_receiver_known_to_be_down_is_not_waited_for(
     assert (jobs[one]["attempts"], jobs[one]["last_error"]) == (1, "timeout after 1 s")
     assert (jobs[two]["attempts"], jobs[two]["leased_until"]) == (0, None)
     assert len(receiver.received) == 1
+
+
+async def test_an_outcome_is_recorded_only_under_the_lease_it_was_attempted_with(
+    settings: Settings, admin_headers: Headers, receiver: Receiver, database_url: str
+) -> None:
+    receiver.answer(Answer(503))
+    async with serving(settings.model_copy(update={"webhook_dispatcher": False})) as http:
+        shop = await hooked_tenant(http, admin_headers, receiver.url)
+        query_of(await http.get(link_path(await shop.mint())))  # one failed attempt, pending
+    engine = create_engine(settings)
+    try:
+        now = datetime.now(UTC) + timedelta(seconds=5)  # the retry is due
+        lease = now + timedelta(seconds=30)
+        [job] = await outbox.lease_due(engine, now, lease, limit=10)
+        before = await deliveries(database_url)
+        # A process that stalled past its lease, which another then took.
+        lost = dataclasses.replace(job, lease=lease - timedelta(seconds=10))
+        for attempt in (
+            Attempt(Verdict.DELIVERED, status=200),
+            Attempt(Verdict.UNAVAILABLE, error="HTTP 503", status=503),
+        ):
+            assert not await outbox.record(engine, lost, attempt, now, SCHEDULE)
+        assert await deliveries(database_url) == before
+        assert before[job.event.redemption_id]["leased_until"] == lease
+        # The holder of the lease records its outcome.
+        assert await outbox.record(engine, job, Attempt(Verdict.DELIVERED), now, SCHEDULE)
+        [row] = (await deliveries(database_url)).values()
+        assert (row["status"], row["attempts"], row["leased_until"]) == ("delivered", 2, None)
+    finally:
+        await engine.dispose()
 
 
 # --- sync ----------------------------------------------------------------------------

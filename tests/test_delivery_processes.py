@@ -27,6 +27,7 @@ from tests.support.database import fetch
 from tests.support.hooks import all_delivered, eventually, query_of
 from tests.support.processes import REPO_ROOT, free_port, running_service
 from tests.support.receiver import NEVER, Answer, Received, Receiver
+from tests.support.served import service_env
 
 pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)
@@ -38,17 +39,6 @@ def receiver() -> Iterator[Receiver]:
     receiver = Receiver().up()
     yield receiver
     receiver.down()
-
-
-def environment(database_url: str, **extra: str) -> dict[str, str]:
-    return {
-        "DATABASE_URL": database_url,
-        "SECRET_KEYS": SECRET,
-        "ADMIN_TOKEN": ADMIN_TOKEN,
-        "DATABASE_POOL_SIZE": "5",
-        "CACHE_TTL": "1",
-        **extra,
-    }
 
 
 @contextmanager
@@ -122,8 +112,12 @@ async def test_two_processes_deliver_every_redemption(
     database_url: str, tmp_path: Path, receiver: Receiver, record_property: Callable[..., None]
 ) -> None:
     receiver.script = half_fail_first
-    env = environment(
-        database_url, WEBHOOK_TIMEOUT="5", WEBHOOK_RETRY_SCHEDULE="0.5,1,1,2,2,2,5,5,5"
+    env = service_env(
+        database_url,
+        5,
+        CACHE_TTL="1",
+        WEBHOOK_TIMEOUT="5",
+        WEBHOOK_RETRY_SCHEDULE="0.5,1,1,2,2,2,5,5,5",
     )
     with running_service(env, tmp_path, "--workers", "2") as service:
         async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as http:
@@ -163,7 +157,13 @@ async def test_a_killed_process_loses_nothing(
     database_url: str, tmp_path: Path, receiver: Receiver
 ) -> None:
     receiver.answer(Answer(delay=NEVER))
-    env = environment(database_url, WEBHOOK_TIMEOUT="2", WEBHOOK_RETRY_SCHEDULE="0.1,0.5,1,1,1")
+    env = service_env(
+        database_url,
+        5,
+        CACHE_TTL="1",
+        WEBHOOK_TIMEOUT="2",
+        WEBHOOK_RETRY_SCHEDULE="0.1,0.5,1,1,1",
+    )
     with running_service(env, tmp_path) as doomed:
         async with httpx.AsyncClient(base_url=doomed.base_url, timeout=30) as http:
             headers = await set_up_shop(http, receiver.url)

@@ -60,6 +60,10 @@ async def test_lifecycle_on_sqlite(sqlite_shop: tuple[Tenant, AppState]) -> None
     assert second.json()["revoked_at"] > first.json()["revoked_at"]
     spared = await shop.mint(subject="7")
     assert await redeem(http, spared) == "success"
+    used = (
+        await http.post("/v1/links/inspect", json={"token": spared["token"]}, headers=shop.headers)
+    ).json()
+    assert (used["valid"], used["reason"], used["link"]["uses"]) == (False, "used", 1)
 
     for _ in range(2):
         assert (

@@ -14,10 +14,12 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
+from service.api import redirect
 from service.api.link_fast_path import LinkFastPath
 from service.config import Settings
+from service.confirm import Gate
 from service.main import create_app
 from tests.conftest import Tenant, link_path
 
@@ -55,7 +57,32 @@ async def test_every_outcome_answers_alike_through_both(
     routed: httpx.AsyncClient,
     shop: Tenant,
     admin_headers: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The FastAPI route reads the gate through gate_of; the fast path never does,
+    # which tells a GET it answered from one it only passed on to the router.
+    gate_lookups = 0
+    real_gate_of = redirect.gate_of
+
+    def counted_gate_of(request: Request) -> Gate:
+        nonlocal gate_lookups
+        gate_lookups += 1
+        return real_gate_of(request)
+
+    monkeypatch.setattr(redirect, "gate_of", counted_gate_of)
+
+    async def get_fast(path: str) -> httpx.Response:
+        before = gate_lookups
+        response = await http.get(path)
+        assert gate_lookups == before, f"{path} went through the router"
+        return response
+
+    async def get_routed(path: str) -> httpx.Response:
+        before = gate_lookups
+        response = await routed.get(path)
+        assert gate_lookups == before + 1, f"{path} did not go through the router"
+        return response
+
     await shop.put_action("confirmed", admin_headers, confirm="page")
     await shop.put_action("nowhere", admin_headers, failure_url=None)
     cases = [
@@ -67,17 +94,17 @@ async def test_every_outcome_answers_alike_through_both(
         fast_link, routed_link = await shop.mint(**fields), await shop.mint(**fields)
         if label == "expired":
             await asyncio.sleep(2.1)
-        fast = await http.get(link_path(fast_link))
-        slow = await routed.get(link_path(routed_link))
+        fast = await get_fast(link_path(fast_link))
+        slow = await get_routed(link_path(routed_link))
         assert shape(fast) == shape(slow), label
-        again_fast = await http.get(link_path(fast_link))
-        again_slow = await routed.get(link_path(routed_link))
+        again_fast = await get_fast(link_path(fast_link))
+        again_slow = await get_routed(link_path(routed_link))
         assert shape(again_fast) == shape(again_slow), label + ", again"
     for path in ("/r/", "/r/not-a-token", "/r/a/b?c=d", "/r/a%0Ab", "/r/" + "x" * 5000):
-        fast, slow = await http.get(path), await routed.get(path)
+        fast, slow = await get_fast(path), await routed.get(path)
         assert shape(fast) == shape(slow), path
     used = await shop.mint(action="nowhere")
-    await http.get(link_path(used))
-    fast, slow = await http.get(link_path(used)), await routed.get(link_path(used))
+    await get_fast(link_path(used))
+    fast, slow = await get_fast(link_path(used)), await get_routed(link_path(used))
     assert shape(fast) == shape(slow)
     assert fast.status_code == 410

@@ -98,6 +98,14 @@ async def test_a_purged_link_still_refuses_by_its_signature(
     assert await redeem(http, link) == "expired"
     assert await count(database_url, "claims") == 0
     assert await count(database_url, "redemptions") == 1
+    # Inspecting it tells the use the audit log still holds, not the purged counter's 0.
+    inspected = await http.post(
+        "/v1/links/inspect", json={"token": link["token"]}, headers=shop.headers
+    )
+    assert inspected.status_code == 200, inspected.text
+    body = inspected.json()
+    assert (body["valid"], body["reason"]) == (False, "expired")
+    assert body["link"]["uses"] == 1
 
 
 async def test_retention_keeps_recent_audit_rows(

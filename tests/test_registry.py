@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.registry import SingleFlight
+from service import registry
+from service.registry import ClientConfig, SingleFlight
 from service.state import AppState
 from tests.conftest import Tenant
 
@@ -55,16 +57,34 @@ async def test_concurrent_misses_look_a_key_up_once(
 
 
 async def test_a_change_made_during_a_load_is_not_overwritten_by_it(
-    state: AppState, shop: Tenant, admin_headers: dict[str, str]
+    state: AppState,
+    shop: Tenant,
+    admin_headers: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    read = asyncio.Event()
+    may_finish = asyncio.Event()
+    real_load_client = registry.load_client
+
+    async def held_load(session: AsyncSession, client_id: str) -> ClientConfig | None:
+        """The real load, held between reading the client and handing it back."""
+        config = await real_load_client(session, client_id)
+        read.set()
+        await may_finish.wait()
+        return config
+
+    monkeypatch.setattr(registry, "load_client", held_load)
     state.registry.forget()
     loading = asyncio.ensure_future(state.registry.client("shop"))
-    await asyncio.sleep(0)  # the load has started and read nothing yet
+    await read.wait()  # the load has read the client as it was
     renamed = await shop.http.patch(
         "/v1/admin/clients/shop", json={"name": "Renamed"}, headers=admin_headers
     )
     assert renamed.status_code == 200, renamed.text
-    await loading
+    may_finish.set()
+    stale = await loading
+    assert stale is not None
+    assert stale.name == "shop inc."  # read before the change: it must not be cached
     config = await state.registry.client("shop")
     assert config is not None
     assert config.name == "Renamed"
