@@ -187,7 +187,11 @@ async def _respond(answer: Answer, send: Any) -> None:
 
 
 class RawReceiver:
-    """A TCP server that reads a request's first bytes and answers ``reply`` (not HTTP)."""
+    """A TCP server that reads a whole request and answers ``reply`` (not HTTP).
+
+    The whole request, body too: closing with unread bytes makes the kernel
+    reset the connection, and a "silent close" would then read as a reset.
+    """
 
     def __init__(self, reply: bytes) -> None:
         self.reply = reply
@@ -224,7 +228,18 @@ class RawReceiver:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(reader.read(65536), 2)
+            await asyncio.wait_for(_read_request(reader), 2)
             writer.write(self.reply)
             await writer.drain()
         writer.close()
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    """One HTTP/1.1 request with a ``Content-Length`` body (what the webhook client sends)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    return head + await reader.readexactly(length)
