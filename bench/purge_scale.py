@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from service.config import Settings
-from service.db import create_engine
+from service.db import open_store
 from service.purge import BATCH_SIZE, purge
 
 CLIENT = "bench-purge"
@@ -81,13 +81,13 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     started = time.perf_counter()
     await load(dsn, args.rows, args.live, now)
     loaded = time.perf_counter() - started
-    engine = create_engine(settings)
+    store = open_store(settings)
     try:
         started = time.perf_counter()
-        report = await purge(engine, now, timedelta(days=90), args.batch_size)
+        report = await purge(store, now, timedelta(days=90), args.batch_size)
         purged = time.perf_counter() - started
     finally:
-        await engine.dispose()
+        await store.close()
     return {
         "rows": args.rows,
         "batch_size": args.batch_size,

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from service import admin, logs, metrics
 from service.config import ConfigurationError, Settings
-from service.db import create_engine, create_session_factory, migrate, schema_head
+from service.db import migrate, one_off_session, open_store, schema_head
 from service.devmode import prepare_dev_environment
 from service.dispatcher import run_standalone
 from service.errors import ApiError
@@ -126,11 +126,11 @@ def cmd_purge(args: argparse.Namespace) -> int:
     retention = timedelta(days=settings.redemption_retention_days)
 
     async def run() -> dict[str, object]:
-        engine = create_engine(settings)
+        store = open_store(settings)
         try:
-            report = await purge(engine, args.now or datetime.now(UTC), retention, args.batch_size)
+            report = await purge(store, args.now or datetime.now(UTC), retention, args.batch_size)
         finally:
-            await engine.dispose()
+            await store.close()
         return report.summary()
 
     _emit(asyncio.run(run()))
@@ -167,14 +167,10 @@ def _emit(value: Any) -> None:
 
 def _run_admin(operation: Callable[[Any], Awaitable[Any]]) -> int:
     async def run() -> Any:
-        engine = create_engine(Settings())
-        try:
-            async with create_session_factory(engine)() as session:
-                result = await operation(session)
-                await session.commit()
-                return result
-        finally:
-            await engine.dispose()
+        async with one_off_session(Settings()) as session:
+            result = await operation(session)
+            await session.commit()
+            return result
 
     result = asyncio.run(run())
     if result is not None:

@@ -1,104 +1,45 @@
-"""Engine and session factory, and the one list of errors that mean "database unreachable"."""
+"""The store of the configured database, the session factory on its engine, and migrations."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event, inspect, text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from alembic import command
 from service.config import Settings
-
-# Errors raised when the database cannot be reached or drops a connection.
-# Callers turn them into 503s; everything else is a bug and must surface.
-UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
-    OperationalError,
-    InterfaceError,
-    OSError,
-    TimeoutError,
-    PoolTimeout,  # every pooled connection is busy (e.g. stuck on a stalled network)
-)
-
-# SQLSTATE classes of a server or connection that is gone: 08 connection
-# exception (asyncpg's "connection was closed in the middle of operation"
-# arrives as a plain DBAPIError), 57P shutdown or cannot connect now, 53300
-# too many connections.
-UNAVAILABLE_SQLSTATES = ("08", "57P", "53300")
+from service.store import Store, postgres, sqlite
 
 
-# What asyncpg raises itself, where the redemption path uses it directly
-# (``service.pgdriver``): a lost or unusable connection, or a server error.
-DRIVER_ERRORS: tuple[type[Exception], ...] = (asyncpg.InterfaceError, asyncpg.PostgresError)
-
-
-def is_unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, UNAVAILABLE_ERRORS):
-        return True
-    if isinstance(exc, asyncpg.InterfaceError | asyncpg.PostgresConnectionError):
-        return True
-    if isinstance(exc, asyncpg.PostgresError):
-        return (exc.sqlstate or "").startswith(UNAVAILABLE_SQLSTATES)
-    if not isinstance(exc, DBAPIError):
-        return False
-    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
-    return exc.connection_invalidated or sqlstate.startswith(UNAVAILABLE_SQLSTATES)
-
-
-POOL_TIMEOUT_SECONDS = 5.0
-
-
-def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
-    # hide_parameters: statement parameters (webhook secrets, key hashes) never
-    # appear in a logged error or in an exception's message.
-    overrides.setdefault("hide_parameters", True)
+def open_store(settings: Settings, **engine_options: Any) -> Store:
+    """The store of the configured database, on an engine of its own (``engine_options``
+    override the engine's defaults). Every process builds its storage here."""
     if settings.is_sqlite:
-        engine = create_async_engine(
-            settings.database_url, connect_args={"timeout": 30}, **overrides
-        )
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
-    options: dict[str, Any] = {
-        # A fixed pool: overflow connections are closed as soon as they are
-        # returned, and under load that meant a new PostgreSQL backend (a fork,
-        # authentication, the asyncpg type codecs) every few requests, which cost
-        # more than the requests themselves. Requests wait for a connection instead.
-        "pool_size": settings.database_pool_size,
-        "max_overflow": 0,
-        # Fail fast when the database is down: a 503 beats a hung request.
-        "pool_timeout": POOL_TIMEOUT_SECONDS,
-        "connect_args": {
-            "timeout": 5,
-            "command_timeout": 15,
-            "server_settings": {"application_name": "action-links"},
-        },
-    }
-    options.update(overrides)
-    return create_async_engine(settings.database_url, **options)
+        return sqlite.SqliteStore(sqlite.create_engine(settings, **engine_options))
+    return postgres.PostgresStore(postgres.create_engine(settings, **engine_options))
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
+@asynccontextmanager
+async def one_off_session(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """A session for a command that runs once (the CLI's admin commands, dev seeding),
+    on a store of its own that is closed afterwards. The caller commits."""
+    store = open_store(settings)
+    try:
+        async with create_session_factory(store.engine)() as session:
+            yield session
+    finally:
+        await store.close()
 
 
 PACKAGE_DIR = Path(__file__).resolve().parent

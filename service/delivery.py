@@ -19,13 +19,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import metrics, outbox, webhooks
-from service.db import is_unavailable
-from service.outbox import Job
+from service.errors import DatabaseUnavailable
 from service.registry import Registry
-from service.webhooks import Attempt, RedemptionEvent, Verdict
+from service.store import Job, RedemptionRecord, Store
+from service.webhooks import Attempt, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +58,13 @@ class Deliverer:
         self,
         http: httpx.AsyncClient,
         registry: Registry,
-        engine: AsyncEngine,
+        store: Store,
         timeout: float,
         schedule: Sequence[float],
     ) -> None:
         self.http = http
         self.registry = registry
-        self.engine = engine
+        self.store = store
         self.timeout = timeout
         self.schedule = tuple(schedule)
         self.known_down = KnownDown()
@@ -79,37 +78,36 @@ class Deliverer:
             return True
         return delivery == "async" and client_id not in self.known_down
 
-    async def attempt(self, event: RedemptionEvent) -> Attempt:
+    async def attempt(self, redemption: RedemptionRecord) -> Attempt:
         """One attempt, to the receiver the client has configured now."""
-        client = await self.registry.client(event.client_id)
+        client = await self.registry.client(redemption.client_id)
         if client is None:
             result = Attempt(Verdict.UNAVAILABLE, "the client no longer exists")
         elif not client.webhook_url:
             result = Attempt(Verdict.UNAVAILABLE, "the client has no webhook_url")
         else:
             result = await webhooks.attempt(
-                self.http, client.webhook_url, client.webhook_secret, event, self.timeout
+                self.http, client.webhook_url, client.webhook_secret, redemption, self.timeout
             )
-        self.known_down.note(event.client_id, result)
+        self.known_down.note(redemption.client_id, result)
         metrics.webhook_attempt(result.kind)
         if not result.delivered:
-            log.info("webhook for %s not delivered: %s", event.redemption_id, result.error)
+            log.info("webhook for %s not delivered: %s", redemption.redemption_id, result.error)
         return result
 
     async def record(self, job: Job, attempt: Attempt) -> None:
         """Record the outcome; on failure the lease simply expires and the job is retried."""
+        redemption_id = job.redemption.redemption_id
         try:
-            kept = await outbox.record(self.engine, job, attempt, datetime.now(UTC), self.schedule)
-        except Exception as exc:
-            if not is_unavailable(exc):
-                raise
-            log.warning("outcome of %s not recorded: database unavailable", job.event.redemption_id)
+            kept = await outbox.record(self.store, job, attempt, datetime.now(UTC), self.schedule)
+        except DatabaseUnavailable:
+            log.warning("outcome of %s not recorded: database unavailable", redemption_id)
             return
         if not kept:
-            log.info("outcome of %s not recorded: lease lost", job.event.redemption_id)
+            log.info("outcome of %s not recorded: lease lost", redemption_id)
 
     async def deliver(self, job: Job) -> Attempt:
         """Attempt and record: the whole life of one leased job."""
-        result = await self.attempt(job.event)
+        result = await self.attempt(job.redemption)
         await self.record(job, result)
         return result

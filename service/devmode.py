@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from service import admin
 from service.config import Settings
-from service.db import create_engine, create_session_factory, migrate
+from service.db import migrate, one_off_session
 from service.models import ApiKey, Client
 from service.registry import hash_api_key
 from service.schemas import ActionPut, ClientCreate
@@ -57,35 +57,27 @@ def prepare_dev_environment(port: int) -> Settings:
 
 async def _seed_demo(settings: Settings, known_key: str | None) -> str:
     base = settings.public_base_url
-    engine = create_engine(settings)
-    try:
-        async with create_session_factory(engine)() as session:
-            if await session.get(Client, DEMO_CLIENT) is None:
-                await admin.create_client(
-                    session,
-                    ClientCreate(
-                        id=DEMO_CLIENT, name="Demo shop", allowed_redirects=[f"{base}/demo/"]
-                    ),
-                )
-                await admin.put_action(
-                    session,
-                    DEMO_CLIENT,
-                    DEMO_ACTION,
-                    ActionPut(success_url=f"{base}/demo/done", failure_url=f"{base}/demo/failed"),
-                )
-            key = known_key
-            if (
-                key is None
-                or await session.scalar(
-                    select(ApiKey.id).where(ApiKey.key_hash == hash_api_key(key))
-                )
-                is None
-            ):
-                _, key = await admin.create_key(session, DEMO_CLIENT)
-            await session.commit()
-            return key
-    finally:
-        await engine.dispose()
+    async with one_off_session(settings) as session:
+        if await session.get(Client, DEMO_CLIENT) is None:
+            await admin.create_client(
+                session,
+                ClientCreate(id=DEMO_CLIENT, name="Demo shop", allowed_redirects=[f"{base}/demo/"]),
+            )
+            await admin.put_action(
+                session,
+                DEMO_CLIENT,
+                DEMO_ACTION,
+                ActionPut(success_url=f"{base}/demo/done", failure_url=f"{base}/demo/failed"),
+            )
+        key = known_key
+        if (
+            key is None
+            or await session.scalar(select(ApiKey.id).where(ApiKey.key_hash == hash_api_key(key)))
+            is None
+        ):
+            _, key = await admin.create_key(session, DEMO_CLIENT)
+        await session.commit()
+        return key
 
 
 def _print_banner(settings: Settings, api_key: str) -> None:

@@ -3,7 +3,7 @@
 It runs inside every service process (started and stopped by the app's
 lifespan) and as ``action-links dispatcher`` for operators who want it
 separate. Any number of them share the work: each round leases a batch of
-due jobs (``outbox.lease_due``), attempts them concurrently outside any
+due jobs (``Store.lease_due``), attempts them concurrently outside any
 transaction, and records each outcome in its own short transaction while it
 still holds the lease. A process that dies mid-delivery loses nothing: its
 leases expire and another dispatcher takes the jobs.
@@ -21,14 +21,12 @@ import random
 import signal
 from datetime import UTC, datetime
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from service import outbox
 from service.config import Settings
-from service.db import create_engine, create_session_factory, is_unavailable
+from service.db import create_session_factory, open_store
 from service.delivery import Deliverer
-from service.outbox import Job
+from service.errors import DatabaseUnavailable
 from service.registry import Registry
+from service.store import Job, Store
 from service.webhooks import new_http_client
 
 log = logging.getLogger(__name__)
@@ -41,12 +39,12 @@ STOP_GRACE = 2.0  # seconds in-flight attempts get to finish on shutdown
 class Dispatcher:
     def __init__(
         self,
-        engine: AsyncEngine,
+        store: Store,
         deliverer: Deliverer,
         batch_size: int = BATCH_SIZE,
         poll_interval: float = POLL_INTERVAL,
     ) -> None:
-        self.engine = engine
+        self.store = store
         self.deliverer = deliverer
         self.batch_size = batch_size
         self.poll_interval = poll_interval
@@ -74,43 +72,38 @@ class Dispatcher:
             self._task = None
         held, self._held = self._held, {}
         try:
-            await outbox.release(self.engine, held)
+            await self.store.release(held)
         except Exception:
             log.warning("could not release %d delivery leases; they will expire", len(held))
 
     async def run_once(self) -> int:
         """Lease one batch of due jobs and deliver it; how many jobs there were."""
         now = datetime.now(UTC)
-        jobs = await outbox.lease_due(
-            self.engine, now, self.deliverer.lease_until(now), self.batch_size
-        )
-        self._held.update({job.event.redemption_id: job.lease for job in jobs})
+        jobs = await self.store.lease_due(now, self.deliverer.lease_until(now), self.batch_size)
+        self._held.update({job.redemption.redemption_id: job.lease for job in jobs})
         await asyncio.gather(*(self._deliver(job) for job in jobs))
         return len(jobs)
 
     async def _deliver(self, job: Job) -> None:
+        redemption_id = job.redemption.redemption_id
         try:
             await self.deliverer.deliver(job)
-        except Exception as exc:
-            log.log(
-                logging.WARNING if is_unavailable(exc) else logging.ERROR,
-                "delivery of %s failed: %s",
-                job.event.redemption_id,
-                type(exc).__name__,
-                exc_info=not is_unavailable(exc),
-            )
-        self._held.pop(job.event.redemption_id, None)
+        except DatabaseUnavailable:
+            log.warning("delivery of %s failed: database unavailable", redemption_id)
+        except Exception:
+            log.exception("delivery of %s failed", redemption_id)
+        self._held.pop(redemption_id, None)
 
     async def _run(self) -> None:
         while not self._stopping:
             try:
                 leased = await self.run_once()
-            except Exception as exc:
+            except DatabaseUnavailable as exc:
                 leased = 0
-                if is_unavailable(exc):
-                    log.warning("dispatcher: database unavailable (%s)", type(exc).__name__)
-                else:
-                    log.exception("dispatcher round failed")
+                log.warning("dispatcher: database unavailable (%s)", exc.cause_name)
+            except Exception:
+                leased = 0
+                log.exception("dispatcher round failed")
             if leased < self.batch_size:
                 await self._idle()
 
@@ -124,13 +117,13 @@ class Dispatcher:
 
 async def run_standalone(settings: Settings) -> None:
     """``action-links dispatcher``: dispatch until SIGTERM or SIGINT."""
-    engine = create_engine(settings)
+    store = open_store(settings)
     http = new_http_client(settings.webhook_timeout)
-    registry = Registry(create_session_factory(engine), ttl=settings.cache_ttl)
+    registry = Registry(create_session_factory(store.engine), ttl=settings.cache_ttl)
     deliverer = Deliverer(
-        http, registry, engine, settings.webhook_timeout, settings.webhook_retry_schedule
+        http, registry, store, settings.webhook_timeout, settings.webhook_retry_schedule
     )
-    dispatcher = Dispatcher(engine, deliverer)
+    dispatcher = Dispatcher(store, deliverer)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -141,4 +134,4 @@ async def run_standalone(settings: Settings) -> None:
     finally:
         await dispatcher.stop()
         await http.aclose()
-        await engine.dispose()
+        await store.close()

@@ -10,9 +10,10 @@
     │   ├── RedirectNotAllowed    redirect_not_allowed
     │   ├── TtlTooLong            ttl_too_long
     │   └── ValidationFailed      validation_error (with ``errors``)
-    └── Unavailable           503 unavailable
+    └── DatabaseUnavailable   503 unavailable
 
-One handler in ``api.problems`` renders them as RFC 9457 problem details.
+One handler in ``api.problems`` renders them as RFC 9457 problem details
+(``DatabaseUnavailable`` on a link's path as the 503 page people see).
 """
 
 from __future__ import annotations
@@ -70,5 +71,19 @@ class ValidationFailed(UnprocessableError):
         super().__init__(detail, errors=errors)
 
 
-class Unavailable(ApiError):
+class DatabaseUnavailable(ApiError):
+    """The database cannot be reached or dropped the connection; worth trying again shortly.
+
+    Raised only at the storage boundary (``service.store``), in place of the
+    driver's error, which it keeps as ``__cause__``.
+    """
+
     status, code, title = 503, "unavailable", "Service unavailable"
+
+    def __init__(self, detail: str = "the database cannot be reached; try again shortly") -> None:
+        super().__init__(detail)
+
+    @property
+    def cause_name(self) -> str:
+        """What the driver raised, for a log line (never its message: it may quote values)."""
+        return type(self.__cause__).__name__ if self.__cause__ is not None else "no answer"

@@ -32,7 +32,7 @@ def create_app(settings: Settings) -> FastAPI:
         # no longer walks it in the middle of requests (bench/README.md).
         gc.freeze()
         retention = timedelta(days=settings.redemption_retention_days)
-        purging = PeriodicPurge(state.engine, settings.purge_interval, retention).start()
+        purging = PeriodicPurge(state.store, settings.purge_interval, retention).start()
         try:
             yield
         finally:

@@ -18,9 +18,9 @@ a link it still considers valid gone (which would grant that link new uses).
 
 Deletion runs in batches of at most ``batch_size`` rows, each its own short
 transaction located by an index range scan, so purge never holds many locks
-or a long transaction, however much has piled up. On PostgreSQL one process
-at a time purges: the run holds a session advisory lock, and a process that
-cannot take it skips the run. SQLite has one writer anyway.
+or a long transaction, however much has piled up. One process at a time
+purges (``Store.purging``: on PostgreSQL a session advisory lock; SQLite has
+one writer anyway); a process that cannot take the lock skips the run.
 
 ``PeriodicPurge`` runs it in the background of every service process.
 """
@@ -34,54 +34,22 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import TextClause, bindparam, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
-from service.db import is_unavailable
-from service.models import UTCDateTime
+from service.errors import DatabaseUnavailable
+from service.store import (
+    CLAIMS,
+    REDEMPTIONS,
+    REVOCATIONS,
+    SUBJECT_REVOCATIONS,
+    PurgeBatches,
+    PurgeTarget,
+    Store,
+)
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 5000
 CLOCK_SKEW_GRACE = timedelta(minutes=5)
-ADVISORY_LOCK_KEY = 0x616C_7075_7267_6531  # "alpurge1": one purge per database
 INTERVAL_JITTER = 0.2  # processes started together drift apart
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One kind of row to delete: ``table`` rows whose ``column`` is before a cutoff."""
-
-    table: str
-    column: str
-
-
-CLAIMS = Target("claims", "expires_at")
-REVOCATIONS = Target("revocations", "expires_at")
-SUBJECT_REVOCATIONS = Target("subject_revocations", "expires_at")
-REDEMPTIONS = Target("redemptions", "redeemed_at")
-
-
-def _batch_statement(target: Target, dialect: str) -> TextClause:
-    """Delete up to ``:n`` rows before ``:cutoff``, found through the column's index.
-
-    Rows are addressed by their physical id (PostgreSQL ``ctid``, SQLite
-    ``rowid``): ``= ANY(ARRAY(…))`` makes PostgreSQL fetch them with a TID
-    scan instead of joining the whole table. The outer condition is checked
-    again, so a row changed since the inner select is left alone.
-    """
-    where = f"{target.column} < :cutoff"
-    if dialect == "postgresql":
-        source = (
-            f"DELETE FROM {target.table} WHERE ctid = ANY(ARRAY("
-            f"SELECT ctid FROM {target.table} WHERE {where} LIMIT :n)) AND {where}"
-        )
-    else:
-        source = (
-            f"DELETE FROM {target.table} WHERE rowid IN ("
-            f"SELECT rowid FROM {target.table} WHERE {where} LIMIT :n) AND {where}"
-        )
-    return text(source).bindparams(bindparam("cutoff", type_=UTCDateTime))
 
 
 @dataclass(slots=True)
@@ -109,7 +77,7 @@ class PurgeReport:
 
 
 async def purge(
-    engine: AsyncEngine,
+    store: Store,
     now: datetime,
     retention: timedelta,
     batch_size: int = BATCH_SIZE,
@@ -117,33 +85,25 @@ async def purge(
     """Delete what can no longer matter at ``now``, in batches of at most ``batch_size``."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    dialect = engine.dialect.name
     cutoffs = {
         CLAIMS: now - CLOCK_SKEW_GRACE,
         REVOCATIONS: now - CLOCK_SKEW_GRACE,
         SUBJECT_REVOCATIONS: now - CLOCK_SKEW_GRACE,
         REDEMPTIONS: now - retention,
     }
-    async with engine.connect() as conn:
-        if not await _try_lock(conn, dialect):
+    async with store.purging() as batches:
+        if batches is None:
             return PurgeReport(skipped=True)
-        try:
-            report = PurgeReport()
-            for target, cutoff in cutoffs.items():
-                statement = _batch_statement(target, dialect)
-                deleted = await _delete_in_batches(conn, statement, cutoff, batch_size, report)
-                setattr(report, target.table, deleted)
-        except BaseException:
-            # Dropping the connection ends its session, and with it the lock.
-            await conn.invalidate()
-            raise
-        await _unlock(conn, dialect)
+        report = PurgeReport()
+        for target, cutoff in cutoffs.items():
+            deleted = await _delete_in_batches(batches, target, cutoff, batch_size, report)
+            setattr(report, target.table, deleted)
     return report
 
 
 async def _delete_in_batches(
-    conn: AsyncConnection,
-    statement: TextClause,
+    batches: PurgeBatches,
+    target: PurgeTarget,
     cutoff: datetime,
     batch_size: int,
     report: PurgeReport,
@@ -151,10 +111,8 @@ async def _delete_in_batches(
     total = 0
     while True:
         started = time.perf_counter()
-        result = await conn.execute(statement, {"cutoff": cutoff, "n": batch_size})
-        await conn.commit()
+        deleted = await batches.delete_batch(target, cutoff, batch_size)
         elapsed = time.perf_counter() - started
-        deleted = result.rowcount
         report.batches += 1
         report.batch_sizes.append(deleted)
         report.largest_batch = max(report.largest_batch, deleted)
@@ -165,22 +123,6 @@ async def _delete_in_batches(
         await asyncio.sleep(0)  # let the process's requests through between batches
 
 
-async def _try_lock(conn: AsyncConnection, dialect: str) -> bool:
-    if dialect != "postgresql":
-        return True
-    statement = text("SELECT pg_try_advisory_lock(:key)")
-    locked = bool((await conn.execute(statement, {"key": ADVISORY_LOCK_KEY})).scalar_one())
-    await conn.commit()
-    return locked
-
-
-async def _unlock(conn: AsyncConnection, dialect: str) -> None:
-    if dialect != "postgresql":
-        return
-    await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
-    await conn.commit()
-
-
 class PeriodicPurge:
     """Purges every ``interval`` seconds (with jitter) in the background of a process.
 
@@ -189,8 +131,8 @@ class PeriodicPurge:
     next run tries again.
     """
 
-    def __init__(self, engine: AsyncEngine, interval: float, retention: timedelta) -> None:
-        self._engine = engine
+    def __init__(self, store: Store, interval: float, retention: timedelta) -> None:
+        self._store = store
         self._interval = interval
         self._retention = retention
         self._task: asyncio.Task[None] | None = None
@@ -217,12 +159,12 @@ class PeriodicPurge:
 
     async def run_once(self) -> None:
         try:
-            report = await purge(self._engine, datetime.now(UTC), self._retention)
-        except Exception as exc:
-            if not is_unavailable(exc):
-                log.exception("purge failed")
-            else:
-                log.warning("purge skipped: database unavailable (%s)", type(exc).__name__)
+            report = await purge(self._store, datetime.now(UTC), self._retention)
+        except DatabaseUnavailable as exc:
+            log.warning("purge skipped: database unavailable (%s)", exc.cause_name)
+            return
+        except Exception:
+            log.exception("purge failed")
             return
         if report.deleted:
             log.info("purged expired state: %s", report.summary())

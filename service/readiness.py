@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import schema_revision
+from service.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class Readiness:
         try:
             async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
                 current = await schema_revision(self.engine)
-        except (TimeoutError, OSError, SQLAlchemyError) as exc:
+        except (TimeoutError, DatabaseUnavailable, SQLAlchemyError) as exc:
             log.debug("readiness: database check failed: %s", type(exc).__name__)
             return "database unreachable"
         if current != self.head:

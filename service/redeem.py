@@ -4,12 +4,12 @@
 2. Expired links are refused on their signature alone.
 3. The client and action come from the registry cache; disabled or deleted
    ones refuse the link.
-4. One claim (``service.claim``): revocations, the use counter, the audit row
+4. One claim (``Store.claim``): revocations, the use counter, the audit row
    and the outbox job, committed together before anything is returned.
 5. Webhooks, after the commit and outside any transaction: ``async`` actions
    make one attempt (skipped while the receiver is known to be down) and the
    person succeeds whatever it answers; ``sync`` actions succeed only if the
-   receiver accepts, else the use is given back (``claim.give_back``).
+   receiver accepts, else the use is given back (``Store.give_back``).
 6. The caller turns the result into a redirect or a page.
 """
 
@@ -20,16 +20,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from service.claim import LinkState, claim, give_back, peek
-from service.db import is_unavailable
 from service.delivery import Deliverer
-from service.outbox import Job
+from service.errors import DatabaseUnavailable
 from service.redirects import is_allowed, with_query
 from service.registry import ActionConfig, ClientConfig, Registry
+from service.store import Job, LinkState, Store
 from service.tokens import BadData, LinkClaims, TokenCodec
-from service.webhooks import RedemptionEvent, Verdict
+from service.webhooks import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +82,7 @@ def utcnow() -> datetime:
 class Redeemer:
     codec: TokenCodec
     registry: Registry
-    engine: AsyncEngine
+    store: Store
     deliverer: Deliverer
 
     async def resolve(self, token: str, now: datetime) -> Redemption:
@@ -114,7 +111,7 @@ class Redeemer:
         if checked.outcome is not Outcome.SUCCESS:
             return checked
         assert checked.link is not None
-        return judged(checked, await peek(self.engine, checked.link))
+        return judged(checked, await self.store.peek(checked.link))
 
     async def redeem_resolved(self, checked: Redemption, now: datetime) -> Redemption:
         """Steps 4-5 for what ``resolve`` answered. Database errors propagate; the
@@ -126,24 +123,22 @@ class Redeemer:
         delivery = checked.action.delivery
         inline = self.deliverer.attempts_inline(delivery, checked.link.client_id)
         lease = self.deliverer.lease_until(now) if inline else None
-        result = await claim(
-            self.engine, checked.link, now, deliver=delivery != "none", lease=lease
-        )
+        result = await self.store.claim(checked.link, now, deliver=delivery != "none", lease=lease)
         if result.revoked:
             return _with(checked, Outcome.REVOKED)
-        if not result.claimed:
+        if result.redemption is None:
             return _with(checked, Outcome.USED)
         redeemed = Redemption(
             Outcome.SUCCESS,
             checked.link,
             checked.client,
             checked.action,
-            redemption_id=result.redemption_id,
-            use=result.use,
+            redemption_id=result.redemption.redemption_id,
+            use=result.redemption.use,
         )
         if lease is None:
             return redeemed
-        job = Job(_event(redeemed, now), attempts=0, lease=lease)
+        job = Job(result.redemption, attempts=0, lease=lease)
         if delivery == "sync":
             return await self._deliver_sync(redeemed, job)
         await self._deliver_async(job)
@@ -158,19 +153,18 @@ class Redeemer:
         """
         try:
             await self.deliverer.deliver(job)
-        except Exception as exc:
-            if is_unavailable(exc):
-                log.warning("inline delivery not recorded: database unavailable")
-            else:
-                log.exception("inline delivery of %s failed", job.event.redemption_id)
+        except DatabaseUnavailable:
+            log.warning("inline delivery not recorded: database unavailable")
+        except Exception:
+            log.exception("inline delivery of %s failed", job.redemption.redemption_id)
 
     async def _deliver_sync(self, redeemed: Redemption, job: Job) -> Redemption:
         """The receiver decides: accepted → success; otherwise the use is given back."""
-        attempt = await self.deliverer.attempt(job.event)
+        attempt = await self.deliverer.attempt(job.redemption)
         if attempt.delivered:
             await self.deliverer.record(job, attempt)
             return redeemed
-        await give_back(self.engine, job.event.redemption_id)
+        await self.store.give_back(job.redemption.redemption_id)
         refused = attempt.verdict is Verdict.REJECTED
         return Redemption(
             Outcome.REJECTED if refused else Outcome.UNAVAILABLE,
@@ -191,26 +185,6 @@ def judged(checked: Redemption, state: LinkState) -> Redemption:
     if checked.link.max_uses is not None and state.uses >= checked.link.max_uses:
         return _with(checked, Outcome.USED)
     return Redemption(Outcome.SUCCESS, checked.link, checked.client, checked.action, use=state.uses)
-
-
-def _event(redeemed: Redemption, now: datetime) -> RedemptionEvent:
-    """The webhook event of a claim just made: the same fields the claim wrote."""
-    link = redeemed.link
-    assert link is not None
-    assert redeemed.redemption_id is not None
-    assert redeemed.use is not None
-    return RedemptionEvent(
-        redemption_id=redeemed.redemption_id,
-        client_id=link.client_id,
-        link_id=link.link_id,
-        claim_key=link.claim_key,
-        action=link.action,
-        subject=link.subject,
-        data=link.data,
-        use=redeemed.use,
-        max_uses=link.max_uses,
-        redeemed_at=now,
-    )
 
 
 def _with(base: Redemption, outcome: Outcome) -> Redemption:

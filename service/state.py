@@ -5,17 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.config import Settings
 from service.confirm import Gate
-from service.db import create_engine, create_session_factory, schema_head
+from service.db import create_session_factory, open_store, schema_head
 from service.delivery import Deliverer
 from service.dispatcher import Dispatcher
 from service.mint import Minter
 from service.readiness import Readiness
 from service.redeem import Redeemer
 from service.registry import Registry
+from service.store import Store
 from service.tokens import TokenCodec
 from service.webhooks import new_http_client
 
@@ -23,7 +24,7 @@ from service.webhooks import new_http_client
 @dataclass(frozen=True, slots=True)
 class AppState:
     settings: Settings
-    engine: AsyncEngine
+    store: Store
     sessions: async_sessionmaker[AsyncSession]
     registry: Registry
     codec: TokenCodec
@@ -36,27 +37,27 @@ class AppState:
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
-        engine = create_engine(settings)
-        sessions = create_session_factory(engine)
+        store = open_store(settings)  # the one place a process picks its database
+        sessions = create_session_factory(store.engine)
         registry = Registry(sessions, ttl=settings.cache_ttl)
         codec = TokenCodec(settings.signing_keys())
         http = new_http_client(settings.webhook_timeout)
         deliverer = Deliverer(
-            http, registry, engine, settings.webhook_timeout, settings.webhook_retry_schedule
+            http, registry, store, settings.webhook_timeout, settings.webhook_retry_schedule
         )
-        redeemer = Redeemer(codec, registry, engine, deliverer)
+        redeemer = Redeemer(codec, registry, store, deliverer)
         return cls(
             settings=settings,
-            engine=engine,
+            store=store,
             sessions=sessions,
             registry=registry,
             codec=codec,
             minter=Minter(codec, settings.public_base_url),
             redeemer=redeemer,
             gate=Gate(redeemer),
-            readiness=Readiness(engine, schema_head()),
+            readiness=Readiness(store.engine, schema_head()),
             http=http,
-            dispatcher=Dispatcher(engine, deliverer),
+            dispatcher=Dispatcher(store, deliverer),
         )
 
     async def start(self) -> None:
@@ -67,4 +68,4 @@ class AppState:
     async def close(self) -> None:
         await self.dispatcher.stop()
         await self.http.aclose()
-        await self.engine.dispose()
+        await self.store.close()

@@ -1,8 +1,8 @@
 """Standard Webhooks as the receiver sees them: the message, its signature, one attempt.
 
-- ``RedemptionEvent``: what one redemption tells the receiver. Its body and its
-  ``webhook-id`` are computed from the redemption alone, so every attempt by
-  any process sends the same bytes under the same id.
+- ``body``: what one redemption (``store.RedemptionRecord``) tells the
+  receiver. The body and the ``webhook-id`` are computed from the redemption
+  alone, so every attempt by any process sends the same bytes under the same id.
 - ``webhook_id``: fixed per (client, use counter, use number). A ``sync``
   redemption that was refused gives its use back; the next redemption of
   that use carries the same id, so a receiver that did apply the first one
@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 
 from service import __version__
+from service.store import RedemptionRecord
 
 SECRET_PREFIX = "whsec_"
 EVENT_TYPE = "link.redeemed"
@@ -76,42 +77,29 @@ def _canonical(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True))
 
 
-@dataclass(frozen=True, slots=True)
-class RedemptionEvent:
-    """One redemption, as its webhook reports it."""
+def message_id(redemption: RedemptionRecord) -> str:
+    """The ``webhook-id`` of a redemption's message."""
+    return webhook_id(redemption.client_id, redemption.claim_key, redemption.use)
 
-    redemption_id: str
-    client_id: str
-    link_id: str
-    claim_key: str
-    action: str
-    subject: str | None
-    data: Any
-    use: int
-    max_uses: int | None
-    redeemed_at: datetime
 
-    @property
-    def webhook_id(self) -> str:
-        return webhook_id(self.client_id, self.claim_key, self.use)
-
-    def body(self) -> bytes:
-        redeemed_at = iso_utc(self.redeemed_at)
-        envelope = {
-            "type": EVENT_TYPE,
-            "timestamp": redeemed_at,
-            "data": {
-                "redemption_id": self.redemption_id,
-                "link_id": self.link_id,
-                "action": self.action,
-                "subject": self.subject,
-                "data": _canonical(self.data),
-                "use": self.use,
-                "max_uses": self.max_uses,
-                "redeemed_at": redeemed_at,
-            },
-        }
-        return json.dumps(envelope, separators=(",", ":")).encode()
+def body(redemption: RedemptionRecord) -> bytes:
+    """The message reporting one redemption, the same bytes on every attempt."""
+    redeemed_at = iso_utc(redemption.redeemed_at)
+    envelope = {
+        "type": EVENT_TYPE,
+        "timestamp": redeemed_at,
+        "data": {
+            "redemption_id": redemption.redemption_id,
+            "link_id": redemption.link_id,
+            "action": redemption.action,
+            "subject": redemption.subject,
+            "data": _canonical(redemption.data),
+            "use": redemption.use,
+            "max_uses": redemption.max_uses,
+            "redeemed_at": redeemed_at,
+        },
+    }
+    return json.dumps(envelope, separators=(",", ":")).encode()
 
 
 class Verdict(StrEnum):
@@ -154,26 +142,27 @@ def new_http_client(timeout: float) -> httpx.AsyncClient:
     )
 
 
-def headers_for(event: RedemptionEvent, secret: str, body: bytes, timestamp: int) -> dict[str, str]:
-    msg_id = event.webhook_id
+def headers_for(
+    redemption: RedemptionRecord, secret: str, content: bytes, timestamp: int
+) -> dict[str, str]:
+    msg_id = message_id(redemption)
     return {
         "content-type": "application/json",
         "accept-encoding": "identity",  # never inflate an answer we only skim
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret, msg_id, timestamp, body),
+        "webhook-signature": sign(secret, msg_id, timestamp, content),
     }
 
 
 async def attempt(
-    http: httpx.AsyncClient, url: str, secret: str, event: RedemptionEvent, timeout: float
+    http: httpx.AsyncClient, url: str, secret: str, redemption: RedemptionRecord, timeout: float
 ) -> Attempt:
-    """POST ``event`` once; the whole exchange takes at most ``timeout`` seconds."""
-    body = event.body()
+    """POST the redemption's message once; the whole exchange takes at most ``timeout`` s."""
+    content = body(redemption)
+    headers = headers_for(redemption, secret, content, int(time.time()))
     try:
-        request = http.build_request(
-            "POST", url, content=body, headers=headers_for(event, secret, body, int(time.time()))
-        )
+        request = http.build_request("POST", url, content=content, headers=headers)
     except httpx.InvalidURL:
         return Attempt(Verdict.UNAVAILABLE, "invalid webhook_url")
     deadline = asyncio.get_running_loop().time() + timeout

@@ -1,10 +1,16 @@
-"""Fixtures: a migrated PostgreSQL per session, an empty one per test, the app in-process."""
+"""Fixtures: a migrated database per session, an empty one per test, the app in-process.
+
+The database is PostgreSQL; a test or module marked
+``@pytest.mark.backends("postgres", "sqlite")`` runs once on each (SQLite in a
+file of the test's own, migrated like PostgreSQL).
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,9 +42,33 @@ def postgres_url() -> Iterator[str]:
     database.drop_database(url)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``@pytest.mark.backends("postgres", "sqlite")`` runs a test (or module) on each."""
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker is not None and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", marker.args, indirect=True)
+
+
 @pytest.fixture
-def database_url(postgres_url: str) -> str:
-    """The session's database, emptied: every test starts from nothing."""
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database a test runs on: PostgreSQL unless marked ``backends`` (see above)."""
+    chosen: str = getattr(request, "param", database.POSTGRES)
+    return chosen
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated with alembic once per session, copied for each test."""
+    return database.create_sqlite_database(tmp_path_factory.mktemp("sqlite") / "template.db")
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database of the test's backend: every test starts from nothing."""
+    if backend == database.SQLITE:
+        template: Path = request.getfixturevalue("sqlite_template")
+        return database.copy_sqlite_database(template, tmp_path / "links.db")
+    postgres_url: str = request.getfixturevalue("postgres_url")
     database.truncate_all(postgres_url)
     return postgres_url
 

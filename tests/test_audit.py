@@ -7,8 +7,9 @@ from typing import Any
 import httpx
 import pytest
 
-from service.audit import Filters, encode_cursor
+from service.audit import encode_cursor
 from service.state import AppState
+from service.store import Filters
 from tests.conftest import Tenant, make_tenant
 from tests.support.database import fetch
 from tests.support.links import redeem, redemption_id_of

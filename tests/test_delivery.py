@@ -23,7 +23,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from service import outbox
 from service.config import Settings
-from service.db import create_engine, migrate
+from service.db import migrate, open_store
 from service.main import create_app
 from service.webhooks import Attempt, Verdict
 from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN, Tenant, link_path, make_tenant
@@ -180,11 +180,11 @@ async def test_an_outcome_is_recorded_only_under_the_lease_it_was_attempted_with
     async with serving(settings.model_copy(update={"webhook_dispatcher": False})) as http:
         shop = await hooked_tenant(http, admin_headers, receiver.url)
         query_of(await http.get(link_path(await shop.mint())))  # one failed attempt, pending
-    engine = create_engine(settings)
+    store = open_store(settings)
     try:
         now = datetime.now(UTC) + timedelta(seconds=5)  # the retry is due
         lease = now + timedelta(seconds=30)
-        [job] = await outbox.lease_due(engine, now, lease, limit=10)
+        [job] = await store.lease_due(now, lease, limit=10)
         before = await deliveries(database_url)
         # A process that stalled past its lease, which another then took.
         lost = dataclasses.replace(job, lease=lease - timedelta(seconds=10))
@@ -192,15 +192,15 @@ async def test_an_outcome_is_recorded_only_under_the_lease_it_was_attempted_with
             Attempt(Verdict.DELIVERED, status=200),
             Attempt(Verdict.UNAVAILABLE, error="HTTP 503", status=503),
         ):
-            assert not await outbox.record(engine, lost, attempt, now, SCHEDULE)
+            assert not await outbox.record(store, lost, attempt, now, SCHEDULE)
         assert await deliveries(database_url) == before
-        assert before[job.event.redemption_id]["leased_until"] == lease
+        assert before[job.redemption.redemption_id]["leased_until"] == lease
         # The holder of the lease records its outcome.
-        assert await outbox.record(engine, job, Attempt(Verdict.DELIVERED), now, SCHEDULE)
+        assert await outbox.record(store, job, Attempt(Verdict.DELIVERED), now, SCHEDULE)
         [row] = (await deliveries(database_url)).values()
         assert (row["status"], row["attempts"], row["leased_until"]) == ("delivered", 2, None)
     finally:
-        await engine.dispose()
+        await store.close()
 
 
 # --- sync ----------------------------------------------------------------------------
@@ -477,10 +477,10 @@ def sqlite_settings(tmp_path: Path) -> Settings:
 async def test_outbox_and_give_back_on_sqlite(
     sqlite_settings: Settings, admin_headers: Headers, receiver: Receiver
 ) -> None:
-    engine = create_engine(sqlite_settings)
+    store = open_store(sqlite_settings)
 
     async def scalar(query: str) -> Any:
-        async with engine.connect() as conn:
+        async with store.engine.connect() as conn:
             return (await conn.execute(text(query))).scalar()
 
     receiver.script = lambda _request, seen: Answer(503) if seen == 0 else Answer(200)
@@ -504,7 +504,7 @@ async def test_outbox_and_give_back_on_sqlite(
             receiver.answer(Answer(200))
             assert "redemption_id" in query_of(await http.get(link_path(link)))
     finally:
-        await engine.dispose()
+        await store.close()
     verified(receiver.received, shop.webhook_secret)
 
 

@@ -87,7 +87,7 @@ async def test_lifecycle_on_sqlite(sqlite_shop: tuple[Tenant, AppState]) -> None
     assert rest["next_cursor"] is None
 
     report = await purge(
-        state.engine,
+        state.store,
         datetime.now(UTC) + timedelta(days=366) + CLOCK_SKEW_GRACE,
         timedelta(days=90),
         batch_size=1,

@@ -20,8 +20,9 @@ from asgi_lifespan import LifespanManager
 from service.cli import main
 from service.config import Settings
 from service.main import create_app
-from service.purge import ADVISORY_LOCK_KEY, CLOCK_SKEW_GRACE, purge
+from service.purge import CLOCK_SKEW_GRACE, purge
 from service.state import AppState
+from service.store.postgres import ADVISORY_LOCK_KEY
 from tests.conftest import Tenant
 from tests.support.database import fetch
 from tests.support.links import redeem
@@ -58,18 +59,18 @@ async def test_purge_deletes_expired_state_and_keeps_the_rest(
     now = datetime.now(UTC)
 
     # Nothing has expired yet.
-    nothing = await purge(state.engine, now, RETENTION)
+    nothing = await purge(state.store, now, RETENTION)
     assert (nothing.deleted, nothing.skipped) == (0, False)
 
     # Past the short link's expiry (and the grace for clock skew): only its counter goes.
-    report = await purge(state.engine, now + timedelta(seconds=61) + CLOCK_SKEW_GRACE, RETENTION)
+    report = await purge(state.store, now + timedelta(seconds=61) + CLOCK_SKEW_GRACE, RETENTION)
     assert (report.claims, report.deleted) == (1, 1)
     assert await claim_keys(database_url) == {f"l:{long['id']}", "o:voucher:1"}
 
     # A year and a day on: every link that could exist has expired, and the audit
     # rows are past retention. Only the once-key budget stays.
     later = now + timedelta(days=366) + CLOCK_SKEW_GRACE
-    report = await purge(state.engine, later, RETENTION)
+    report = await purge(state.store, later, RETENTION)
     assert (report.claims, report.revocations, report.subject_revocations) == (1, 1, 1)
     assert report.redemptions == 3
     assert await claim_keys(database_url) == {"o:voucher:1"}
@@ -91,7 +92,7 @@ async def test_a_purged_link_still_refuses_by_its_signature(
         await asyncio.sleep(0.1)
 
     # The clock moved past expiry (and the grace): the counter is gone...
-    report = await purge(state.engine, datetime.now(UTC) + CLOCK_SKEW_GRACE, RETENTION)
+    report = await purge(state.store, datetime.now(UTC) + CLOCK_SKEW_GRACE, RETENTION)
     assert report.claims == 1
     assert await count(database_url, "claims") == 0
     # ...and the link is still refused, on its signature alone, with nothing written.
@@ -117,11 +118,11 @@ async def test_retention_keeps_recent_audit_rows(
         " VALUES ('old', 'shop', 'l1', 'l:l1', 'activate', 1, now() - interval '91 days'),"
         " ('recent', 'shop', 'l2', 'l:l2', 'activate', 1, now() - interval '89 days')",
     )
-    report = await purge(state.engine, datetime.now(UTC), RETENTION)
+    report = await purge(state.store, datetime.now(UTC), RETENTION)
     assert report.redemptions == 1
     rows = await fetch(database_url, "SELECT id FROM redemptions")
     assert [r["id"] for r in rows] == ["recent"]
-    report = await purge(state.engine, datetime.now(UTC), timedelta(days=30))
+    report = await purge(state.store, datetime.now(UTC), timedelta(days=30))
     assert report.redemptions == 1
 
 
@@ -136,7 +137,7 @@ async def test_batches_are_bounded(state: AppState, database_url: str) -> None:
         "INSERT INTO claims SELECT 'shop', 'o:' || i, 1, 1, NULL, now(), now()"
         " FROM generate_series(1, 10) AS i",
     )
-    report = await purge(state.engine, datetime.now(UTC), RETENTION, batch_size=1000)
+    report = await purge(state.store, datetime.now(UTC), RETENTION, batch_size=1000)
     assert report.claims == 2500
     assert report.batch_sizes[:4] == [1000, 1000, 500, 0]  # claims, then the other tables
     assert report.largest_batch == 1000
@@ -151,15 +152,15 @@ async def test_one_purge_at_a_time(state: AppState, database_url: str) -> None:
     holder = await asyncpg.connect(database_url.replace("+asyncpg", ""))
     try:
         await holder.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
-        report = await purge(state.engine, datetime.now(UTC), RETENTION)
+        report = await purge(state.store, datetime.now(UTC), RETENTION)
         assert (report.skipped, report.deleted) == (True, 0)
         assert await count(database_url, "claims") == 1
     finally:
         await holder.close()
-    report = await purge(state.engine, datetime.now(UTC), RETENTION)
+    report = await purge(state.store, datetime.now(UTC), RETENTION)
     assert (report.skipped, report.claims) == (False, 1)
     # The lock was given back: another run can take it.
-    assert not (await purge(state.engine, datetime.now(UTC), RETENTION)).skipped
+    assert not (await purge(state.store, datetime.now(UTC), RETENTION)).skipped
 
 
 @pytest.fixture

@@ -24,9 +24,9 @@ def statements(state: AppState) -> Iterator[list[str]]:
     def record(*args: Any) -> None:
         seen.append(args[2])
 
-    event.listen(state.engine.sync_engine, "before_cursor_execute", record)
+    event.listen(state.store.engine.sync_engine, "before_cursor_execute", record)
     yield seen
-    event.remove(state.engine.sync_engine, "before_cursor_execute", record)
+    event.remove(state.store.engine.sync_engine, "before_cursor_execute", record)
 
 
 def reading(statements: list[str], table: str) -> list[str]:

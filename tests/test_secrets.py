@@ -24,7 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from service.config import Settings
-from service.db import create_engine
+from service.db import open_store
 from service.tokens import LinkClaims, TokenCodec
 from tests.conftest import ADMIN_TOKEN, Tenant
 from tests.support.database import TABLES, fetch
@@ -99,7 +99,7 @@ async def test_database_errors_never_carry_their_parameters(settings: Settings) 
     Here two processes racing to create the same client: the loser's
     IntegrityError would otherwise print the new webhook secret.
     """
-    engine = create_engine(settings)
+    engine = open_store(settings).engine
     secret = "whsec_" + secrets.token_urlsafe(24)
     insert = text(
         "INSERT INTO clients (id, name, webhook_secret, allowed_redirects, created_at,"

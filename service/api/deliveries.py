@@ -23,6 +23,6 @@ router = APIRouter(
 )
 async def redeliver(redemption_id: str, client: ClientDep, state: StateDep) -> Response:
     """Queue the webhook again (same ``webhook-id``, fresh retry schedule) → 202, no body."""
-    await outbox.requeue(state.engine, client.id, redemption_id, datetime.now(UTC))
+    await outbox.requeue(state.store, client.id, redemption_id, datetime.now(UTC))
     state.dispatcher.wake()
     return Response(status_code=202)

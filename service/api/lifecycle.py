@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Response
 from starlette.convertors import Convertor, register_url_convertor
 
 from service import lifecycle
-from service.api.deps import ClientDep, SessionDep, StateDep
+from service.api.deps import ClientDep, StateDep
 from service.api.openapi import problem_responses
 from service.schemas import (
     InspectRequest,
@@ -51,25 +51,18 @@ async def inspect_link(
 
 
 @router.get("/links/{link_id:link_id}", responses=problem_responses(404))
-async def link_status(
-    link_id: LinkId, client: ClientDep, state: StateDep, session: SessionDep
-) -> LinkStatus:
-    return await lifecycle.link_status(session, state.codec, client.id, link_id)
+async def link_status(link_id: LinkId, client: ClientDep, state: StateDep) -> LinkStatus:
+    return await lifecycle.link_status(state.store, state.codec, client.id, link_id)
 
 
 @router.delete("/links/{link_id:link_id}", status_code=204, responses=problem_responses(404))
-async def revoke_link(
-    link_id: LinkId, client: ClientDep, state: StateDep, session: SessionDep
-) -> Response:
-    await lifecycle.revoke_link(session, state.codec, client.id, link_id)
-    await session.commit()
+async def revoke_link(link_id: LinkId, client: ClientDep, state: StateDep) -> Response:
+    await lifecycle.revoke_link(state.store, state.codec, client.id, link_id)
     return Response(status_code=204)
 
 
 @router.post("/revocations", status_code=201, responses=problem_responses(400, 413, 422))
 async def revoke_subject(
-    request: SubjectRevocationRequest, client: ClientDep, session: SessionDep
+    request: SubjectRevocationRequest, client: ClientDep, state: StateDep
 ) -> SubjectRevocationOut:
-    revoked = await lifecycle.revoke_subject(session, client, request)
-    await session.commit()
-    return revoked
+    return await lifecycle.revoke_subject(state.store, client, request)

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.problems import unavailable_page
 from service.api.redirect import LINK_PATH, LINK_ROUTE, answer, counted
-from service.db import is_unavailable
+from service.errors import DatabaseUnavailable
 from service.state import AppState
 
 # The route's own pattern, so the fast path takes exactly the requests the route
@@ -48,9 +48,7 @@ class LinkFastPath:
         response: Response
         try:
             result = await state.gate.open(matched["token"])
-        except Exception as exc:
-            if not is_unavailable(exc):
-                raise  # a bug: answered 500 and logged, as on every other route
+        except DatabaseUnavailable as exc:
             response = unavailable_page(exc)
         else:
             response = answer(counted(result))

@@ -48,5 +48,5 @@ async def readyz(state: StateDep) -> JSONResponse:
 )
 async def prometheus_metrics(state: StateDep) -> Response:
     """Prometheus text exposition, summed over every worker process."""
-    body = await metrics.render(state.engine)
+    body = await metrics.render(state.store)
     return Response(body, media_type=CONTENT_TYPE_LATEST, headers=NO_STORE)

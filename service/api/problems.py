@@ -12,14 +12,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import iter_route_contexts
-from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.db import DRIVER_ERRORS, UNAVAILABLE_ERRORS, is_unavailable
-from service.errors import ApiError
+from service.errors import ApiError, DatabaseUnavailable
 from service.pages import error_page
 
 log = logging.getLogger(__name__)
@@ -115,33 +113,26 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return problem(exc.status_code, code, title, str(exc.detail), headers)
 
 
-def unavailable_page(exc: Exception) -> Response:
+def unavailable_page(exc: DatabaseUnavailable) -> Response:
     """The 503 page for a person whose link met an unreachable database."""
-    log.warning("database unavailable: %s", type(exc).__name__)
+    log.warning("database unavailable: %s", exc.cause_name)
     return error_page("unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS})
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
-    if not is_unavailable(exc):
-        raise exc  # another database error: a bug, answered 500 and logged
+    """A page for people on a link's path, a problem for machines everywhere else."""
+    assert isinstance(exc, DatabaseUnavailable)
     if is_link_path(request):
         return unavailable_page(exc)
-    log.warning("database unavailable: %s", type(exc).__name__)
-    return problem(
-        503,
-        "unavailable",
-        "Service unavailable",
-        "the database cannot be reached; try again shortly",
-        {"Retry-After": RETRY_AFTER_SECONDS},
-    )
+    log.warning("database unavailable: %s", exc.cause_name)
+    return await _api_error(request, exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for error in (*UNAVAILABLE_ERRORS, DBAPIError, *DRIVER_ERRORS):
-        app.add_exception_handler(error, _unavailable)
+    app.add_exception_handler(DatabaseUnavailable, _unavailable)
 
 
 class BodyLimitMiddleware:

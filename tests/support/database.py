@@ -1,16 +1,23 @@
-"""A fresh, migrated PostgreSQL database per test session, emptied before each test."""
+"""Test databases: a migrated PostgreSQL per session (emptied before each test), or a
+migrated SQLite file per test; and reading either directly."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import secrets
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 from service.config import Settings
 from service.db import migrate
 
+POSTGRES, SQLITE = "postgres", "sqlite"
+SQLITE_PREFIX = "sqlite+aiosqlite:///"
 SERVER_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TABLES = (
     "deliveries",
@@ -66,8 +73,36 @@ def truncate_all(url: str) -> None:
     asyncio.run(_execute(dsn, f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
 
 
-async def fetch(url: str, query: str, *args: object) -> list[asyncpg.Record]:
-    """Read the database directly, to check what the service really recorded."""
+def create_sqlite_database(path: Path) -> Path:
+    """Migrate a new SQLite file at ``path`` (alembic, as for PostgreSQL)."""
+    migrate(Settings(database_url=SQLITE_PREFIX + str(path)))
+    return path
+
+
+def copy_sqlite_database(template: Path, path: Path) -> str:
+    """A copy of a migrated SQLite file; returns its URL."""
+    shutil.copyfile(template, path)
+    return SQLITE_PREFIX + str(path)
+
+
+def _fetch_sqlite(url: str, query: str, args: tuple[object, ...]) -> list[Any]:
+    # ``$1`` is PostgreSQL's numbered parameter; SQLite spells it ``?1``.
+    connection = sqlite3.connect(url.removeprefix(SQLITE_PREFIX), timeout=30)
+    connection.row_factory = sqlite3.Row
+    try:
+        with connection:
+            return connection.execute(query.replace("$", "?"), args).fetchall()
+    finally:
+        connection.close()
+
+
+async def fetch(url: str, query: str, *args: object) -> list[Any]:
+    """Read (or write) the database directly, to check what the service really recorded.
+
+    Rows are read by column name (``row["n"]``) on either database.
+    """
+    if url.startswith(SQLITE_PREFIX):
+        return _fetch_sqlite(url, query, args)
     dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
     conn = await asyncpg.connect(dsn, timeout=5)
     try:

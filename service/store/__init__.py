@@ -1,0 +1,246 @@
+"""The storage seam: what the use cases need from a database, and the records it returns.
+
+One implementation per database (``postgres.PostgresStore``,
+``sqlite.SqliteStore``), chosen once by ``open_store`` when a process builds
+its state. Each owns its engine, its statements and its connection handling,
+and turns its driver's "the database is gone" errors into the project's own
+``errors.DatabaseUnavailable`` at that boundary, so no use case or router asks
+which driver failed. Every other database error is a bug and surfaces as is.
+
+Configuration (clients, keys, actions) is read and written through SQLAlchemy
+sessions on ``Store.engine`` (``service.registry``, ``service.admin``); the
+same boundary covers them.
+
+A new operation is one method here, one in each implementation (or one in
+``sql.SqlStore`` when both dialects write it alike) and one contract test in
+``tests/test_store.py``, which runs on both databases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.tokens import LinkClaims
+
+# --- records ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RedemptionRecord:
+    """One accepted use of a link: the audit row, and what its webhook reports."""
+
+    redemption_id: str
+    client_id: str
+    link_id: str
+    claim_key: str
+    action: str
+    subject: str | None
+    data: Any
+    use: int
+    max_uses: int | None
+    redeemed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """What a claim did: the redemption it recorded, or why none (revoked, or no use left)."""
+
+    revoked: bool
+    redemption: RedemptionRecord | None
+
+    @property
+    def claimed(self) -> bool:
+        return self.redemption is not None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkState:
+    """A link's counter and revocation as they stand, read without claiming anything.
+
+    ``uses`` is the counter the link draws on (0 before its first use).
+    ``recorded_uses`` is what to tell a client: the counter while it exists,
+    else (when asked for) the link's audit rows, which outlive a purged counter.
+    """
+
+    uses: int
+    revoked: bool
+    recorded_uses: int
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What the database knows about one link's uses."""
+
+    uses: int
+    first_at: datetime | None
+    last_at: datetime | None
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Which of a client's redemptions the audit log lists."""
+
+    link_id: str | None = None
+    subject: str | None = None
+    action: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryState:
+    """A redemption's webhook job as the audit log shows it (``status`` None: no job)."""
+
+    status: str | None
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One row of the audit log: the redemption, its place (``seq``) and its delivery."""
+
+    seq: int
+    redemption: RedemptionRecord
+    delivery: DeliveryState
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A leased delivery job: the redemption to report, the attempts made so far, and the
+    lease, which is also the holder's token: an outcome is recorded only under it."""
+
+    redemption: RedemptionRecord
+    attempts: int
+    lease: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    """What to write after one attempt: delivered, due again at ``retry_at``, or failed."""
+
+    delivered: bool
+    error: str | None
+    retry_at: datetime | None
+
+
+class Requeued(StrEnum):
+    REQUEUED = "requeued"
+    NO_WEBHOOK = "no_webhook"  # the redemption exists, its action delivers no webhooks
+    UNKNOWN = "unknown"  # no such redemption of this client
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeTarget:
+    """One kind of row purge deletes: ``table`` rows whose ``column`` is before a cutoff."""
+
+    table: str
+    column: str
+
+
+CLAIMS = PurgeTarget("claims", "expires_at")
+REVOCATIONS = PurgeTarget("revocations", "expires_at")
+SUBJECT_REVOCATIONS = PurgeTarget("subject_revocations", "expires_at")
+REDEMPTIONS = PurgeTarget("redemptions", "redeemed_at")
+
+
+# --- the protocol ------------------------------------------------------------------------
+
+
+class PurgeBatches(Protocol):
+    """The purge's connection, while it holds the purge lock."""
+
+    async def delete_batch(self, target: PurgeTarget, cutoff: datetime, limit: int) -> int:
+        """Delete (and commit) up to ``limit`` rows of ``target`` before ``cutoff``."""
+        ...
+
+
+class Store(Protocol):
+    @property
+    def engine(self) -> AsyncEngine:
+        """For SQLAlchemy sessions (configuration) and the schema check; same error boundary."""
+        ...
+
+    async def close(self) -> None: ...
+
+    # redemption
+
+    async def claim(
+        self, link: LinkClaims, now: datetime, *, deliver: bool, lease: datetime | None
+    ) -> ClaimResult:
+        """Take one use of ``link`` and record it (with its delivery job when ``deliver``,
+        leased until ``lease``), committed before returning; or say why not."""
+        ...
+
+    async def give_back(self, redemption_id: str) -> bool:
+        """Undo a claim: delete its audit row (and job), return the use. False if gone."""
+        ...
+
+    async def peek(self, link: LinkClaims, *, recorded: bool = False) -> LinkState:
+        """The link's counter and revocation, read only; ``recorded``: audit rows too."""
+        ...
+
+    # lifecycle
+
+    async def revoke_link(
+        self, client_id: str, link_id: str, revoked_at: datetime, expires_at: datetime
+    ) -> None:
+        """Record a link's revocation; an existing one stands."""
+        ...
+
+    async def revoke_subject(
+        self,
+        client_id: str,
+        subject: str,
+        action: str,
+        revoked_at: datetime,
+        expires_at: datetime,
+    ) -> datetime:
+        """Record a subject revocation, moved forward only; the ``revoked_at`` now stored."""
+        ...
+
+    async def usage(self, client_id: str, link_id: str, claim_key: str) -> Usage: ...
+
+    # audit log
+
+    async def redemptions(
+        self, client_id: str, filters: Filters, before_seq: int | None, limit: int
+    ) -> list[AuditEntry]:
+        """Up to ``limit`` of the client's redemptions below ``before_seq``, newest first."""
+        ...
+
+    async def redemption(self, client_id: str, redemption_id: str) -> AuditEntry | None: ...
+
+    # outbox
+
+    async def lease_due(self, now: datetime, lease: datetime, limit: int) -> list[Job]:
+        """Lease up to ``limit`` due jobs nobody alive holds, until ``lease``."""
+        ...
+
+    async def record_attempt(self, job: Job, now: datetime, outcome: AttemptOutcome) -> bool:
+        """Write an attempt's outcome if the job is still held under its lease."""
+        ...
+
+    async def release(self, leases: Mapping[str, datetime]) -> None:
+        """Hand back leased jobs (redemption id → lease), those still held under it."""
+        ...
+
+    async def requeue(self, client_id: str, redemption_id: str, now: datetime) -> Requeued:
+        """Queue a job again from a fresh schedule; an attempt in flight keeps its lease."""
+        ...
+
+    async def delivery_backlog(self, timeout: float) -> tuple[int, datetime | None]:
+        """(pending jobs, creation time of the oldest), read within ``timeout`` seconds."""
+        ...
+
+    # purge
+
+    def purging(self) -> AbstractAsyncContextManager[PurgeBatches | None]:
+        """The purge's connection, or None when another process is purging."""
+        ...

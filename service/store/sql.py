@@ -1,0 +1,539 @@
+"""What both stores share: the engine's error boundary and the statements written alike.
+
+The boundary: errors that mean "the database cannot be reached or dropped the
+connection" become ``DatabaseUnavailable`` (the driver's error kept as its
+``__cause__``) at the two places SQLAlchemy lets them through, so every
+statement and every session on the engine is covered:
+
+- the ``handle_error`` event, for errors of a statement (and of a connection
+  SQLAlchemy opens for one);
+- the pool's checkout (``GuardedPool``), for a pool with no connection free
+  within its timeout and for a server that refuses or does not answer a new
+  connection, which reach no statement.
+
+``unavailable`` is the one answer to the question; the PostgreSQL store adds
+the errors of its direct asyncpg line (``postgres.py``).
+
+``SqlStore`` holds the operations whose SQLAlchemy statements both dialects
+run alike; ``PostgresStore`` and ``SqliteStore`` add their own claim, peek,
+purge batches and locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Select,
+    TextClause,
+    and_,
+    case,
+    event,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection
+
+from service.errors import DatabaseUnavailable
+from service.models import ALL_ACTIONS, Claim, Delivery, Redemption, Revocation, SubjectRevocation
+from service.store import (
+    AttemptOutcome,
+    AuditEntry,
+    ClaimResult,
+    DeliveryState,
+    Filters,
+    Job,
+    LinkState,
+    PurgeTarget,
+    RedemptionRecord,
+    Requeued,
+    Usage,
+)
+from service.tokens import LinkClaims
+
+# SQLSTATE classes of a server or connection that is gone: 08 connection
+# exception (asyncpg's "connection was closed in the middle of operation"
+# arrives as a plain DBAPIError), 57P shutdown or cannot connect now, 53300
+# too many connections.
+UNAVAILABLE_SQLSTATES = ("08", "57P", "53300")
+
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached (else it is a bug, or a refusal)."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout | OSError | TimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or unavailable_sqlstate(exc.orig)
+    return False
+
+
+def unavailable_sqlstate(exc: BaseException | None) -> bool:
+    """A driver error whose SQLSTATE says the server or the connection is gone."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith(UNAVAILABLE_SQLSTATES)
+
+
+def _on_error(context: ExceptionContext) -> BaseException | None:
+    """``handle_error``: the replacement SQLAlchemy raises (``from`` the driver's error)."""
+    if not isinstance(context.original_exception, Exception):
+        return None  # cancellation (SQLAlchemy counts it as a disconnect): never an outage
+    raised = context.sqlalchemy_exception or context.original_exception
+    if context.is_disconnect or unavailable(raised):
+        return DatabaseUnavailable()
+    return None
+
+
+class GuardedPool(AsyncAdaptedQueuePool):
+    """The pool, whose checkout failures are ``DatabaseUnavailable`` when they mean so."""
+
+    def connect(self) -> PoolProxiedConnection:
+        try:
+            return super().connect()
+        except Exception as exc:
+            if unavailable(exc):
+                raise DatabaseUnavailable() from exc
+            raise
+
+
+def guard(engine: AsyncEngine) -> AsyncEngine:
+    """Install the statement half of the boundary (the pool half is ``GuardedPool``)."""
+    assert isinstance(engine.sync_engine.pool, GuardedPool), "create it with GuardedPool"
+    event.listen(engine.sync_engine, "handle_error", _on_error, retval=True)
+    return engine
+
+
+def _record(row: Any) -> RedemptionRecord:
+    return RedemptionRecord(
+        redemption_id=row.id,
+        client_id=row.client_id,
+        link_id=row.link_id,
+        claim_key=row.claim_key,
+        action=row.action,
+        subject=row.subject,
+        data=row.data,
+        use=row.use,
+        max_uses=row.max_uses,
+        redeemed_at=row.redeemed_at,
+    )
+
+
+GIVE_BACK_AUDIT = text(
+    "DELETE FROM redemptions WHERE id = :redemption_id RETURNING client_id, claim_key"
+)
+GIVE_BACK_USE = text(
+    """
+UPDATE claims SET uses = uses - 1
+WHERE client_id = :client_id AND key = :claim_key AND uses > 0
+"""
+)
+
+
+class SqlStore(ABC):
+    """The operations both dialects write alike, on an engine built with ``GuardedPool``."""
+
+    # The dialect's INSERT (PostgreSQL's and SQLite's both know ``ON CONFLICT``).
+    insert: Callable[..., Any]
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = guard(engine)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    # --- redemption --------------------------------------------------------------------
+
+    @abstractmethod
+    async def claim(
+        self, link: LinkClaims, now: datetime, *, deliver: bool, lease: datetime | None
+    ) -> ClaimResult: ...
+
+    @abstractmethod
+    async def peek(self, link: LinkClaims, *, recorded: bool = False) -> LinkState: ...
+
+    async def give_back(self, redemption_id: str) -> bool:
+        """Deletes the audit row (its delivery job goes with it, ON DELETE CASCADE) and
+        decrements the counter, in one transaction."""
+        async with self._engine.begin() as conn:
+            found = await conn.execute(GIVE_BACK_AUDIT, {"redemption_id": redemption_id})
+            row = found.first()
+            if row is None:
+                return False
+            await conn.execute(
+                GIVE_BACK_USE, {"client_id": row.client_id, "claim_key": row.claim_key}
+            )
+        return True
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def revoke_link(
+        self, client_id: str, link_id: str, revoked_at: datetime, expires_at: datetime
+    ) -> None:
+        statement = (
+            self.insert(Revocation)
+            .values(
+                client_id=client_id, link_id=link_id, revoked_at=revoked_at, expires_at=expires_at
+            )
+            .on_conflict_do_nothing(index_elements=["client_id", "link_id"])
+        )
+        async with self._engine.begin() as conn:
+            await conn.execute(statement)
+
+    async def revoke_subject(
+        self,
+        client_id: str,
+        subject: str,
+        action: str,
+        revoked_at: datetime,
+        expires_at: datetime,
+    ) -> datetime:
+        table = SubjectRevocation.__table__
+        insert = self.insert(SubjectRevocation).values(
+            client_id=client_id,
+            subject=subject,
+            action=action,
+            revoked_at=revoked_at,
+            expires_at=expires_at,
+        )
+        newer = insert.excluded.revoked_at > table.c.revoked_at
+        statement = insert.on_conflict_do_update(
+            index_elements=["client_id", "subject", "action"],
+            set_={
+                "revoked_at": case((newer, insert.excluded.revoked_at), else_=table.c.revoked_at),
+                "expires_at": case((newer, insert.excluded.expires_at), else_=table.c.expires_at),
+            },
+        ).returning(table.c.revoked_at)
+        async with self._engine.begin() as conn:
+            stored: datetime = (await conn.execute(statement)).scalar_one()
+        return stored
+
+    async def usage(self, client_id: str, link_id: str, claim_key: str) -> Usage:
+        """One read: the use counter ``claim_key`` if it exists, else the link's audit rows.
+
+        The counter is the authority while it lives (it outlasts the audit
+        retention window for long-lived links); once purged, or for a link that
+        draws on a once-key budget, the audit rows of the link id tell its uses.
+        """
+        audit = (
+            select(
+                func.count().label("n"),
+                func.min(Redemption.redeemed_at).label("first_at"),
+                func.max(Redemption.redeemed_at).label("last_at"),
+            )
+            .where(Redemption.client_id == client_id, Redemption.link_id == link_id)
+            .subquery()
+        )
+        revoked = exists().where(Revocation.client_id == client_id, Revocation.link_id == link_id)
+        statement = select(
+            audit.c.n,
+            audit.c.first_at,
+            audit.c.last_at,
+            Claim.uses,
+            Claim.first_used_at,
+            Claim.last_used_at,
+            revoked.label("revoked"),
+        ).select_from(
+            audit.outerjoin(Claim, and_(Claim.client_id == client_id, Claim.key == claim_key))
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(statement)).one()
+        if row.uses is not None:
+            return Usage(row.uses, row.first_used_at, row.last_used_at, bool(row.revoked))
+        return Usage(int(row.n), row.first_at, row.last_at, bool(row.revoked))
+
+    # --- audit log ---------------------------------------------------------------------
+
+    @staticmethod
+    def _audit() -> Select[Any]:
+        """Redemptions with their delivery job, in the same query (``LEFT JOIN``)."""
+        return select(
+            *Redemption.__table__.c,
+            Delivery.status,
+            Delivery.attempts,
+            Delivery.last_error,
+        ).outerjoin(Delivery, Delivery.redemption_id == Redemption.id)
+
+    @staticmethod
+    def _entry(row: Any) -> AuditEntry:
+        delivery = DeliveryState(row.status, row.attempts or 0, row.last_error)
+        return AuditEntry(row.seq, _record(row), delivery)
+
+    async def redemptions(
+        self, client_id: str, filters: Filters, before_seq: int | None, limit: int
+    ) -> list[AuditEntry]:
+        statement = self._audit().where(Redemption.client_id == client_id)
+        if filters.link_id is not None:
+            statement = statement.where(Redemption.link_id == filters.link_id)
+        if filters.subject is not None:
+            statement = statement.where(Redemption.subject == filters.subject)
+        if filters.action is not None:
+            statement = statement.where(Redemption.action == filters.action)
+        if before_seq is not None:
+            statement = statement.where(Redemption.seq < before_seq)
+        statement = statement.order_by(Redemption.seq.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        return [self._entry(row) for row in rows]
+
+    async def redemption(self, client_id: str, redemption_id: str) -> AuditEntry | None:
+        statement = self._audit().where(
+            Redemption.client_id == client_id, Redemption.id == redemption_id
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(statement)).one_or_none()
+        return None if row is None else self._entry(row)
+
+    # --- outbox ------------------------------------------------------------------------
+    #
+    # A job is *leased* by writing ``leased_until``: until then nobody else
+    # attempts it. The lease value doubles as the holder's token: an outcome is
+    # recorded only ``WHERE leased_until = <my lease>``, so a process that
+    # stalled past its lease (and lost the job to another) records nothing.
+    #
+    # Leasing due jobs is one statement: ``UPDATE … WHERE redemption_id IN
+    # (SELECT … FOR UPDATE SKIP LOCKED LIMIT n)``, so concurrent dispatchers on
+    # PostgreSQL take disjoint batches without waiting on each other. SQLite has
+    # no row locks (and drops the ``FOR UPDATE``); there the same ``UPDATE`` runs
+    # under the database's single write lock, which makes it just as exclusive.
+
+    async def lease_due(self, now: datetime, lease: datetime, limit: int) -> list[Job]:
+        due = (
+            select(Delivery.redemption_id)
+            .where(
+                Delivery.status == PENDING,
+                Delivery.next_attempt_at <= now,
+                or_(Delivery.leased_until.is_(None), Delivery.leased_until < now),
+            )
+            .order_by(Delivery.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        take = (
+            update(Delivery)
+            .where(Delivery.redemption_id.in_(due.scalar_subquery()))
+            .values(leased_until=lease)
+            .returning(Delivery.redemption_id, Delivery.attempts)
+        )
+        redemptions = Redemption.__table__
+        async with self._engine.begin() as conn:
+            attempts = {row.redemption_id: row.attempts for row in await conn.execute(take)}
+            if not attempts:
+                return []
+            rows = await conn.execute(select(redemptions).where(redemptions.c.id.in_(attempts)))
+            return [Job(_record(row), attempts[row.id], lease) for row in rows]
+
+    async def record_attempt(self, job: Job, now: datetime, outcome: AttemptOutcome) -> bool:
+        values: dict[str, Any] = {
+            "attempts": Delivery.attempts + 1,
+            "leased_until": None,
+            "last_error": outcome.error,
+        }
+        if outcome.delivered:
+            values.update(status=DELIVERED, delivered_at=now)
+        elif outcome.retry_at is None:
+            values["status"] = FAILED
+        else:
+            values["next_attempt_at"] = outcome.retry_at
+        statement = (
+            update(Delivery)
+            .where(
+                Delivery.redemption_id == job.redemption.redemption_id,
+                Delivery.status == PENDING,
+                Delivery.leased_until == job.lease,
+            )
+            .values(**values)
+        )
+        # One statement, atomic by itself: autocommit spares the BEGIN and COMMIT
+        # round trips on every inline delivery of a redemption.
+        async with self._engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            result = await conn.execute(statement)
+        return bool(result.rowcount == 1)
+
+    async def release(self, leases: Mapping[str, datetime]) -> None:
+        if not leases:
+            return
+        async with self._engine.begin() as conn:
+            for redemption_id, lease in leases.items():
+                await conn.execute(
+                    update(Delivery)
+                    .where(Delivery.redemption_id == redemption_id, Delivery.leased_until == lease)
+                    .values(leased_until=None)
+                )
+
+    async def requeue(self, client_id: str, redemption_id: str, now: datetime) -> Requeued:
+        # An attempt in flight keeps its lease: no other process may send the job
+        # meanwhile (one process per job at a time), and its outcome is still recorded.
+        in_flight = Delivery.leased_until > now
+        statement = (
+            update(Delivery)
+            .where(Delivery.redemption_id == redemption_id, Delivery.client_id == client_id)
+            .values(
+                status=PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                leased_until=case((in_flight, Delivery.leased_until), else_=None),
+                delivered_at=None,
+            )
+        )
+        known = exists().where(Redemption.id == redemption_id, Redemption.client_id == client_id)
+        async with self._engine.begin() as conn:
+            if (await conn.execute(statement)).rowcount == 1:
+                return Requeued.REQUEUED
+            if await conn.scalar(select(known)):
+                return Requeued.NO_WEBHOOK
+        return Requeued.UNKNOWN
+
+    async def delivery_backlog(self, timeout: float) -> tuple[int, datetime | None]:
+        """Reads the pending rows only (a partial index covers them)."""
+        query = select(func.count(), func.min(Delivery.created_at)).where(
+            Delivery.status == PENDING
+        )
+        try:
+            async with asyncio.timeout(timeout), self._engine.connect() as conn:
+                await self._limit_statement_time(conn, timeout)
+                pending, oldest = (await conn.execute(query)).one()
+        except TimeoutError:
+            raise DatabaseUnavailable(f"no answer within {timeout:g} s") from None
+        return int(pending), oldest
+
+    @abstractmethod
+    async def _limit_statement_time(self, conn: AsyncConnection, seconds: float) -> None:
+        """Let the server stop a read the caller will not wait for (where it can)."""
+
+    # --- purge -------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def purging(self) -> AsyncIterator[_Batches | None]:
+        async with self._engine.connect() as conn:
+            if not await self._try_lock(conn):
+                yield None
+                return
+            try:
+                yield _Batches(conn, self._batch_statement)
+            except BaseException:
+                # Dropping the connection ends its session, and with it any lock.
+                await conn.invalidate()
+                raise
+            await self._unlock(conn)
+
+    @abstractmethod
+    async def _try_lock(self, conn: AsyncConnection) -> bool:
+        """Take the one-purge-at-a-time lock; False when another process holds it."""
+
+    @abstractmethod
+    async def _unlock(self, conn: AsyncConnection) -> None:
+        """Give back what ``_try_lock`` took."""
+
+    @abstractmethod
+    def _batch_statement(self, target: PurgeTarget) -> TextClause:
+        """Delete up to ``:n`` rows before ``:cutoff``, found through the column's index."""
+
+
+class _Batches:
+    def __init__(
+        self, conn: AsyncConnection, statement: Callable[[PurgeTarget], TextClause]
+    ) -> None:
+        self._conn = conn
+        self._statement = statement
+
+    async def delete_batch(self, target: PurgeTarget, cutoff: datetime, limit: int) -> int:
+        result = await self._conn.execute(self._statement(target), {"cutoff": cutoff, "n": limit})
+        await self._conn.commit()
+        return int(result.rowcount)
+
+
+# --- SQL both claims and peeks are made of -----------------------------------------------
+
+REVOKED = f"""
+    EXISTS (SELECT 1 FROM revocations
+            WHERE client_id = :client_id AND link_id = :link_id)
+    OR EXISTS (SELECT 1 FROM subject_revocations
+               WHERE client_id = :client_id AND subject = :subject
+                 AND action IN (:action, '{ALL_ACTIONS}') AND revoked_at > :issued_at)
+"""
+
+_PEEK = """
+SELECT counter.uses AS uses, ({revoked}) AS revoked, {audited} AS audited
+FROM (SELECT 1) AS one
+LEFT JOIN claims AS counter ON counter.client_id = :client_id AND counter.key = :claim_key
+"""
+# Counted only for a link without a counter (a subquery in an untaken CASE
+# branch is never run), and only when asked: the gate's reads never use it.
+_AUDITED = """CASE WHEN counter.uses IS NULL THEN
+    (SELECT count(*) FROM redemptions WHERE client_id = :client_id AND link_id = :link_id)
+END"""
+
+
+def peek_sql(recorded: bool) -> str:
+    """One read: the counter, the revocations and (``recorded``) the audit rows of a link."""
+    return _PEEK.format(revoked=REVOKED, audited=_AUDITED if recorded else "NULL")
+
+
+def peek_params(link: LinkClaims) -> dict[str, object]:
+    return {
+        "client_id": link.client_id,
+        "link_id": link.link_id,
+        "claim_key": link.claim_key,
+        "action": link.action,
+        "subject": link.subject,
+        "issued_at": link.issued_at,
+    }
+
+
+def link_state(uses: int | None, revoked: object, audited: int | None) -> LinkState:
+    return LinkState(
+        uses=uses or 0,
+        revoked=bool(revoked),
+        recorded_uses=uses if uses is not None else int(audited or 0),
+    )
+
+
+def claim_params(
+    link: LinkClaims, now: datetime, deliver: bool, lease: datetime | None
+) -> dict[str, object]:
+    return {
+        **peek_params(link),
+        "data": link.data,
+        "expires_at": None if link.once_key is not None else link.expires_at_datetime,
+        "max_uses": link.max_uses,
+        "now": now,
+        "deliver": deliver,
+        "leased_until": lease,
+        "redemption_id": secrets.token_urlsafe(12),
+    }
+
+
+def claimed(link: LinkClaims, redemption_id: str, now: datetime, use: int) -> RedemptionRecord:
+    """The redemption a claim of ``link`` at ``now`` just recorded, as use number ``use``."""
+    return RedemptionRecord(
+        redemption_id=redemption_id,
+        client_id=link.client_id,
+        link_id=link.link_id,
+        claim_key=link.claim_key,
+        action=link.action,
+        subject=link.subject,
+        data=link.data,
+        use=use,
+        max_uses=link.max_uses,
+        redeemed_at=now,
+    )

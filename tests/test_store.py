@@ -1,0 +1,538 @@
+"""The storage seam (``service.store``): one contract, run on PostgreSQL and on SQLite.
+
+Every test here takes the ``store`` of the test's backend and checks what the
+use cases rely on: claims never exceed their limits (also when many run at
+once), once keys share one budget per client, revocations of a link and of a
+subject refuse claims, a given-back use is claimed again, peeks read without
+writing, purge deletes in bounded batches, and the audit log and the outbox
+read back the redemption the claim recorded. A new storage operation gets its
+contract test here, and so runs on both databases.
+
+Below them, the PostgreSQL store's own parts: its direct asyncpg line (a fair
+wait in line, bounded; failed or cancelled statements drop their connection)
+and its mapping of asyncpg's errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
+
+from service.config import Settings
+from service.db import open_store
+from service.errors import DatabaseUnavailable
+from service.models import ALL_ACTIONS
+from service.store import (
+    CLAIMS,
+    REDEMPTIONS,
+    REVOCATIONS,
+    SUBJECT_REVOCATIONS,
+    AttemptOutcome,
+    Filters,
+    Requeued,
+    Store,
+    postgres,
+)
+from service.store.postgres import Positional, PostgresStore, driver_unavailable
+from service.tokens import LinkClaims, new_link_id
+from tests.support.database import POSTGRES, SQLITE, fetch
+
+pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
+
+LATER = timedelta(hours=1)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    opened = open_store(Settings(database_url=database_url))
+    yield opened
+    await opened.close()
+
+
+def url_of(store: Store) -> str:
+    return store.engine.url.render_as_string(hide_password=False)
+
+
+def utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def micros(moment: datetime) -> int:
+    """``issued_at_us`` of a link minted at ``moment``."""
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def link(client_id: str = "shop", **fields: Any) -> LinkClaims:
+    now_us = time.time_ns() // 1000
+    claims: dict[str, Any] = {
+        "link_id": new_link_id(),
+        "client_id": client_id,
+        "action": "activate",
+        "subject": "42",
+        "data": {"k": ["v", 1]},
+        "issued_at_us": now_us,
+        "expires_at": now_us // 1_000_000 + 3600,
+        "max_uses": 1,
+    }
+    claims.update(fields)
+    return LinkClaims(**claims)
+
+
+async def uses_of(store: Store, claims: LinkClaims, times: int) -> list[int | None]:
+    """Claim ``times`` in a row; the use number of each, None when refused."""
+    found = []
+    for _ in range(times):
+        result = await store.claim(claims, utc(), deliver=False, lease=None)
+        found.append(result.redemption.use if result.redemption else None)
+    return found
+
+
+# --- claims ----------------------------------------------------------------------------
+
+
+async def test_a_claim_records_the_redemption_it_reports(store: Store) -> None:
+    claims = link()
+    now = utc()
+    result = await store.claim(claims, now, deliver=False, lease=None)
+    assert (result.claimed, result.revoked) == (True, False)
+    record = result.redemption
+    assert record is not None
+    assert (record.link_id, record.claim_key, record.use, record.max_uses) == (
+        claims.link_id,
+        claims.claim_key,
+        1,
+        1,
+    )
+    entry = await store.redemption("shop", record.redemption_id)
+    assert entry is not None
+    assert entry.redemption == record  # the same record, read back from the audit log
+    assert entry.delivery.status is None  # no webhook job
+
+
+async def test_claims_stop_at_their_limit(store: Store) -> None:
+    assert await uses_of(store, link(), 3) == [1, None, None]
+    assert await uses_of(store, link(max_uses=3), 5) == [1, 2, 3, None, None]
+    assert await uses_of(store, link(max_uses=None), 4) == [1, 2, 3, 4]
+    refused = await store.claim(link(max_uses=1), utc(), deliver=False, lease=None)
+    assert refused.claimed
+
+
+async def test_a_used_link_is_refused_as_used_not_revoked(store: Store) -> None:
+    claims = link()
+    await store.claim(claims, utc(), deliver=False, lease=None)
+    again = await store.claim(claims, utc(), deliver=False, lease=None)
+    assert (again.claimed, again.revoked) == (False, False)
+
+
+async def test_once_keys_share_one_budget_per_client(store: Store) -> None:
+    first, second = link(once_key="voucher:1", max_uses=2), link(once_key="voucher:1", max_uses=2)
+    assert await uses_of(store, first, 1) == [1]
+    assert await uses_of(store, second, 2) == [2, None]
+    assert await uses_of(store, link("mall", once_key="voucher:1"), 1) == [1]
+    # A later link of the same key that allows more uses draws on the same counter.
+    assert await uses_of(store, link(once_key="voucher:1", max_uses=3), 2) == [3, None]
+
+
+async def test_concurrent_claims_take_exactly_the_allowed_uses(store: Store) -> None:
+    for max_uses in (1, 5):
+        claims = link(max_uses=max_uses)
+        results = await asyncio.gather(
+            *(store.claim(claims, utc(), deliver=False, lease=None) for _ in range(20))
+        )
+        uses = sorted(r.redemption.use for r in results if r.redemption is not None)
+        assert uses == list(range(1, max_uses + 1))
+    shared = [link(once_key="voucher:9", max_uses=3) for _ in range(4)]
+    results = await asyncio.gather(
+        *(store.claim(c, utc(), deliver=False, lease=None) for c in shared * 5)
+    )
+    assert sum(r.claimed for r in results) == 3
+
+
+# --- revocations -----------------------------------------------------------------------
+
+
+async def test_a_revoked_link_is_refused_and_the_first_revocation_stands(store: Store) -> None:
+    claims, spared = link(), link()
+    first = utc()
+    await store.revoke_link("shop", claims.link_id, first, first + LATER)
+    await store.revoke_link("shop", claims.link_id, first + LATER, first + 2 * LATER)
+    result = await store.claim(claims, utc(), deliver=False, lease=None)
+    assert (result.claimed, result.revoked) == (False, True)
+    assert (await store.peek(claims)).revoked
+    assert (await store.claim(spared, utc(), deliver=False, lease=None)).claimed
+    rows = await fetch(url_of(store), "SELECT expires_at FROM revocations")
+    assert len(rows) == 1
+    assert not (
+        await store.claim(link("mall", link_id=claims.link_id), utc(), deliver=False, lease=None)
+    ).revoked
+
+
+async def test_a_subject_revocation_refuses_links_issued_before_it(store: Store) -> None:
+    revoked_at = utc()
+    before = link(subject="7", issued_at_us=micros(revoked_at) - 1)
+    other_action = link(subject="7", action="subscribe", issued_at_us=micros(revoked_at) - 1)
+    stored = await store.revoke_subject("shop", "7", "activate", revoked_at, revoked_at + LATER)
+    assert stored == revoked_at
+    after = link(subject="7", issued_at_us=micros(revoked_at) + 1)
+    assert (await store.claim(before, utc(), deliver=False, lease=None)).revoked
+    assert (await store.claim(other_action, utc(), deliver=False, lease=None)).claimed
+    assert (await store.claim(after, utc(), deliver=False, lease=None)).claimed
+    # Every action, and only ever moved forward.
+    everything = await store.revoke_subject(
+        "shop", "8", ALL_ACTIONS, revoked_at, revoked_at + LATER
+    )
+    earlier = revoked_at - LATER
+    assert await store.revoke_subject("shop", "8", ALL_ACTIONS, earlier, revoked_at) == everything
+    assert (
+        await store.claim(
+            link(subject="8", action="x", issued_at_us=micros(revoked_at) - 1),
+            utc(),
+            deliver=False,
+            lease=None,
+        )
+    ).revoked
+
+
+# --- give back, peek, usage ------------------------------------------------------------
+
+
+async def test_a_given_back_use_can_be_claimed_again(store: Store) -> None:
+    claims = link()
+    result = await store.claim(claims, utc(), deliver=True, lease=None)
+    assert result.redemption is not None
+    assert await store.give_back(result.redemption.redemption_id)
+    assert not await store.give_back(result.redemption.redemption_id)
+    assert await store.redemption("shop", result.redemption.redemption_id) is None
+    assert (await store.peek(claims)).uses == 0
+    assert await store.delivery_backlog(1.0) == (0, None)  # the job went with it
+    assert await uses_of(store, claims, 2) == [1, None]
+
+
+async def test_peek_reads_without_writing(store: Store) -> None:
+    claims = link(max_uses=2)
+    state = await store.peek(claims)
+    assert (state.uses, state.revoked, state.recorded_uses) == (0, False, 0)
+    assert (await store.peek(claims)).uses == 0
+    await uses_of(store, claims, 1)
+    assert (await store.peek(claims)).uses == 1
+    # Without a counter (purged), only a ``recorded`` peek counts the audit rows.
+    await fetch(url_of(store), "DELETE FROM claims")
+    assert (await store.peek(claims)).recorded_uses == 0
+    assert (await store.peek(claims, recorded=True)).recorded_uses == 1
+
+
+async def test_usage_counts_the_counter_then_the_audit_rows(store: Store) -> None:
+    claims = link(max_uses=5)
+    await uses_of(store, claims, 3)
+    usage = await store.usage("shop", claims.link_id, claims.claim_key)
+    assert (usage.uses, usage.revoked) == (3, False)
+    assert usage.first_at is not None
+    assert usage.last_at is not None
+    assert usage.first_at <= usage.last_at
+    await fetch(url_of(store), "DELETE FROM claims")
+    assert (await store.usage("shop", claims.link_id, claims.claim_key)).uses == 3
+    nothing = await store.usage("shop", new_link_id(), "l:none")
+    assert (nothing.uses, nothing.first_at, nothing.revoked) == (0, None, False)
+
+
+# --- audit log ---------------------------------------------------------------------------
+
+
+async def test_the_audit_log_reads_newest_first_filtered_and_paged(store: Store) -> None:
+    forever = link(max_uses=None, subject="a")
+    other = link(max_uses=None, subject="b", action="subscribe")
+    await uses_of(store, forever, 3)
+    await uses_of(store, other, 2)
+    await uses_of(store, link("mall", max_uses=None), 1)
+    entries = await store.redemptions("shop", Filters(), None, 10)
+    assert [e.redemption.use for e in entries] == [2, 1, 3, 2, 1]
+    assert [e.seq for e in entries] == sorted((e.seq for e in entries), reverse=True)
+    page = await store.redemptions("shop", Filters(), entries[1].seq, 2)
+    assert page == entries[2:4]
+    for filters in (
+        Filters(link_id=forever.link_id),
+        Filters(subject="a"),
+        Filters(action="activate"),
+    ):
+        found = await store.redemptions("shop", filters, None, 10)
+        assert [e.redemption.link_id for e in found] == [forever.link_id] * 3
+    assert await store.redemption("mall", entries[0].redemption.redemption_id) is None
+
+
+# --- outbox --------------------------------------------------------------------------------
+
+
+async def test_a_job_is_leased_recorded_only_under_its_lease_and_released(store: Store) -> None:
+    now = utc()
+    result = await store.claim(link(), now, deliver=True, lease=None)
+    assert result.redemption is not None
+    assert (await store.delivery_backlog(1.0))[0] == 1
+    lease = now + LATER
+    [job] = await store.lease_due(now, lease, 10)
+    assert (job.redemption, job.attempts, job.lease) == (result.redemption, 0, lease)
+    assert await store.lease_due(now, lease, 10) == []  # held
+    lost = type(job)(job.redemption, job.attempts, lease - LATER / 2)
+    retry = AttemptOutcome(delivered=False, error="HTTP 503", retry_at=now)
+    assert not await store.record_attempt(lost, now, retry)
+    assert await store.record_attempt(job, now, retry)
+    [again] = await store.lease_due(now, lease, 10)
+    assert again.attempts == 1
+    await store.release({again.redemption.redemption_id: again.lease})
+    [third] = await store.lease_due(now, lease, 10)
+    delivered = AttemptOutcome(delivered=True, error=None, retry_at=None)
+    assert await store.record_attempt(third, now, delivered)
+    entry = await store.redemption("shop", job.redemption.redemption_id)
+    assert entry is not None
+    assert (entry.delivery.status, entry.delivery.attempts) == ("delivered", 2)
+    assert await store.delivery_backlog(1.0) == (0, None)
+
+
+async def test_a_claim_can_lease_its_own_job_for_the_inline_attempt(store: Store) -> None:
+    now = utc()
+    await store.claim(link(), now, deliver=True, lease=now + LATER)
+    assert await store.lease_due(now, now + 2 * LATER, 10) == []
+
+
+async def test_a_failed_job_is_requeued_only_for_its_client(store: Store) -> None:
+    now = utc()
+    hooked = await store.claim(link(), now, deliver=True, lease=None)
+    plain = await store.claim(link(), now, deliver=False, lease=None)
+    assert hooked.redemption is not None
+    assert plain.redemption is not None
+    [job] = await store.lease_due(now, now + LATER, 10)
+    failed = AttemptOutcome(delivered=False, error="HTTP 500", retry_at=None)
+    assert await store.record_attempt(job, now, failed)
+    assert await store.delivery_backlog(1.0) == (0, None)
+    hooked_id = hooked.redemption.redemption_id
+    assert await store.requeue("mall", hooked_id, now) is Requeued.UNKNOWN
+    assert await store.requeue("shop", plain.redemption.redemption_id, now) is Requeued.NO_WEBHOOK
+    assert await store.requeue("shop", hooked_id, now) is Requeued.REQUEUED
+    [again] = await store.lease_due(now, now + LATER, 10)
+    assert again.attempts == 0
+
+
+# --- purge -----------------------------------------------------------------------------------
+
+
+async def test_purge_batches_delete_before_the_cutoff_only(store: Store) -> None:
+    now = utc()
+    for _ in range(5):
+        await store.claim(
+            link(expires_at=int(now.timestamp()) - 60), now, deliver=False, lease=None
+        )
+    await store.claim(link(), now, deliver=False, lease=None)
+    await store.claim(link(once_key="forever"), now, deliver=False, lease=None)
+    await store.revoke_link("shop", new_link_id(), now - LATER, now - LATER / 2)
+    await store.revoke_subject("shop", "7", ALL_ACTIONS, now - LATER, now - LATER / 2)
+    async with store.purging() as batches:
+        assert batches is not None
+        assert await batches.delete_batch(CLAIMS, now, 2) == 2
+        assert await batches.delete_batch(CLAIMS, now, 10) == 3
+        assert await batches.delete_batch(CLAIMS, now, 10) == 0
+        assert await batches.delete_batch(REVOCATIONS, now, 10) == 1
+        assert await batches.delete_batch(SUBJECT_REVOCATIONS, now, 10) == 1
+        assert await batches.delete_batch(REDEMPTIONS, now - LATER, 10) == 0
+        assert await batches.delete_batch(REDEMPTIONS, now + LATER, 10) == 7
+    rows = await fetch(url_of(store), "SELECT key FROM claims")
+    assert len(rows) == 2  # the live link's counter, and the once key's budget
+
+
+@pytest.fixture
+async def pg_store(settings: Settings) -> AsyncIterator[PostgresStore]:
+    store = open_store(settings.model_copy(update={"database_pool_size": 2}))
+    assert isinstance(store, PostgresStore)
+    yield store
+    await store.close()
+
+
+@pytest.mark.backends(POSTGRES)
+def test_named_parameters_become_numbered_once_each(pg_store: PostgresStore) -> None:
+    dialect = pg_store.engine.dialect
+    statement = Positional.compile(
+        "SELECT :a, CAST(:b AS integer), (:a)::text, x::text, '*' WHERE x = :b", dialect
+    )
+    assert statement.sql == "SELECT $1, CAST($2 AS integer), ($1)::text, x::text, '*' WHERE x = $2"
+    assert statement.arguments({"b": 2, "a": 1}) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["SELECT :a -- the :b\n", "SELECT /* :b */ :a", "SELECT ':b', :a"],
+    ids=["line comment", "block comment", "literal"],
+)
+@pytest.mark.backends(POSTGRES)
+def test_what_sqlalchemy_would_misread_is_refused(pg_store: PostgresStore, source: str) -> None:
+    """``text()`` reads a ``:name`` in a comment or a literal as a parameter too."""
+    with pytest.raises(ValueError, match="no comments"):
+        Positional.compile(source, pg_store.engine.dialect)
+
+
+@pytest.mark.backends(POSTGRES)
+async def test_waiters_are_served_in_arrival_order(pg_store: PostgresStore) -> None:
+    served: list[int] = []
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with pg_store.driver() as driver:
+            await driver.fetchval("SELECT 1")
+            await release.wait()
+
+    async def wait_in_line(n: int) -> None:
+        async with pg_store.driver() as driver:
+            served.append(n)
+            await driver.fetchval("SELECT 1")
+
+    holders = [asyncio.ensure_future(hold()) for _ in range(2)]
+    await asyncio.sleep(0.1)  # both connections are out
+    waiters = []
+    for n in range(8):
+        waiters.append(asyncio.ensure_future(wait_in_line(n)))
+        await asyncio.sleep(0.005)
+    release.set()
+    await asyncio.gather(*holders, *waiters)
+    assert served == list(range(8))
+
+
+@pytest.mark.backends(POSTGRES)
+async def test_the_line_keeps_newcomers_out_of_the_pools_queue(
+    pg_store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No more checkouts wait inside the pool at once than it has connections."""
+    checking_out = 0
+    peak = 0
+    original = AsyncEngine.raw_connection
+
+    async def counted(self: AsyncEngine) -> PoolProxiedConnection:
+        nonlocal checking_out, peak
+        checking_out += 1
+        peak = max(peak, checking_out)
+        try:
+            return await original(self)
+        finally:
+            checking_out -= 1
+
+    monkeypatch.setattr(AsyncEngine, "raw_connection", counted)
+    release = asyncio.Event()
+    served = 0
+
+    async def use() -> None:
+        nonlocal served
+        async with pg_store.driver() as driver:
+            await driver.fetchval("SELECT 1")
+            await release.wait()
+            served += 1
+
+    uses = [asyncio.ensure_future(use()) for _ in range(10)]
+    await asyncio.sleep(0.1)  # two hold the pool's connections, eight wait in line
+    release.set()
+    await asyncio.gather(*uses)
+    assert served == 10
+    assert peak <= 2
+
+
+@pytest.mark.backends(POSTGRES)
+async def test_a_full_pool_ends_in_unavailable_not_a_hang(
+    pg_store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres, "POOL_TIMEOUT_SECONDS", 0.2)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with pg_store.driver():
+            await release.wait()
+
+    holders = [asyncio.ensure_future(hold()) for _ in range(2)]
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable):
+        async with pg_store.driver():
+            pass
+    waited = time.monotonic() - started
+    # The line's own bound, not the pool's 5 s timeout behind it.
+    assert waited < 1.0
+    release.set()
+    await asyncio.gather(*holders)
+
+
+@pytest.mark.backends(POSTGRES)
+async def test_a_failed_statement_drops_its_connection(pg_store: PostgresStore) -> None:
+    failed: list[asyncpg.Connection] = []
+
+    async def divide_by_zero() -> None:
+        async with pg_store.driver() as driver:
+            failed.append(driver)
+            await driver.fetchval("SELECT 1/0")
+
+    # A bug in a statement is no outage: the driver's error comes through as it is.
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        await divide_by_zero()
+    assert failed[0].is_closed()
+    async with pg_store.driver() as driver:  # the pool still serves
+        assert await driver.fetchval("SELECT 2") == 2
+
+
+@pytest.mark.backends(POSTGRES)
+async def test_a_lost_connection_is_unavailable(pg_store: PostgresStore) -> None:
+    async def killed() -> None:
+        async with pg_store.driver() as driver:
+            await driver.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    with pytest.raises(DatabaseUnavailable) as raised:
+        await killed()
+    assert driver_unavailable(raised.value.__cause__ or ValueError())
+    async with pg_store.driver() as driver:  # the pool still serves
+        assert await driver.fetchval("SELECT 2") == 2
+
+
+@pytest.mark.backends(POSTGRES)
+async def test_a_cancelled_statement_drops_its_connection(pg_store: PostgresStore) -> None:
+    running: list[asyncpg.Connection] = []
+    started = asyncio.Event()
+
+    async def sleep_in_the_database() -> None:
+        async with pg_store.driver() as driver:
+            running.append(driver)
+            started.set()
+            await driver.fetchval("SELECT pg_sleep(5)")
+
+    task = asyncio.ensure_future(sleep_in_the_database())
+    await started.wait()
+    await asyncio.sleep(0.1)  # the statement is on the server
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert running[0].is_closed()
+    async with pg_store.driver() as driver:  # the pool still serves
+        assert await driver.fetchval("SELECT 2") == 2
+
+
+@pytest.mark.parametrize(
+    ("error", "unavailable"),
+    [
+        (asyncpg.AdminShutdownError("x"), True),
+        (asyncpg.CannotConnectNowError("x"), True),
+        (asyncpg.TooManyConnectionsError("x"), True),
+        (asyncpg.ConnectionDoesNotExistError("x"), True),
+        (asyncpg.InterfaceError("x"), True),
+        (OSError("x"), True),
+        (TimeoutError(), True),
+        (asyncpg.UniqueViolationError("x"), False),
+        (asyncpg.DivisionByZeroError("x"), False),
+        (ValueError("x"), False),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else None,
+)
+def test_driver_errors_that_mean_the_database_is_unavailable(
+    error: BaseException, unavailable: bool
+) -> None:
+    if isinstance(error, asyncpg.PostgresError):
+        assert error.sqlstate  # the class carries the SQLSTATE that is read
+    assert driver_unavailable(error) is unavailable
