@@ -74,6 +74,18 @@ def test_an_altered_or_foreign_delivery_is_refused(shop: Shop, client: Client) -
         verify_webhook("", body, headers)
 
 
+def test_during_a_rotation_either_secret_verifies(shop: Shop, client: Client) -> None:
+    _, _, delivery = redeemed(shop, client)
+    other = "whsec_" + "QUJD" * 8
+    for secrets in ([other, shop.webhook_secret], (shop.webhook_secret, other)):
+        event = verify_webhook(secrets, delivery.body, delivery.headers)
+        assert event["type"] == "link.redeemed"
+    with pytest.raises(WebhookVerificationError):
+        verify_webhook([other, other], delivery.body, delivery.headers)
+    with pytest.raises(ValueError, match="no webhook secret"):
+        verify_webhook([], delivery.body, delivery.headers)
+
+
 def test_redeliver_sends_the_same_message_again(shop: Shop, client: Client) -> None:
     link_id, redemption_id, first = redeemed(shop, client)
     client.redeliver(redemption_id)
