@@ -60,6 +60,12 @@ def subject() -> str:
     return f"user-{secrets.token_hex(6)}"
 
 
+def tampered(value: str) -> str:
+    """``value`` with its first character changed (a last base64 character may carry
+    no bits, so changing it can leave the decoded bytes as they were)."""
+    return ("B" if value[0] == "A" else "A") + value[1:]
+
+
 @contextmanager
 def running_shop(log_dir: Path) -> Iterator[Shop]:
     url = database.create_database()

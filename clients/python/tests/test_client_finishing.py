@@ -19,7 +19,7 @@ import pytest
 from action_links_client import ActionLinksError, Client, NotFound, RateLimited
 
 from tests.support.links import outcome_of
-from tests.support.shop_service import Shop, subject
+from tests.support.shop_service import Shop, subject, tampered
 
 
 def require_route(shop: Shop, path: str, call: Callable[[], object]) -> None:
@@ -51,7 +51,7 @@ def test_exchange_gives_the_redemption_once(shop: Shop, client: Client) -> None:
     with pytest.raises(ActionLinksError) as again:
         client.exchange(found["code"])
     assert (again.value.status, again.value.code) == (409, "code_used")
-    for not_a_code in (found["code"][:-3] + "xyz", link.token):
+    for not_a_code in (tampered(found["code"]), link.token):
         with pytest.raises(NotFound):
             client.exchange(not_a_code)
 
@@ -86,7 +86,8 @@ def test_typed_codes_lock_after_five_wrong_ones(shop: Shop, client: Client) -> N
             client.redeem_code(link.token, wrong)
     with pytest.raises(RateLimited) as locked:
         client.redeem_code(link.token, link.code)
-    assert locked.value.code == "code_locked"
+    assert (locked.value.status, locked.value.code) == (429, "code_locked")
+    assert outcome_of(shop.follow(link)) == "success"  # the link's URL still works
     with pytest.raises(ActionLinksError) as not_enabled:
         client.redeem_code(client.mint("activate", code=False).token, "123456")
     assert (not_enabled.value.status, not_enabled.value.code) == (422, "code_not_enabled")
@@ -109,4 +110,4 @@ def test_resend_mints_a_new_link_like_the_expired_one(shop: Shop, client: Client
     assert inspected.link.data == {"cart": 3}
     assert outcome_of(shop.follow(fresh)) == "success"
     with pytest.raises(NotFound):
-        client.resend(hint[:-4] + "AAAA")
+        client.resend(tampered(hint))
