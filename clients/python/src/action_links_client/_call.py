@@ -9,7 +9,7 @@ decision (``settle``) therefore exist once, without I/O.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import httpx
@@ -37,7 +37,7 @@ class Call(Generic[T]):
     method: str
     path: str
     read: Callable[[Any], T]
-    body: Mapping[str, Any] | None = None
+    body: Mapping[str, Any] | None = field(default=None, repr=False)  # may hold a token or code
     params: Mapping[str, str] | None = None
     idempotent: bool = False
 
