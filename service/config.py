@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1, le=100)
     # How long a process may cache clients, keys and actions (API.md: at most 30 s).
     cache_ttl: float = Field(default=10.0, ge=0, le=30)
+    # A directory of templates and style that replace the built-in people-facing pages'.
+    pages_dir: Path | None = None
     # Set by `serve --dev`; relaxes the secret checks and enables the demo pages.
     dev: bool = Field(default=False, validation_alias="ACTION_LINKS_DEV")
 
@@ -124,6 +126,11 @@ class Settings(BaseSettings):
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @field_validator("pages_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
@@ -132,7 +139,10 @@ class Settings(BaseSettings):
         return [key.get_secret_value().encode() for key in self.secret_keys]
 
     def check_serveable(self) -> None:
-        """Refuse to serve with missing or weak signing keys outside ``--dev``."""
+        """Refuse to serve with missing or weak signing keys outside ``--dev``, or with
+        a ``PAGES_DIR`` that is not there (every page would quietly be the built-in one)."""
+        if self.pages_dir is not None and not self.pages_dir.is_dir():
+            raise ConfigurationError(f"PAGES_DIR={self.pages_dir} is not a directory")
         if not self.secret_keys:
             raise ConfigurationError(
                 "SECRET_KEYS is not set: generate one with `action-links keygen`, "
@@ -173,5 +183,6 @@ class Settings(BaseSettings):
             "webhook_dispatcher": self.webhook_dispatcher,
             "database_pool_size": self.database_pool_size,
             "cache_ttl": self.cache_ttl,
+            "pages_dir": str(self.pages_dir) if self.pages_dir else None,
             "dev": self.dev,
         }

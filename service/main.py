@@ -17,6 +17,7 @@ from service.api.openapi import install_openapi
 from service.api.problems import BodyLimitMiddleware, install_error_handlers
 from service.api.url_guard import NulInUrlMiddleware
 from service.config import Settings
+from service.pages import Pages
 from service.purge import PeriodicPurge
 from service.state import AppState
 
@@ -47,6 +48,9 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    # The people-facing pages are built with the app, not in the lifespan: the
+    # middleware in front of every route may answer with one at any time.
+    app.state.pages = Pages(settings.pages_dir)
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(LinkFastPath)  # inside the three below: logged, guarded, limited

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from markupsafe import escape
 
-from service.pages import PAGES, csp_source, error_page
+from service.pages import PAGES, Pages, csp_source
 from service.state import AppState
 from service.tokens import BadData, ConfirmClaims, LinkClaims, Purpose, TokenCodec, new_link_id
 from tests.conftest import SHOP_ORIGIN, Tenant, link_path, make_tenant
@@ -48,7 +48,9 @@ def check_page(headers: Mapping[str, str], html: str) -> str:
     assert re.fullmatch(r"'nonce-[\w-]{16,}'", directives["style-src"])
     assert "unsafe" not in policy
     assert "*" not in policy
-    assert '<html lang="en">' in html
+    language = headers["content-language"]
+    assert f'<html lang="{language}">' in html
+    assert headers["vary"] == "Accept-Language"
     assert 'name="viewport"' in html
     assert EXTERNAL_REFERENCE.search(html) is None
     nonce = directives["style-src"][len("'nonce-") : -1]
@@ -101,7 +103,7 @@ async def test_confirm_page_csp_lets_the_form_reach_the_redirect_targets(
     policy = (await http.get(link_path(link))).headers["content-security-policy"]
     assert f"form-action 'self' {SHOP_ORIGIN}" in policy
     assert "script-src 'none'" in policy
-    failed = error_page("expired").headers["content-security-policy"]
+    failed = Pages().error("expired", "en").headers["content-security-policy"]
     assert "form-action 'none'" in failed
 
 
@@ -246,7 +248,7 @@ async def test_values_from_tokens_and_configuration_are_escaped(
 
 @pytest.mark.parametrize("kind", sorted(PAGES))
 def test_every_error_page_is_self_contained_and_strict(kind: str) -> None:
-    response = error_page(kind)
+    response = Pages().error(kind, "en")
     assert response.status_code == PAGES[kind].status
     html = check_page(response.headers, bytes(response.body).decode())
     for text in (PAGES[kind].title, PAGES[kind].message, PAGES[kind].next_step):

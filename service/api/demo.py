@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.pages import html_page
@@ -11,12 +11,26 @@ router = APIRouter(prefix="/demo", tags=["demo"], include_in_schema=False)
 
 
 @router.get("/done")
-async def done(link_id: str = "", redemption_id: str = "") -> Response:
+async def done(request: Request, link_id: str = "", redemption_id: str = "") -> Response:
     return html_page(
-        "demo.html", 200, title="Link redeemed", link_id=link_id, redemption_id=redemption_id
+        request.scope,
+        "demo.html",
+        200,
+        kind="demo",
+        error=None,
+        link_id=link_id,
+        redemption_id=redemption_id,
     )
 
 
 @router.get("/failed")
-async def failed(error: str = "", link_id: str = "") -> Response:
-    return html_page("demo.html", 200, title=f"Link refused: {error}", link_id=link_id)
+async def failed(request: Request, error: str = "", link_id: str = "") -> Response:
+    return html_page(
+        request.scope,
+        "demo.html",
+        200,
+        kind="demo",
+        error=error,
+        link_id=link_id,
+        redemption_id="",
+    )

@@ -49,7 +49,7 @@ class LinkFastPath:
         try:
             result = await state.gate.open(matched["token"])
         except DatabaseUnavailable as exc:
-            response = unavailable_page(exc)
+            response = unavailable_page(scope, exc)
         else:
-            response = answer(counted(result))
+            response = answer(counted(result), scope)
         await response(scope, receive, send)

@@ -71,7 +71,13 @@ def problem_responses(*statuses: int) -> Responses:
 _LINK_HEADERS = {
     name: _header("On every answer under /r/", value) for name, value in LINK_HEADERS.items()
 }
-_PAGE_HEADERS = {**_LINK_HEADERS, "Content-Security-Policy": _header("Per-response nonce")}
+_PAGE_HEADERS = {
+    **_LINK_HEADERS,
+    "Content-Security-Policy": _header("Per-response nonce"),
+    "Content-Language": _header("The page's language, the best match of Accept-Language"),
+    "Vary": _header("The page depends on Accept-Language", "Accept-Language"),
+}
+_WAIT_STATUSES = (429, 503)
 _PAGE_DESCRIPTIONS = {
     200: "The confirmation page (nothing has happened yet)",
     403: "Confirmation refused (no valid nonce): nothing was done; the page again",
@@ -98,7 +104,7 @@ def page_responses(*statuses: int, body: bool = True) -> Responses:
             continue
         response: dict[str, Any] = {
             "description": _PAGE_DESCRIPTIONS.get(status) or f"HTML page: {_page_kinds(status)}",
-            "headers": {**_PAGE_HEADERS, **(RETRY_AFTER if status == 503 else {})},
+            "headers": {**_PAGE_HEADERS, **(RETRY_AFTER if status in _WAIT_STATUSES else {})},
         }
         if body:
             response["content"] = {"text/html": {"schema": {"type": "string"}}}

@@ -76,7 +76,7 @@ def _clean_errors(errors: Any) -> list[dict[str, Any]]:
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     if is_link_path(request):
-        return error_page("invalid")
+        return error_page(request.scope, "invalid")
     errors = _clean_errors(exc.errors())
     fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors[:5])
     return problem(
@@ -108,22 +108,22 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 405:
         headers["Allow"] = allowed_methods(request)
     if is_link_path(request):
-        return error_page(_LINK_PAGES.get(exc.status_code, "invalid"), headers=headers)
+        return error_page(request.scope, _LINK_PAGES.get(exc.status_code, "invalid"), headers)
     code, title = _HTTP_CODES.get(exc.status_code, ("error", "Error"))
     return problem(exc.status_code, code, title, str(exc.detail), headers)
 
 
-def unavailable_page(exc: DatabaseUnavailable) -> Response:
+def unavailable_page(scope: Scope, exc: DatabaseUnavailable) -> Response:
     """The 503 page for a person whose link met an unreachable database."""
     log.warning("database unavailable: %s", exc.cause_name)
-    return error_page("unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS})
+    return error_page(scope, "unavailable", {"Retry-After": RETRY_AFTER_SECONDS})
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
     """A page for people on a link's path, a problem for machines everywhere else."""
     assert isinstance(exc, DatabaseUnavailable)
     if is_link_path(request):
-        return unavailable_page(exc)
+        return unavailable_page(request.scope, exc)
     log.warning("database unavailable: %s", exc.cause_name)
     return await _api_error(request, exc)
 

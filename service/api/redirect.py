@@ -13,11 +13,14 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
+from starlette.types import Scope
 
 from service import metrics, request_context
 from service.api.openapi import page_responses
 from service.confirm import Confirmation, Gate
 from service.pages import LINK_HEADERS, confirm_page, error_page, page_headers
+from service.pages.headers import language_headers
+from service.pages.language import language_of
 from service.redeem import Outcome, Redemption
 from service.state import AppState
 from service.tokens import LinkClaims
@@ -57,18 +60,19 @@ def gate_of(request: Request) -> Gate:
     return state.gate
 
 
-def answer(result: Redemption | Confirmation) -> Response:
+def answer(result: Redemption | Confirmation, scope: Scope) -> Response:
+    """A redirect, or a page in the language of the request in ``scope``."""
     if isinstance(result, Confirmation):
-        return confirm_page(result)
+        return confirm_page(scope, result)
     if result.outcome is Outcome.INVALID:
-        return error_page("invalid")
+        return error_page(scope, "invalid")
     target = result.target_url()
     if target is not None:
         return RedirectResponse(target, status_code=303, headers=LINK_HEADERS)
     if result.outcome is Outcome.SUCCESS:
-        return error_page("disabled")  # success with nowhere allowed to go
+        return error_page(scope, "disabled")  # success with nowhere allowed to go
     headers = {"Retry-After": "5"} if result.outcome is Outcome.UNAVAILABLE else None
-    return error_page(FALLBACK_PAGE[result.outcome], headers=headers)
+    return error_page(scope, FALLBACK_PAGE[result.outcome], headers)
 
 
 async def form_nonce(request: Request) -> str | None:
@@ -128,7 +132,7 @@ def counted(result: Redemption | Confirmation) -> Redemption | Confirmation:
 async def open_link(token: str, request: Request) -> Response:
     """Answered by ``service.api.link_fast_path`` in the app; here for the OpenAPI
     document and for an app mounted under a root path."""
-    return answer(counted(await gate_of(request).open(token)))
+    return answer(counted(await gate_of(request).open(token)), request.scope)
 
 
 @router.post(
@@ -138,7 +142,8 @@ async def open_link(token: str, request: Request) -> Response:
     responses=page_responses(303, 400, 403, 404, 409, 410, 503),
 )
 async def submit_link(token: str, request: Request) -> Response:
-    return answer(counted(await gate_of(request).submit(token, await form_nonce(request))))
+    result = await gate_of(request).submit(token, await form_nonce(request))
+    return answer(counted(result), request.scope)
 
 
 @router.head(
@@ -152,5 +157,6 @@ async def peek_link(token: str, request: Request) -> Response:
     observe(result)
     if isinstance(result, Redemption) and result.outcome is Outcome.SUCCESS:
         headers = page_headers(secrets.token_urlsafe(16))
+        headers.update(language_headers(language_of(request.scope["headers"])))
         return Response(status_code=200, media_type="text/html", headers=headers)
-    return without_body(answer(result))
+    return without_body(answer(result, request.scope))

@@ -25,7 +25,7 @@ class NulInUrlMiddleware:
         ):
             response: Response
             if scope["path"].startswith("/r/"):
-                response = error_page("invalid")
+                response = error_page(scope, "invalid")
             else:
                 response = problem(
                     400, "bad_request", "Bad request", "NUL characters are not allowed in URLs"

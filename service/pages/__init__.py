@@ -1,209 +1,139 @@
-"""The HTML pages people see: autoescaped templates, one per kind, on a shared base.
+"""The pages people see, in their language: autoescaped templates on a shared base.
 
 ``page.html`` renders the outcomes in ``PAGES`` (invalid, expired, used, …);
 ``confirm.html`` is the confirmation page of ``confirm: "page"`` and
-``"auto"`` actions. Every template extends ``base.html`` and every value
-from a token or a client's configuration is escaped by Jinja2's autoescape.
+``"auto"`` actions; ``demo.html`` the ``serve --dev`` landing pages. Every
+value from a token or a client's configuration is escaped by Jinja2's
+autoescape.
 
-Pages are self-contained (no external resources) and carry a strict
-Content-Security-Policy: nothing loads but the page's own inline style (and,
-on an ``auto`` confirmation page, its own inline script), allowed by a nonce
-made for that one response. ``form-action`` is ``'none'`` on pages without a
-form. On a confirmation page it also lists the origins its form's POST may
-redirect to, because Chromium applies ``form-action`` to every redirect that
-follows a form submission: ``'self'`` alone would block the 303 to the
-client's success URL.
+Each answer is worded in the language ``Accept-Language`` asks for
+(``service.pages.language``) from the gettext catalogs under ``locales/``,
+says so in ``Content-Language`` and ``Vary: Accept-Language``, and carries
+the security headers of ``service.pages.headers``, set here and never by a
+template. The templates may be replaced from ``PAGES_DIR``
+(``service.pages.render``).
+
+Routers and middleware call the functions that take the request's ASGI
+``scope``: they find the app's ``Pages`` (``app.state.pages``, built by
+``create_app``) and the request's language there.
 """
 
 from __future__ import annotations
 
-import re
 import secrets
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.types import Scope
 
 from service.confirm import Confirmation
+from service.pages.catalogs import translations
+from service.pages.headers import LINK_HEADERS, csp_source, language_headers, page_headers
+from service.pages.language import language_of
+from service.pages.render import Renderer
+from service.pages.texts import ONE_CLICK_DONE, PAGES, PageText
 
-LINK_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Robots-Tag": "noindex, nofollow",
-    "X-Content-Type-Options": "nosniff",
-}
-
-_env = Environment(
-    loader=FileSystemLoader(Path(__file__).parent),
-    autoescape=select_autoescape(default=True, default_for_string=True),
-    auto_reload=False,
-)
-
-
-@dataclass(frozen=True, slots=True)
-class PageText:
-    status: int
-    title: str
-    message: str
-    next_step: str
-
-
-PAGES: dict[str, PageText] = {
-    "invalid": PageText(
-        400,
-        "This link is not valid",
-        "The link is incomplete or was changed after it was sent.",
-        "Copy the whole link from the message you received, or ask the sender for a new one.",
-    ),
-    "expired": PageText(
-        410,
-        "This link has expired",
-        "The link was only valid for a limited time, and that time is over.",
-        "Ask the sender for a new link.",
-    ),
-    "used": PageText(
-        410,
-        "This link was already used",
-        "The link has already been used as many times as it allows, so it did nothing now.",
-        "If you used it a moment ago, you are done. Otherwise ask the sender for a new link.",
-    ),
-    "revoked": PageText(
-        410,
-        "This link was cancelled",
-        "The sender cancelled this link, so it no longer works.",
-        "Ask the sender for a new link if you still need one.",
-    ),
-    "disabled": PageText(
-        410,
-        "This link no longer works",
-        "The service that sent this link has switched it off.",
-        "Contact the sender if you still need what the link was for.",
-    ),
-    "rejected": PageText(
-        409,
-        "This request was declined",
-        "The sender's service declined this request. Nothing was changed.",
-        "Contact the sender if you think this is a mistake.",
-    ),
-    "unavailable": PageText(
-        503,
-        "Please try again in a moment",
-        "The service could not complete your request right now. Nothing was changed.",
-        "Wait a minute, then open the link again.",
-    ),
-    "not_found": PageText(
-        404,
-        "Page not found",
-        "There is nothing at this address.",
-        "Check the link you followed.",
-    ),
-    "method_not_allowed": PageText(
-        405,
-        "This link cannot be used this way",
-        "The request used a method that links do not answer. Nothing was changed.",
-        "Open the link in a web browser.",
-    ),
-}
-
+__all__ = [
+    "LINK_HEADERS",
+    "PAGES",
+    "REFUSED_CONFIRMATION_STATUS",
+    "PageText",
+    "Pages",
+    "confirm_page",
+    "csp_source",
+    "error_page",
+    "html_page",
+    "one_click_done",
+    "page_headers",
+    "pages_of",
+    "rate_limited_page",
+]
 
 REFUSED_CONFIRMATION_STATUS = 403
 """A POST to a confirm link without a valid nonce: refused, and the page offered again."""
 
-_PLAIN_HOST = re.compile(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]")
+
+class Pages:
+    """The people-facing answers of one app, from its templates (built-in or ``PAGES_DIR``)."""
+
+    def __init__(self, pages_dir: Path | None = None) -> None:
+        self.renderer = Renderer(pages_dir)
+
+    def html(
+        self,
+        template: str,
+        status: int,
+        language: str,
+        context: Mapping[str, object],
+        headers: Mapping[str, str] | None = None,
+        *,
+        form_targets: Iterable[str] | None = None,
+        script: bool = False,
+    ) -> HTMLResponse:
+        """``template`` rendered in ``language`` with ``context``, and every header a page has."""
+        nonce = secrets.token_urlsafe(16)
+        context = {**context, "language": language, "nonce": nonce}
+        body = self.renderer.render(template, language, context)
+        all_headers = page_headers(nonce, form_targets=form_targets, script=script)
+        all_headers.update(language_headers(language))
+        all_headers.update(headers or {})
+        return HTMLResponse(body, status_code=status, headers=all_headers)
+
+    def error(
+        self, kind: str, language: str, headers: Mapping[str, str] | None = None
+    ) -> HTMLResponse:
+        text = PAGES[kind].translated(translations(language))
+        context = {"page": text, "kind": kind}
+        return self.html("page.html", text.status, language, context, headers)
+
+    def confirm(self, confirmation: Confirmation, language: str) -> HTMLResponse:
+        """The confirmation page: who sent the link, what it does, one button."""
+        auto = confirmation.auto and not confirmation.refused
+        return self.html(
+            "confirm.html",
+            REFUSED_CONFIRMATION_STATUS if confirmation.refused else 200,
+            language,
+            {
+                "kind": "confirm",
+                "what": confirmation.what,
+                "sender": confirmation.sender,
+                "subject": confirmation.link.subject,
+                "confirm_nonce": confirmation.nonce,
+                "refused": confirmation.refused,
+                "auto": auto,
+            },
+            form_targets=confirmation.targets,
+            script=auto,
+        )
 
 
-def csp_source(url: str) -> str | None:
-    """The CSP source expression for ``url``'s origin (None for a non-http(s) URL).
-
-    A host that cannot be written safely into the header (anything but plain
-    ASCII names and IP addresses) falls back to the scheme alone.
-    """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        return None
-    host = (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"
-    if not _PLAIN_HOST.fullmatch(host):
-        return f"{scheme}:"
-    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+def pages_of(scope: Scope) -> Pages:
+    pages: Pages = scope["app"].state.pages
+    return pages
 
 
-def content_security_policy(
-    nonce: str, *, form_targets: Iterable[str] | None = None, script: bool = False
-) -> str:
-    """The policy of one page.
-
-    ``form_targets`` is None for a page without a form, else the URLs its
-    form's POST may be redirected to.
-    """
-    if form_targets is None:
-        form_action = "'none'"
-    else:
-        sources = dict.fromkeys(s for s in map(csp_source, form_targets) if s is not None)
-        form_action = " ".join(["'self'", *sources])
-    directives = [
-        "default-src 'none'",
-        f"style-src 'nonce-{nonce}'",
-        f"script-src 'nonce-{nonce}'" if script else "script-src 'none'",
-        "img-src 'none'",
-        "base-uri 'none'",
-        "frame-ancestors 'none'",
-        f"form-action {form_action}",
-    ]
-    return "; ".join(directives)
+def error_page(scope: Scope, kind: str, headers: Mapping[str, str] | None = None) -> HTMLResponse:
+    """The page ``kind`` of ``PAGES``, for the person who sent this request."""
+    return pages_of(scope).error(kind, language_of(scope["headers"]), headers)
 
 
-def page_headers(
-    nonce: str, *, form_targets: Iterable[str] | None = None, script: bool = False
-) -> dict[str, str]:
-    policy = content_security_policy(nonce, form_targets=form_targets, script=script)
-    return {**LINK_HEADERS, "Content-Security-Policy": policy}
+def confirm_page(scope: Scope, confirmation: Confirmation) -> HTMLResponse:
+    return pages_of(scope).confirm(confirmation, language_of(scope["headers"]))
 
 
-def html_page(
-    template: str,
-    status: int,
-    headers: dict[str, str] | None = None,
-    *,
-    form_targets: Iterable[str] | None = None,
-    script: bool = False,
-    **context: object,
-) -> HTMLResponse:
-    nonce = secrets.token_urlsafe(16)
-    body = _env.get_template(template).render(nonce=nonce, **context)
-    all_headers = page_headers(nonce, form_targets=form_targets, script=script)
-    all_headers.update(headers or {})
-    return HTMLResponse(body, status_code=status, headers=all_headers)
+def rate_limited_page(scope: Scope, retry_after: int) -> HTMLResponse:
+    """The ``429`` page under ``/r/``: too many attempts, come back in ``retry_after`` s."""
+    return error_page(scope, "rate_limited", {"Retry-After": str(retry_after)})
 
 
-def error_page(kind: str, headers: dict[str, str] | None = None) -> HTMLResponse:
-    text = PAGES[kind]
-    return html_page("page.html", text.status, headers, page=text, kind=kind)
+def html_page(scope: Scope, template: str, status: int, **context: object) -> HTMLResponse:
+    """Any other template (the demo pages) as a page for this request."""
+    return pages_of(scope).html(template, status, language_of(scope["headers"]), context)
 
 
-def confirm_page(confirmation: Confirmation) -> HTMLResponse:
-    """The confirmation page: who sent the link, what it does, one button."""
-    auto = confirmation.auto and not confirmation.refused
-    return html_page(
-        "confirm.html",
-        REFUSED_CONFIRMATION_STATUS if confirmation.refused else 200,
-        form_targets=confirmation.targets,
-        script=auto,
-        kind="confirm",
-        what=confirmation.what,
-        sender=confirmation.sender,
-        subject=confirmation.link.subject,
-        confirm_nonce=confirmation.nonce,
-        refused=confirmation.refused,
-        auto=auto,
-        button="Confirm",
-    )
+def one_click_done(scope: Scope) -> Response:
+    """The ``200`` plain text of a one-click unsubscribe (RFC 8058) that took effect."""
+    language = language_of(scope["headers"])
+    text = translations(language).gettext(ONE_CLICK_DONE)
+    return PlainTextResponse(text + "\n", headers={**LINK_HEADERS, **language_headers(language)})
