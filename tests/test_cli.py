@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,17 +86,29 @@ def test_keygen_prints_a_strong_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.strip() != key
 
 
-def test_serve_refuses_to_start_without_keys(tmp_path: object) -> None:
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)}
+def refused_serve(**env: str) -> list[str]:
+    """What ``serve`` says when it refuses to start (exit 2): its stderr lines."""
     result = subprocess.run(
         [sys.executable, "-m", "service", "serve", "--port", "1"],
-        env=env,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT), **env},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
+    return result.stderr.strip().splitlines()
+
+
+def test_serve_refuses_to_start_without_keys() -> None:
+    lines = refused_serve()
     assert len(lines) == 1
     assert "SECRET_KEYS" in lines[0]
+
+
+def test_serve_refuses_a_pages_dir_that_is_not_there(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir"
+    lines = refused_serve(
+        SECRET_KEYS="k" * 8 + "0123456789abcdefghijklmnopqrstuvwxyz", PAGES_DIR=str(missing)
+    )
+    assert lines == [f"action-links: PAGES_DIR={missing} is not a directory"]

@@ -19,6 +19,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "ADMIN_TOKEN",
         "PUBLIC_BASE_URL",
         "ACTION_LINKS_DEV",
+        "PAGES_DIR",
     ):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(f"{name}_FILE", raising=False)

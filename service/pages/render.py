@@ -101,7 +101,8 @@ class Renderer:
             return
         self._warned.add(template)
         log.warning(
-            "PAGES_DIR: %s failed to render, the built-in page answers instead: %s",
+            "PAGES_DIR: %s failed to render, the built-in page answers instead"
+            " (said once per template and process): %s",
             template,
             failure(exc),
         )
