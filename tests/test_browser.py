@@ -1,9 +1,16 @@
-"""Confirmation pages in a real browser: Debian's Chromium, driven by Playwright.
+"""The people-facing pages in a real browser: Debian's Chromium, driven by Playwright.
 
 The service runs as a real process against the test database; the client's
 landing pages are another server on another port, so the form's POST is
 redirected across origins exactly as it is in production (and Chromium's
 ``form-action`` enforcement on that redirect is exercised).
+
+Each page is shown in each language, to a browser whose locale asks for it:
+the pages a link leads to through the running service, and every page
+(including those only a failure in production shows: rejected, unavailable,
+too many attempts, and the demo pages) as the service renders it, handed
+to Chromium with its headers through Playwright's request interception.
+An operator's ``PAGES_DIR`` is used by a service started with one.
 
 Without ``/usr/bin/chromium`` the tests skip locally and fail under CI=true;
 ``.ci/run`` installs it.
@@ -15,6 +22,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +30,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright
 
+from service.pages import PAGES, Pages
+from service.pages.catalogs import translations
+from service.pages.language import language_of
 from service.tokens import LinkClaims, TokenCodec, new_link_id
 from tests.conftest import ADMIN_TOKEN, SECRET
 from tests.support.landing import LandingServer
@@ -68,6 +79,17 @@ SCANNER_AGENTS = [
 ]
 
 
+LOCALES = {"en": "en-US", "de": "de-DE", "fr": "fr-FR", "es": "es-ES"}
+EXPIRED_TITLES = {
+    "en": "This link has expired",
+    "de": "Dieser Link ist abgelaufen",
+    "fr": "Ce lien a expiré",
+    "es": "Este enlace ha caducado",
+}
+CONFIRM_BUTTONS = {"en": "Confirm", "de": "Bestätigen", "fr": "Confirmer", "es": "Confirmar"}
+RENDERED_ORIGIN = "http://pages.test"  # answered by the route handler, never by a network
+
+
 def require_chromium() -> None:
     if CHROMIUM.exists():
         return
@@ -86,24 +108,35 @@ def landing() -> Iterator[LandingServer]:
 @pytest.fixture
 def service(database_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
     require_chromium()
-    env = {
+    with running_service(service_env(database_url), tmp_path) as process:
+        yield process
+
+
+def service_env(database_url: str, **extra: str) -> dict[str, str]:
+    return {
         "DATABASE_URL": database_url,
         "SECRET_KEYS": SECRET,
         "ADMIN_TOKEN": ADMIN_TOKEN,
         "DATABASE_POOL_SIZE": "5",
+        **extra,
     }
-    with running_service(env, tmp_path) as process:
-        yield process
 
 
-@pytest.fixture
-async def browser(service: ServiceProcess) -> AsyncIterator[Browser]:
+@asynccontextmanager
+async def launched() -> AsyncIterator[Browser]:
+    require_chromium()
     async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(
             executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, chromium_sandbox=False
         )
         yield chromium
         await chromium.close()
+
+
+@pytest.fixture
+async def browser(service: ServiceProcess) -> AsyncIterator[Browser]:
+    async with launched() as chromium:
+        yield chromium
 
 
 @dataclass
@@ -134,12 +167,19 @@ class Shop:
         )
         assert put.status_code == 200, put.text
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
     async def mint(self, action: str) -> tuple[str, str]:
         """A new link's URL on the running service, and its id."""
-        headers = {"Authorization": f"Bearer {self.key}"}
-        minted = await self.http.post("/v1/links", json={"action": action}, headers=headers)
+        minted = await self.http.post("/v1/links", json={"action": action}, headers=self.headers)
         assert minted.status_code == 201, minted.text
         return f"{self.base_url}/r/{minted.json()['token']}", minted.json()["id"]
+
+    async def revoke(self, link_id: str) -> None:
+        revoked = await self.http.delete(f"/v1/links/{link_id}", headers=self.headers)
+        assert revoked.status_code == 204, revoked.text
 
 
 @pytest.fixture
@@ -176,6 +216,14 @@ async def screenshot(page: Page, path: Path) -> None:
     data = path.read_bytes()
     assert data.startswith(PNG_SIGNATURE)
     assert len(data) > 2000
+
+
+def expired_token() -> str:
+    """A link of shop's ``activate`` that expired five seconds ago."""
+    now_us = time.time_ns() // 1000
+    return TokenCodec([SECRET.encode()]).sign_link(
+        LinkClaims(new_link_id(), "shop", "activate", "42", None, now_us, now_us // 10**6 - 5, 1)
+    )
 
 
 def landed(url: str, origin: str) -> tuple[str, dict[str, list[str]]]:
@@ -270,15 +318,27 @@ async def test_on_a_phone_a_stale_form_is_offered_again(
     await tab.close()
 
 
+@pytest.mark.parametrize(
+    ("language", "press_the_button"),
+    [("en", "Press the button"), ("de", "Drücken Sie die Schaltfläche")],
+)
 async def test_auto_link_redeems_without_a_click_and_with_one_without_script(
-    browser: Browser, shop: Shop, landing: LandingServer, database_url: str, tmp_path: Path
+    browser: Browser,
+    shop: Shop,
+    landing: LandingServer,
+    database_url: str,
+    tmp_path: Path,
+    language: str,
+    press_the_button: str,
 ) -> None:
+    locale = {"locale": LOCALES[language]}
     await shop.action("login", confirm="auto", label="Sign in to Example Shop")
     url, link_id = await shop.mint("login")
-    await scan(url)
+    if language == "en":  # what scanners see does not depend on the language
+        await scan(url)
     assert await count(database_url, "claims") == 0
 
-    tab = await Tab.open(browser, DESKTOP)
+    tab = await Tab.open(browser, {**DESKTOP, **locale})
     async with tab.page.expect_navigation(url=f"{landing.origin}/welcome?**"):
         await tab.page.goto(url)
     _, query = landed(tab.page.url, landing.origin)
@@ -287,14 +347,15 @@ async def test_auto_link_redeems_without_a_click_and_with_one_without_script(
     assert tab.csp_violations() == []
     await tab.close()
 
-    tab = await Tab.open(browser, {**PHONE, "java_script_enabled": False})
+    tab = await Tab.open(browser, {**PHONE, **locale, "java_script_enabled": False})
     url, link_id = await shop.mint("login")
     await tab.page.goto(url)
-    assert "Press the button" in await tab.page.inner_text("main")
-    await screenshot(tab.page, tmp_path / "auto-no-script-phone.png")
+    assert press_the_button in await tab.page.inner_text("main")
+    assert await tab.page.evaluate("document.documentElement.lang") == language
+    await screenshot(tab.page, tmp_path / f"auto-no-script-phone-{language}.png")
     assert await count(database_url, "redemptions") == 1
     async with tab.page.expect_navigation(url=f"{landing.origin}/welcome?**"):
-        await tab.page.get_by_role("button", name="Confirm").tap()
+        await tab.page.get_by_role("button", name=CONFIRM_BUTTONS[language]).tap()
     assert landed(tab.page.url, landing.origin)[1]["link_id"] == [link_id]
     assert await count(database_url, "redemptions") == 2
     await tab.close()
@@ -304,10 +365,7 @@ async def test_expired_page_reads_well(
     browser: Browser, shop: Shop, database_url: str, tmp_path: Path
 ) -> None:
     await shop.action("activate", confirm="page", failure_url=None)
-    now_us = time.time_ns() // 1000
-    expired = TokenCodec([SECRET.encode()]).sign_link(
-        LinkClaims(new_link_id(), "shop", "activate", "42", None, now_us, now_us // 10**6 - 5, 1)
-    )
+    expired = expired_token()
     for name, device in (("desktop", DESKTOP), ("phone", PHONE)):
         tab = await Tab.open(browser, device)
         response = await tab.page.goto(f"{shop.base_url}/r/{expired}")
@@ -319,3 +377,157 @@ async def test_expired_page_reads_well(
         assert tab.csp_violations() == []
         await tab.close()
     assert await count(database_url, "claims") == 0
+
+
+async def opened(tab: Tab, url: str, status: int, language: str) -> str:
+    """Open ``url``: its status, its language (header and ``lang``); returns the title."""
+    response = await tab.page.goto(url)
+    assert response is not None
+    assert response.status == status, url
+    headers = await response.all_headers()
+    assert headers["content-language"] == language
+    assert headers["vary"] == "Accept-Language"
+    assert await tab.page.evaluate("document.documentElement.lang") == language
+    # The page's nonce'd style applied (a browser's default margin is 8px).
+    assert await tab.page.evaluate("getComputedStyle(document.body).margin") == "0px"
+    return await tab.page.title()
+
+
+async def test_link_pages_in_every_language(
+    browser: Browser, shop: Shop, landing: LandingServer, tmp_path: Path
+) -> None:
+    """The pages a person reaches through the running service, in the locale's language."""
+    await shop.action("activate", failure_url=None)
+    await shop.action("login", confirm="page", failure_url=None, label="Sign in")
+    for language, locale in LOCALES.items():
+        tab = await Tab.open(browser, {**PHONE, "locale": locale})
+        used, _ = await shop.mint("activate")
+        async with tab.page.expect_navigation(url=f"{landing.origin}/welcome?**"):
+            await tab.page.goto(used)
+        revoked, revoked_id = await shop.mint("activate")
+        await shop.revoke(revoked_id)
+        links = {
+            "invalid": (f"{shop.base_url}/r/garbage", 400),
+            "expired": (f"{shop.base_url}/r/{expired_token()}", 410),
+            "used": (used, 410),
+            "revoked": (revoked, 410),
+            "not_found": (f"{shop.base_url}/r/a%0Ab", 404),
+        }
+        gettext = translations(language).gettext
+        for kind, (url, status) in links.items():
+            title = await opened(tab, url, status, language)
+            assert title == gettext(PAGES[kind].title)
+            assert await tab.page.inner_text("h1") == title
+            await screenshot(tab.page, tmp_path / f"{kind}-{language}.png")
+        assert gettext(PAGES["expired"].title) == EXPIRED_TITLES[language]
+
+        confirm, _ = await shop.mint("login")
+        assert await opened(tab, confirm, 200, language) == "Sign in"  # the client's own words
+        await tab.page.get_by_role("button", name=CONFIRM_BUTTONS[language]).wait_for()
+        await screenshot(tab.page, tmp_path / f"confirm-{language}.png")
+        assert tab.csp_violations() == []
+        await tab.close()
+
+
+DEMO_PAGES: dict[str, dict[str, object]] = {
+    "demo-done": {"kind": "demo", "error": None, "link_id": "l1", "redemption_id": "r1"},
+    "demo-failed": {"kind": "demo", "error": "expired", "link_id": "l1", "redemption_id": ""},
+}
+
+
+def rendered(pages: Pages, name: str, language: str) -> tuple[int, dict[str, str], bytes]:
+    """The page ``name`` as the service renders it: status, headers, body."""
+    if name in PAGES:
+        response = pages.error(name, language)
+    else:
+        response = pages.html("demo.html", 200, language, DEMO_PAGES[name])
+    return response.status_code, dict(response.headers), bytes(response.body)
+
+
+def expected_title(name: str, language: str) -> str:
+    gettext = translations(language).gettext
+    if name in PAGES:
+        return gettext(PAGES[name].title)
+    if name == "demo-done":
+        return gettext("Link redeemed")
+    return gettext("Link refused: %(error)s") % {"error": "expired"}
+
+
+async def test_every_page_renders_in_every_language(tmp_path: Path) -> None:
+    """Every page, those only a failure in production shows included, in each locale.
+
+    The route handler answers as the service would: it negotiates the language
+    from the Accept-Language Chromium sends and renders the page with its headers.
+    """
+    pages = Pages()
+    names = [*sorted(PAGES), *DEMO_PAGES]
+
+    async def answer(route: Route) -> None:
+        sent = await route.request.all_headers()
+        language = language_of([(b"accept-language", sent["accept-language"].encode())])
+        status, headers, body = rendered(pages, urlsplit(route.request.url).path[1:], language)
+        await route.fulfill(status=status, headers=headers, body=body)
+
+    async with launched() as chromium:
+        for language, locale in LOCALES.items():
+            tab = await Tab.open(chromium, {**DESKTOP, "locale": locale})
+            await tab.context.route(f"{RENDERED_ORIGIN}/**", answer)
+            for name in names:
+                status = PAGES[name].status if name in PAGES else 200
+                title = await opened(tab, f"{RENDERED_ORIGIN}/{name}", status, language)
+                assert title == expected_title(name, language)
+                assert await tab.page.inner_text("h1") == title
+                if language != "en":
+                    assert title != expected_title(name, "en")
+                await screenshot(tab.page, tmp_path / f"{name}-{language}.png")
+            assert tab.csp_violations() == []
+            await tab.close()
+
+
+OPERATOR_PAGE = """{% extends "base.html" %}
+{% block title %}{{ page.title }} · Example Corp{% endblock %}
+{% block main %}
+  <h1 class="operator">{{ page.title }}</h1>
+  <p>{{ page.next_step }}</p>
+  <script>document.title = "replaced by a script";</script>
+{% endblock %}
+"""
+OPERATOR_STYLE = "body { margin: 0; background: rebeccapurple; color: white; }\n"
+BROKEN_CONFIRM = '{% extends "base.html" %}{% block main %}{{ no_such_value.x }}{% endblock %}'
+
+
+async def test_an_operator_pages_dir_is_used_and_cannot_loosen_the_page(
+    database_url: str, landing: LandingServer, tmp_path: Path
+) -> None:
+    pages_dir = tmp_path / "pages"
+    pages_dir.mkdir()
+    (pages_dir / "page.html").write_text(OPERATOR_PAGE)
+    (pages_dir / "style.css").write_text(OPERATOR_STYLE)
+    (pages_dir / "confirm.html").write_text(BROKEN_CONFIRM)
+    env = service_env(database_url, PAGES_DIR=str(pages_dir))
+    async with launched() as chromium:
+        with running_service(env, tmp_path) as service:
+            async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as http:
+                shop = await Shop(http, service.base_url, landing).setup()
+                await shop.action("activate", confirm="page", label="Activer le compte")
+                tab = await Tab.open(chromium, {**DESKTOP, "locale": "fr-FR"})
+                title = await opened(tab, f"{service.base_url}/r/garbage", 400, "fr")
+                # The operator's template and style, translated; its script did not run.
+                assert title == "Ce lien n'est pas valide · Example Corp"
+                assert await tab.page.inner_text("h1.operator") == "Ce lien n'est pas valide"
+                background = "getComputedStyle(document.body).backgroundColor"
+                assert await tab.page.evaluate(background) == "rgb(102, 51, 153)"
+                assert len(tab.csp_violations()) == 1
+                await screenshot(tab.page, tmp_path / "operator-invalid-fr.png")
+
+                # A confirm.html that cannot render: the built-in page, which still works.
+                url, link_id = await shop.mint("activate")
+                for _ in range(3):
+                    assert await opened(tab, url, 200, "fr") == "Activer le compte"
+                async with tab.page.expect_navigation(url=f"{landing.origin}/welcome?**"):
+                    await tab.page.get_by_role("button", name="Confirmer").click()
+                assert landed(tab.page.url, landing.origin)[1]["link_id"] == [link_id]
+                await tab.close()
+            log = service.log()
+    assert log.count("PAGES_DIR: confirm.html failed to render") == 1
+    assert "no_such_value" in log
