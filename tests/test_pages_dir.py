@@ -14,12 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from service.config import ConfigurationError, Settings
-from service.main import create_app
 from tests.conftest import Tenant, link_path, make_tenant
 from tests.test_confirm import HOSTILE, assert_people_page
+from tests.test_pages_language import serving
 
 Headers = dict[str, str]
 OPERATOR_PAGE = """{% extends "base.html" %}
@@ -51,14 +50,6 @@ BROKEN = {
 }
 
 
-async def serving(settings: Settings, pages_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings.model_copy(update={"pages_dir": pages_dir}))
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client
-
-
 @pytest.fixture
 def pages_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "pages"
@@ -68,7 +59,7 @@ def pages_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def operator_http(settings: Settings, pages_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in serving(settings, pages_dir):
+    async for client in serving(settings.model_copy(update={"pages_dir": pages_dir})):
         yield client
 
 

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
+from service.config import Settings
+from service.main import create_app
 from service.pages import PAGES, Pages, one_click_done, rate_limited_page
 from service.pages.catalogs import translations
 from service.pages.language import (
@@ -32,6 +36,15 @@ from tests.test_redeem import sign
 
 Headers = dict[str, str]
 GARBAGE_10KB = "\x7f;q=,<script>é" * 640
+
+
+async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app with these settings, in-process, for as long as it is iterated."""
+    app = create_app(settings)
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
 
 
 def title_of(html: str) -> str:
@@ -205,6 +218,16 @@ async def test_the_refused_confirmation_in_spanish(
     html = assert_people_page(response, 403)
     assert "No se ha hecho nada" in html
     assert ">Confirmar</button>" in html
+
+
+async def test_the_demo_pages_in_the_visitors_language(settings: Settings) -> None:
+    async for http in serving(settings.model_copy(update={"dev": True})):
+        spanish = in_language("es-MX, en;q=0.5")
+        done = await http.get("/demo/done?link_id=l1&redemption_id=r1", headers=spanish)
+        assert title_of(assert_people_page(done, 200)) == "Enlace canjeado"
+        failed = await http.get("/demo/failed?error=<b>expired&link_id=l1", headers=spanish)
+        assert title_of(assert_people_page(failed, 200)) == "Enlace rechazado: &lt;b&gt;expired"
+        assert failed.headers["content-language"] == "es"
 
 
 def scope_of(app: FastAPI, language: str) -> dict[str, Any]:

@@ -10,27 +10,17 @@ from service.pages import html_page
 router = APIRouter(prefix="/demo", tags=["demo"], include_in_schema=False)
 
 
+def landing(request: Request, error: str | None, link_id: str, redemption_id: str) -> Response:
+    """The demo client's page, in the visitor's language; ``error`` None on success."""
+    context = {"kind": "demo", "error": error, "link_id": link_id, "redemption_id": redemption_id}
+    return html_page(request.scope, "demo.html", 200, **context)
+
+
 @router.get("/done")
 async def done(request: Request, link_id: str = "", redemption_id: str = "") -> Response:
-    return html_page(
-        request.scope,
-        "demo.html",
-        200,
-        kind="demo",
-        error=None,
-        link_id=link_id,
-        redemption_id=redemption_id,
-    )
+    return landing(request, None, link_id, redemption_id)
 
 
 @router.get("/failed")
 async def failed(request: Request, error: str = "", link_id: str = "") -> Response:
-    return html_page(
-        request.scope,
-        "demo.html",
-        200,
-        kind="demo",
-        error=error,
-        link_id=link_id,
-        redemption_id="",
-    )
+    return landing(request, error, link_id, "")
