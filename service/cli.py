@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import secrets
 import shutil
 import signal
@@ -140,6 +141,12 @@ def cmd_purge(args: argparse.Namespace) -> int:
 def _positive_int(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"not a positive integer: {value!r}")
+    return int(value)
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value!r}")
     return int(value)
 
 
@@ -292,8 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    # PORT and WEB_CONCURRENCY are the platform conventions (the image sets both).
+    serve.add_argument(
+        "--port", type=_port, default=os.environ.get("PORT", "8000"), help="default: $PORT or 8000"
+    )
+    serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=os.environ.get("WEB_CONCURRENCY", "1"),
+        help="default: $WEB_CONCURRENCY or 1",
+    )
     serve.add_argument(
         "--dev", action="store_true", help="embedded SQLite, generated secrets, a demo client"
     )

@@ -21,20 +21,23 @@ from typing import Any
 import httpx
 import pytest
 
-from service.cli import build_parser
 from service.config import FILE_BACKED, Settings
 from service.db import schema_head
 from tests.support import database
 from tests.support.deployment import (
     SECRETS_MOUNT,
+    SERVE_VARIABLES,
     Stage,
     container_command,
+    container_environment,
     dockerfile_stages,
+    image_environment,
     image_healthcheck,
     load_compose,
     local_command,
     local_healthcheck,
     option,
+    parse_command,
     service_environment,
 )
 from tests.support.processes import REPO_ROOT, free_port, running_command
@@ -79,7 +82,7 @@ def healthcheck_of(service: dict[str, Any], stages: list[Stage]) -> list[str] | 
 def test_dockerfile_is_multi_stage_slim_and_unprivileged(stages: list[Stage]) -> None:
     assert len(stages) >= 2, "wheels are built in a stage of their own"
     runtime = stages[-1]
-    assert runtime.base == "python:3.11-slim"
+    assert runtime.base.partition("@")[0] == "python:3.11-slim-bookworm"
     env = " ".join(i.arguments for i in runtime.all("ENV"))
     assert "PYTHONDONTWRITEBYTECODE=1" in env
     assert "PYTHONUNBUFFERED=1" in env
@@ -103,16 +106,22 @@ def test_dockerfile_command_health_check_and_port_agree(stages: list[Stage]) -> 
     scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["action-links"] == "service.cli:main"
     command = runtime.last("CMD").exec_form()
-    args = build_parser().parse_args(command)
+    env = image_environment(stages)
+    args = parse_command(["action-links", *command], env)
     assert args.command == "serve"
     assert not args.dev
+    assert "--port" not in command, "the port is PORT's"
+    assert "--workers" not in command, "the worker count is WEB_CONCURRENCY's"
     exposed = runtime.last("EXPOSE").arguments
-    assert exposed == str(args.port) == "8000"
+    assert exposed == env["PORT"] == str(args.port) == "8000"
+    assert str(args.workers) == env["WEB_CONCURRENCY"] == "2"
     assert args.host == "0.0.0.0"
     check = healthcheck_of({"build": "."}, stages)
     assert check is not None
     assert check[0] == "python", "the image has no curl: the health check is Python"
-    assert f"http://127.0.0.1:{exposed}/readyz" in check[-1]
+    # Liveness, not readiness: a database outage must not restart every container.
+    assert "http://127.0.0.1:%s/healthz" in check[-1]
+    assert "os.environ.get('PORT', '8000')" in check[-1], "the check follows PORT"
     for name, value in re.findall(r"--(\w+(?:-\w+)*)=(\S+)", runtime.last("HEALTHCHECK").arguments):
         assert name in ("interval", "timeout", "start-period", "retries"), name
         assert value
@@ -166,9 +175,12 @@ def test_compose_services_depend_on_what_they_need(
         assert (REPO_ROOT / "Dockerfile").exists()
     assert app["image"] == migrate["image"], "one image, built once"
 
-    migrate_args = build_parser().parse_args(container_command(migrate, stages)[1:])
+    secrets_dir = Path(SECRETS_MOUNT)
+    migrate_env = container_environment(migrate, stages, secrets_dir)
+    migrate_args = parse_command(container_command(migrate, stages), migrate_env)
     assert migrate_args.command == "migrate"
-    app_args = build_parser().parse_args(container_command(app, stages)[1:])
+    app_env = container_environment(app, stages, secrets_dir)
+    app_args = parse_command(container_command(app, stages), app_env)
     assert app_args.command == "serve"
     published = [str(p) for p in app["ports"]]
     assert published == [f"8000:{app_args.port}"]
@@ -192,7 +204,8 @@ def test_compose_secrets_and_environment_are_real(compose: dict[str, Any], tmp_p
                 assert value.startswith(SECRETS_MOUNT), (name, variable)
                 assert secret in mounted, (name, variable)
                 assert "/" not in secret
-            if "build" in service:  # our image: every variable is a setting
+            if "build" in service and variable not in SERVE_VARIABLES:
+                # our image: every other variable is a setting
                 base = variable.removesuffix("_FILE")
                 assert base in settings, f"{name}: {variable} is not a setting"
                 if variable.endswith("_FILE"):
@@ -264,16 +277,18 @@ def test_container_commands_with_the_compose_environment(
     secret_dir = tmp_path / "run-secrets"
     values = write_secrets(secret_dir, empty_database)
     services = compose["services"]
-    app_env = service_environment(services["app"], secret_dir, {})
-    app_env["DATABASE_POOL_SIZE"] = "2"
     port = free_port()
-    command = local_command(container_command(services["app"], stages), port)
-    exposed = stages[-1].last("EXPOSE").arguments
-    healthcheck = local_healthcheck(image_healthcheck(stages), exposed, port)
+    app_env = container_environment(services["app"], stages, secret_dir)
+    app_env.update(DATABASE_POOL_SIZE="2", PORT=str(port))
+    command = local_command(container_command(services["app"], stages))
+    healthcheck = local_healthcheck(image_healthcheck(stages))
+    check_env = {**os.environ, **app_env}
     with running_command(command, app_env, tmp_path, port) as app:
         not_ready = httpx.get(f"{app.base_url}/readyz", timeout=10)
         assert not_ready.status_code == 503
-        assert subprocess.run(healthcheck, capture_output=True, timeout=30).returncode != 0
+        # Not ready, but alive: the health check (liveness) passes.
+        check = subprocess.run(healthcheck, env=check_env, capture_output=True, timeout=30)
+        assert check.returncode == 0, check.stderr.decode()
         assert not_ready.json() == {
             "status": "unavailable",
             "reason": f"schema not migrated: at none, need {schema_head()}",
@@ -292,7 +307,6 @@ def test_container_commands_with_the_compose_environment(
         ready = httpx.get(f"{app.base_url}/readyz", timeout=10)
         assert ready.status_code == 200, ready.text
         assert ready.json() == {"status": "ready", "schema": schema_head()}
-        assert subprocess.run(healthcheck, capture_output=True, timeout=30).returncode == 0
         admin = {"Authorization": f"Bearer {values['admin_token']}"}
         created = httpx.post(
             f"{app.base_url}/v1/admin/clients",

@@ -7,6 +7,7 @@ the environment compose gives a service, and run that as a local process.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -14,13 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from service.cli import build_parser
 from tests.support.processes import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 SECRETS_MOUNT = "/run/secrets/"
+# Read by ``action-links serve`` itself, not by Settings.
+SERVE_VARIABLES = ("PORT", "WEB_CONCURRENCY")
 
 _INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
@@ -128,14 +133,43 @@ def container_command(service: dict[str, Any], stages: list[Stage]) -> list[str]
     return entrypoint + [str(part) for part in command]
 
 
-def local_command(argv: list[str], port: int | None = None) -> list[str]:
+def image_environment(stages: list[Stage]) -> dict[str, str]:
+    """The variables the image's ``ENV`` instructions set (``A=1 B=2`` form, no spaces)."""
+    env: dict[str, str] = {}
+    for instruction in stages[-1].all("ENV"):
+        for pair in instruction.arguments.split():
+            name, separator, value = pair.partition("=")
+            assert separator, f"ENV {instruction.arguments}: use NAME=value"
+            env[name] = value
+    return env
+
+
+def container_environment(
+    service: dict[str, Any], stages: list[Stage], secrets_dir: Path
+) -> dict[str, str]:
+    """A container's variables: the image's, overridden by what compose sets."""
+    return {**image_environment(stages), **service_environment(service, secrets_dir, {})}
+
+
+def parse_command(argv: list[str], env: dict[str, str]) -> argparse.Namespace:
+    """The container command as ``action-links`` parses it in the container's environment
+    (``serve`` takes its port and worker count from ``PORT`` and ``WEB_CONCURRENCY``)."""
+    assert argv[0] == "action-links", argv
+    with pytest.MonkeyPatch.context() as patch:
+        for name in SERVE_VARIABLES:
+            patch.delenv(name, raising=False)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        return build_parser().parse_args(argv[1:])
+
+
+def local_command(argv: list[str]) -> list[str]:
     """The container command as a local process: ``action-links`` is ``python -m service``
-    (this checkout's code), listening on 127.0.0.1 and, if given, another port."""
+    (this checkout's code), listening on 127.0.0.1 (the port is ``PORT``'s)."""
     assert argv[0] == "action-links", argv
     args = list(argv[1:])
-    for option, value in (("--host", "127.0.0.1"), ("--port", str(port) if port else None)):
-        if value is not None and option in args:
-            args[args.index(option) + 1] = value
+    if "--host" in args:
+        args[args.index("--host") + 1] = "127.0.0.1"
     return [sys.executable, "-m", "service", *args]
 
 
@@ -150,7 +184,7 @@ def image_healthcheck(stages: list[Stage]) -> list[str]:
     return Instruction("CMD", command).exec_form()
 
 
-def local_healthcheck(argv: list[str], exposed: str, port: int) -> list[str]:
-    """The health check as a local process: this Python, asking ``port`` instead."""
+def local_healthcheck(argv: list[str]) -> list[str]:
+    """The health check as a local process: this Python (the port is ``PORT``'s)."""
     assert argv[0] == "python", argv
-    return [sys.executable, *(a.replace(f":{exposed}/", f":{port}/") for a in argv[1:])]
+    return [sys.executable, *argv[1:]]
