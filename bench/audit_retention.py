@@ -14,8 +14,9 @@ TABLE``. This measures both on the same rows:
    unique id and the primary key then include ``redeemed_at``, as
    PostgreSQL requires); the expired month is detached and dropped.
 
-Prints one JSON object: load and retention times, WAL written by each
-retention, and the rows left (the live ones must all survive).
+Prints one JSON object: load and retention times, WAL written during each
+retention (server-wide: whatever else the server does meanwhile counts too),
+and the rows left (the live ones must all survive).
 
     createdb -h 127.0.0.1 -U postgres al_retention_bench
     DATABASE_URL=postgresql://postgres@127.0.0.1/al_retention_bench action-links migrate
