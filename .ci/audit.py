@@ -3,11 +3,12 @@
     python .ci/audit.py requirements/test.txt [--report build/audit.json]
 
 pip-audit asks PyPI's JSON API (``/pypi/<name>/<version>/json``) for each pinned
-version. Where that API cannot be reached (a network that only lets package
-downloads through answers it 404, which pip-audit would take for "not on
-PyPI", skip every package and call the audit clean), the audit is skipped with
-a message and exit 0: the lock is then covered by the SBOM and by the next run
-that can reach the service. When it can be reached:
+version. First that URL is tried for the lock's first package: where it cannot
+be reached (a network that only lets package downloads through answers it 404,
+which pip-audit would take for "not on PyPI", skip every package and call the
+audit clean), the audit is skipped with a message and exit 0: the lock is then
+covered by the SBOM and by the next run that can reach the service. When it
+can be reached:
 
 - a vulnerability with a fixed version available fails (exit 1): raise the
   pin (``bash .ci/lock --upgrade-package NAME``);
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.error
@@ -30,12 +32,24 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-# The API pip-audit's default service ("pypi") reads; overridable for tests.
-PROBE_URL = os.environ.get("AUDIT_PROBE_URL", "https://pypi.org/pypi/pip/json")
+# The API pip-audit's default service ("pypi") reads, per pinned version. (Some
+# networks let /pypi/<name>/json through but not the versioned URL pip-audit asks.)
+PYPI_RELEASE_URL = "https://pypi.org/pypi/{name}/{version}/json"
 PROBE_TIMEOUT = 10.0
+PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==(\S+)", re.MULTILINE)
 
 
-def service_reachable(url: str = PROBE_URL) -> str | None:
+def probe_url(lock: Path) -> str:
+    """The URL pip-audit will ask for the lock's first package (``AUDIT_PROBE_URL`` wins)."""
+    if "AUDIT_PROBE_URL" in os.environ:
+        return os.environ["AUDIT_PROBE_URL"]
+    first = PIN.search(lock.read_text())
+    if first is None:
+        sys.exit(f"{lock}: no pinned package")
+    return PYPI_RELEASE_URL.format(name=first[1], version=first[2])
+
+
+def service_reachable(url: str) -> str | None:
     """None when the vulnerability service answers like PyPI's JSON API; else why not."""
     try:
         with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT) as response:
@@ -100,10 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_report is not None:
         report = json.loads(args.from_report.read_text())
     else:
-        unreachable = service_reachable()
+        url = probe_url(args.lock)
+        unreachable = service_reachable(url)
         if unreachable is not None:
             print(
-                f"audit skipped: the vulnerability service ({PROBE_URL}) cannot be reached "
+                f"audit skipped: the vulnerability service ({url}) cannot be reached "
                 f"from here ({unreachable}); the SBOM lists what would have been audited"
             )
             return 0

@@ -5,12 +5,16 @@ not make (an unreachable service is said out loud, a package it could not check 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+import pytest
 
 from tests.support.processes import REPO_ROOT, free_port
 
@@ -107,3 +111,25 @@ def test_audit_is_skipped_out_loud_when_the_service_cannot_be_reached() -> None:
     assert f"audit skipped: the vulnerability service ({closed}) cannot be reached" in (
         result.stdout
     )
+
+
+def load_audit_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("ci_audit", CI / "audit.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_audit_probes_the_url_pip_audit_will_ask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The versioned release URL: some networks serve /pypi/<name>/json but not that one."""
+    monkeypatch.delenv("AUDIT_PROBE_URL", raising=False)
+    lock = tmp_path / "lock.txt"
+    lock.write_text(
+        "# comment\nada-url==4.0.0 \\\n    --hash=sha256:" + "0" * 64 + "\n    # via x\n"
+    )
+    audit = load_audit_script()
+    assert audit.probe_url(lock) == "https://pypi.org/pypi/ada-url/4.0.0/json"
