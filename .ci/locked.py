@@ -3,8 +3,8 @@
 ``pip check`` covers the dependencies of every installed distribution, but not
 the extras of our own package (``test`` and any other) nor the extras they
 ask of others (``uvicorn[standard]``). This walks every requirement of
-pyproject.toml, every extra included, and checks each against the installed
-version.
+pyproject.toml and of the client libraries' (clients/*/pyproject.toml), every
+extra included, and checks each against the installed version.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+ROOT = Path(__file__).resolve().parent.parent
+# The service and the client libraries CI installs beside it.
+PYPROJECTS = [ROOT / "pyproject.toml", *sorted(ROOT.glob("clients/*/pyproject.toml"))]
 
 
 def unmet(requirement: Requirement, extra: str, seen: set[str]) -> list[str]:
@@ -43,11 +45,13 @@ def unmet(requirement: Requirement, extra: str, seen: set[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pyproject", type=Path, default=PYPROJECT)
-    project = tomllib.loads(parser.parse_args(argv).pyproject.read_text())["project"]
-    wanted = [("", line) for line in project["dependencies"]]
-    for extra, lines in project.get("optional-dependencies", {}).items():
-        wanted += [(extra, line) for line in lines]
+    parser.add_argument("--pyproject", type=Path, action="append", help="default: all")
+    wanted: list[tuple[str, str]] = []
+    for path in parser.parse_args(argv).pyproject or PYPROJECTS:
+        project = tomllib.loads(path.read_text())["project"]
+        wanted += [("", line) for line in project["dependencies"]]
+        for extra, lines in project.get("optional-dependencies", {}).items():
+            wanted += [(extra, line) for line in lines]
     seen: set[str] = set()
     problems = [p for extra, line in wanted for p in unmet(Requirement(line), extra, seen)]
     for problem in problems:

@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from service.config import Settings
-from service.db import create_engine
+from service.db import open_store
 from service.purge import BATCH_SIZE, purge
 
 CLIENT = "bench-retention"
@@ -102,13 +102,13 @@ async def batched_delete(
         loaded = await _timed_load(conn, "redemptions", args.rows, args.live, now)
         size_before = await conn.fetchval("SELECT pg_total_relation_size('redemptions')")
         lsn = await conn.fetchval("SELECT pg_current_wal_lsn()::text")
-        engine = create_engine(settings)
+        store = open_store(settings)
         try:
             started = time.perf_counter()
-            report = await purge(engine, now, RETENTION, args.batch_size)
+            report = await purge(store, now, RETENTION, args.batch_size)
             purged = time.perf_counter() - started
         finally:
-            await engine.dispose()
+            await store.close()
         wal = await _wal_bytes(conn, lsn)
         started = time.perf_counter()
         await conn.execute("VACUUM redemptions")
