@@ -238,37 +238,3 @@ def test_purge_at_scale_in_bounded_batches(database_url: str) -> None:
     assert report["batches"] >= rows // batch_size
     assert set(output["batch_sizes"]) <= set(range(batch_size + 1))
     assert output["left"] == {"expired": 0, "live": 500, "budgets": 500}
-
-
-@pytest.mark.slow
-def test_audit_retention_bench_keeps_the_live_rows_either_way(database_url: str) -> None:
-    """bench/audit_retention.py, small: the batched purge and the partition drop both remove
-    every expired redemption and keep every recent one (the README quotes it at 10 M rows)."""
-    rows, live = 3000, 200
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.audit_retention",
-            "--database-url",
-            database_url,
-            "--rows",
-            str(rows),
-            "--live",
-            str(live),
-            "--batch-size",
-            "1000",
-        ],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
-    output: dict[str, Any] = json.loads(result.stdout)
-    deleted, dropped = output["batched_delete"], output["partition_drop"]
-    assert (deleted["deleted"], deleted["left"]) == (rows, live)
-    assert deleted["longest_batch_seconds"] > 0
-    assert dropped["left"] == live
-    assert dropped["partition_bytes"] > 0
