@@ -135,7 +135,14 @@ def test_dockerignore_keeps_the_context_small_and_secret_free() -> None:
     }
     for entry in (".git", ".venv", "tests", "secrets", "**/__pycache__", ".pytest_cache"):
         assert entry in ignored, entry
-    for needed in ("service", "alembic", "pyproject.toml", "README.md", "alembic.ini"):
+    for needed in (
+        "service",
+        "alembic",
+        "pyproject.toml",
+        "README.md",
+        "alembic.ini",
+        "requirements",
+    ):
         assert needed not in ignored, needed
 
 
