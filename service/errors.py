@@ -13,7 +13,9 @@
     └── DatabaseUnavailable   503 unavailable
 
 One handler in ``api.problems`` renders them as RFC 9457 problem details
-(``DatabaseUnavailable`` on a link's path as the 503 page people see).
+(``DatabaseUnavailable`` on a link's path as the 503 page people see). A
+class's docstring is what the OpenAPI document says its code means
+(``api.openapi``): its first paragraph, one sentence a caller can act on.
 """
 
 from __future__ import annotations
@@ -33,18 +35,26 @@ class ApiError(Exception):
 
 
 class Unauthorized(ApiError):
+    """No credential, or a wrong one: `Authorization: Bearer <API key or admin token>`."""
+
     status, code, title = 401, "unauthorized", "Unauthorized"
 
 
 class NotFound(ApiError):
+    """No such thing, or not this caller's (another client's ids answer the same)."""
+
     status, code, title = 404, "not_found", "Not found"
 
 
 class Conflict(ApiError):
+    """The request conflicts with what exists (an id taken, a redemption without webhooks)."""
+
     status, code, title = 409, "conflict", "Conflict"
 
 
 class PayloadTooLarge(ApiError):
+    """The body is over 1 MiB, or a link's `data` is over 4096 bytes serialized."""
+
     status, code, title = 413, "payload_too_large", "Payload too large"
 
 
@@ -53,18 +63,26 @@ class UnprocessableError(ApiError):
 
 
 class UnknownAction(UnprocessableError):
+    """The client has no action of that name."""
+
     code, title = "unknown_action", "Unknown action"
 
 
 class RedirectNotAllowed(UnprocessableError):
+    """A redirect URL is not within the client's `allowed_redirects`."""
+
     code, title = "redirect_not_allowed", "Redirect not allowed"
 
 
 class TtlTooLong(UnprocessableError):
+    """`expires_in` is longer than the action's `max_ttl`."""
+
     code, title = "ttl_too_long", "Lifetime too long"
 
 
 class ValidationFailed(UnprocessableError):
+    """The request does not validate; `errors` names each field and what is wrong."""
+
     code, title = "validation_error", "Invalid request"
 
     def __init__(self, detail: str, errors: list[dict[str, Any]]) -> None:

@@ -10,7 +10,18 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from service import __version__, metrics
-from service.api import admin, audit, deliveries, demo, lifecycle, links, ops, redirect
+from service.api import (
+    admin,
+    audit,
+    deliveries,
+    demo,
+    docs,
+    lifecycle,
+    links,
+    ops,
+    redirect,
+    webhook_event,
+)
 from service.api.access import AccessMiddleware
 from service.api.link_fast_path import LinkFastPath
 from service.api.openapi import install_openapi
@@ -64,6 +75,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(deliveries.router)
     app.include_router(redirect.router)
     app.include_router(ops.router)
+    app.include_router(docs.router)
+    app.webhooks.include_router(webhook_event.router)
     if settings.dev:
         app.include_router(demo.router)
     return app

@@ -217,6 +217,32 @@ class RedemptionPage(BaseModel):
     next_cursor: str | None
 
 
+# --- webhooks (what the client's receiver gets) ------------------------------
+
+
+class LinkRedeemedData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    redemption_id: str
+    link_id: str
+    action: str
+    subject: str | None
+    data: Any = Field(description="the link's `data`, as minted (object keys sorted)")
+    use: int = Field(description="which use of the link (or of its once-key budget) this is")
+    max_uses: int | None
+    redeemed_at: datetime
+
+
+class LinkRedeemedEvent(BaseModel):
+    """The body of the ``link.redeemed`` webhook (built in ``service.webhooks``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["link.redeemed"]
+    timestamp: datetime = Field(description="the redemption's time (the same on every retry)")
+    data: LinkRedeemedData
+
+
 # --- admin -----------------------------------------------------------------
 
 

@@ -7,8 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from service import audit
+from service.api import examples
 from service.api.deps import ClientDep, StateDep
-from service.api.openapi import problem_responses
+from service.api.openapi import CLIENT_API, operation
+from service.errors import NotFound, ValidationFailed
 from service.schemas import (
     ACTION_NAME_PATTERN,
     NO_NUL_PATTERN,
@@ -18,10 +20,18 @@ from service.schemas import (
 )
 from service.store import Filters
 
-router = APIRouter(prefix="/v1/redemptions", tags=["audit"], responses=problem_responses(401, 503))
+router = APIRouter(prefix="/v1/redemptions", tags=["redemptions"])
 
 
-@router.get("", responses=problem_responses(422))
+@router.get(
+    "",
+    **operation(
+        "listRedemptions",
+        "List redemptions, newest first",
+        problems=(*CLIENT_API, ValidationFailed),
+        response_example=examples.REDEMPTION_PAGE,
+    ),
+)
 async def list_redemptions(
     client: ClientDep,
     state: StateDep,
@@ -31,10 +41,24 @@ async def list_redemptions(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> RedemptionPage:
+    """This client's audit log, optionally filtered, in pages of `limit`. Pass
+    `next_cursor` as `cursor` (with the same filters) for the next page; it is
+    null on the last one. Redemptions arriving meanwhile never shift rows
+    between pages.
+    """
     filters = Filters(link_id=link_id, subject=subject, action=action)
     return await audit.list_redemptions(state.store, state.codec, client.id, filters, limit, cursor)
 
 
-@router.get("/{redemption_id}", responses=problem_responses(404))
+@router.get(
+    "/{redemption_id}",
+    **operation(
+        "getRedemption",
+        "One redemption",
+        problems=(*CLIENT_API, NotFound),
+        response_example=examples.REDEMPTION,
+    ),
+)
 async def get_redemption(redemption_id: str, client: ClientDep, state: StateDep) -> RedemptionOut:
+    """One redemption of this client, with its webhook delivery's state."""
     return await audit.get_redemption(state.store, client.id, redemption_id)

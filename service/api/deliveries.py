@@ -8,21 +8,27 @@ from fastapi import APIRouter, Response
 
 from service import outbox
 from service.api.deps import ClientDep, StateDep
-from service.api.openapi import problem_responses
+from service.api.openapi import CLIENT_API, operation
+from service.errors import Conflict, NotFound
 
-router = APIRouter(
-    prefix="/v1/redemptions", tags=["redemptions"], responses=problem_responses(401, 503)
-)
+router = APIRouter(prefix="/v1/redemptions", tags=["redemptions"])
 
 
 @router.post(
     "/{redemption_id}/redeliver",
-    status_code=202,
     response_class=Response,
-    responses=problem_responses(404, 409),
+    **operation(
+        "redeliverRedemption",
+        "Send a redemption's webhook again",
+        status=202,
+        problems=(*CLIENT_API, NotFound, Conflict),
+    ),
 )
 async def redeliver(redemption_id: str, client: ClientDep, state: StateDep) -> Response:
-    """Queue the webhook again (same ``webhook-id``, fresh retry schedule) → 202, no body."""
+    """Queues the webhook again, whatever its delivery's status, with the same
+    `webhook-id` and body and a fresh retry schedule. No body. A redemption of an
+    action without webhooks answers 409 `conflict`.
+    """
     await outbox.requeue(state.store, client.id, redemption_id, datetime.now(UTC))
     state.dispatcher.wake()
     return Response(status_code=202)

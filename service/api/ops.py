@@ -8,14 +8,18 @@ from starlette.responses import JSONResponse, Response
 
 from service import metrics, request_context
 from service.api.deps import StateDep
+from service.api.openapi import operation
 from service.schemas import Health, NotReady, Ready
 
-router = APIRouter(tags=["ops"])
+router = APIRouter(tags=["operations"])
 
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-@router.get("/healthz")
+@router.get(
+    "/healthz",
+    **operation("checkHealth", "Liveness", response_example={"status": "ok"}),
+)
 async def healthz() -> Health:
     """200 while the process runs."""
     return Health(status="ok")
@@ -24,7 +28,22 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Ready,
-    responses={503: {"model": NotReady, "description": "Not ready, and why"}},
+    **operation(
+        "checkReadiness",
+        "Readiness",
+        response_example={"status": "ready", "schema": "0001"},
+        responses={
+            503: {
+                "model": NotReady,
+                "description": "Not ready, and why",
+                "content": {
+                    "application/json": {
+                        "example": {"status": "unavailable", "reason": "database unreachable"}
+                    }
+                },
+            }
+        },
+    ),
 )
 async def readyz(state: StateDep) -> JSONResponse:
     """200 when the database answers and its schema is the newest; else 503 and the reason."""
@@ -39,12 +58,22 @@ async def readyz(state: StateDep) -> JSONResponse:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={
-        200: {
-            "description": "Prometheus text exposition format",
-            "content": {"text/plain": {"schema": {"type": "string"}}},
-        }
-    },
+    **operation(
+        "getMetrics",
+        "Prometheus metrics",
+        responses={
+            200: {
+                "description": "Prometheus text exposition format",
+                "content": {
+                    "text/plain": {
+                        "schema": {"type": "string"},
+                        "example": "action_links_links_minted_total"
+                        '{client="shop",action="activate_user"} 42.0\n',
+                    }
+                },
+            }
+        },
+    ),
 )
 async def prometheus_metrics(state: StateDep) -> Response:
     """Prometheus text exposition, summed over every worker process."""

@@ -16,7 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.types import Scope
 
 from service import metrics, request_context
-from service.api.openapi import page_responses
+from service.api.openapi import operation, page_responses
 from service.confirm import Confirmation, Gate
 from service.pages import LINK_HEADERS, confirm_page, error_page, page_headers
 from service.pages.headers import language_headers
@@ -25,7 +25,7 @@ from service.redeem import Outcome, Redemption
 from service.state import AppState
 from service.tokens import LinkClaims
 
-router = APIRouter(tags=["redirect"])
+router = APIRouter(tags=["link"])
 
 LINK_PATH = "/r/{token:path}"
 
@@ -126,22 +126,41 @@ def counted(result: Redemption | Confirmation) -> Redemption | Confirmation:
 @router.get(
     LINK_PATH,
     response_class=Response,
-    status_code=303,
-    responses=page_responses(303, 200, 400, 404, 409, 410, 503),
+    **operation(
+        "followLink",
+        "Follow a link (people)",
+        status=303,
+        responses=page_responses(303, 200, 400, 404, 409, 410, 503),
+    ),
 )
 async def open_link(token: str, request: Request) -> Response:
-    """Answered by ``service.api.link_fast_path`` in the app; here for the OpenAPI
-    document and for an app mounted under a root path."""
+    """Redeems the link and redirects to the success URL (with `link_id`,
+    `redemption_id`), or to the failure URL with `error=expired|used|revoked|
+    disabled|rejected|unavailable`. A `confirm: "page"` or `"auto"` action shows a
+    confirmation page instead and redeems nothing. A token that does not verify
+    is a 400 page, never a redirect.
+    \f
+    Answered by ``service.api.link_fast_path`` in the app; here for the OpenAPI
+    document and for an app mounted under a root path.
+    """
     return answer(counted(await gate_of(request).open(token)), request.scope)
 
 
 @router.post(
     LINK_PATH,
     response_class=Response,
-    status_code=303,
-    responses=page_responses(303, 400, 403, 404, 409, 410, 503),
+    **operation(
+        "confirmLink",
+        "Redeem a link from its confirmation page (people)",
+        status=303,
+        responses=page_responses(303, 400, 403, 404, 409, 410, 503),
+    ),
 )
 async def submit_link(token: str, request: Request) -> Response:
+    """Redeems like following the link. For a `confirm` action only with the
+    confirmation page's form (its `confirm` nonce); without one, 403 and the page
+    again, nothing done.
+    """
     result = await gate_of(request).submit(token, await form_nonce(request))
     return answer(counted(result), request.scope)
 
@@ -149,10 +168,16 @@ async def submit_link(token: str, request: Request) -> Response:
 @router.head(
     LINK_PATH,
     response_class=Response,
-    responses=page_responses(200, 303, 400, 404, 410, 503, body=False),
+    **operation(
+        "peekLink",
+        "What following a link would answer, without using it",
+        responses=page_responses(200, 303, 400, 404, 410, 503, body=False),
+    ),
 )
 async def peek_link(token: str, request: Request) -> Response:
-    """Never redeems: answers with what a GET would say about the link's state."""
+    """Never redeems or records anything: the status and headers a GET would
+    answer about the link's state, without a body (mail scanners send these).
+    """
     result = await gate_of(request).peek(token)
     observe(result)
     if isinstance(result, Redemption) and result.outcome is Outcome.SUCCESS:
