@@ -2,6 +2,12 @@
 
 Admin commands work on the database directly, so an operator can bootstrap
 the first client before any admin token exists. Their output is JSON.
+
+Nothing a person can get wrong ends in a traceback: a bad setting or flag,
+and a database that is unreachable, missing or not migrated, are one line on
+stderr naming the variable or flag or saying what to do (``service.config``,
+``service.preflight``). Exit status: 0 done, 1 the operation could not be
+done (database not ready, not found, conflict), 2 bad usage or settings.
 """
 
 from __future__ import annotations
@@ -22,15 +28,23 @@ from typing import Any
 import uvicorn
 from pydantic import BaseModel, ValidationError
 
-from service import admin, logs, metrics
-from service.config import ConfigurationError, Settings
+from service import __version__, admin, logs, metrics
+from service.config import (
+    ConfigurationError,
+    describe_errors,
+    listening_base_url,
+    load_settings,
+)
 from service.db import migrate, one_off_session, open_store, schema_head
 from service.devmode import prepare_dev_environment
 from service.dispatcher import run_standalone
 from service.errors import ApiError
 from service.http_limits import BoundedHttpToolsProtocol
+from service.preflight import DatabaseNotReady, check_database, database_errors
 from service.purge import BATCH_SIZE, purge
 from service.schemas import (
+    DEFAULT_MAX_TTL,
+    DEFAULT_TTL,
     ActionOut,
     ActionPut,
     ClientCreate,
@@ -58,13 +72,19 @@ def _stopped(signum: int, frame: object) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    if args.dev:
-        settings = prepare_dev_environment(args.port)
-    else:
-        settings = Settings()
+    # Unset, links point at this server as a browser on this machine reaches it
+    # (workers read the same environment).
+    if not os.environ.get("PUBLIC_BASE_URL"):
+        os.environ["PUBLIC_BASE_URL"] = listening_base_url(args.host, args.port)
+    settings = prepare_dev_environment() if args.dev else load_settings()
     settings.check_serveable()
+    if not args.dev:
+        check_database(settings)  # --dev has just migrated it
     log_config = logs.logging_config(settings.log_level, settings.log_format)
     logs.configure(settings.log_level, settings.log_format)
+    warning = settings.public_base_url_warning()
+    if warning is not None:
+        log.warning(warning)
     created_metrics_dir = metrics.prepare_multiprocess_dir(args.workers)
     log.info(
         "starting on http://%s:%d with %d worker(s)",
@@ -100,15 +120,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)
-    migrate(settings)
+    with database_errors(settings.database_url):
+        migrate(settings)
     log.info("database schema is at the newest migration, %s", schema_head())
     return 0
 
 
 def cmd_dispatcher(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = load_settings()
+    check_database(settings)
     # The same logging as `serve`: JSON lines, and the libraries that would log
     # statement parameters (webhook secrets) held at WARNING.
     logs.configure(settings.log_level, settings.log_format)
@@ -123,7 +145,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = load_settings()
     retention = timedelta(days=settings.redemption_retention_days)
 
     async def run() -> dict[str, object]:
@@ -134,7 +156,10 @@ def cmd_purge(args: argparse.Namespace) -> int:
             await store.close()
         return report.summary()
 
-    _emit(asyncio.run(run()))
+    check_database(settings)
+    with database_errors(settings.database_url):
+        summary = asyncio.run(run())
+    _emit(summary)
     return 0
 
 
@@ -146,8 +171,15 @@ def _positive_int(value: str) -> int:
 
 def _port(value: str) -> int:
     if not value.isdigit() or not 0 < int(value) < 65536:
-        raise argparse.ArgumentTypeError(f"not a TCP port: {value!r}")
+        raise argparse.ArgumentTypeError(f"not a TCP port (1-65535): {value!r}")
     return int(value)
+
+
+def _max_uses(value: str) -> int | None:
+    """``--max-uses``: a positive number, or ``unlimited`` (None)."""
+    if value == "unlimited":
+        return None
+    return _positive_int(value)
 
 
 def _aware_datetime(value: str) -> datetime:
@@ -173,13 +205,17 @@ def _emit(value: Any) -> None:
 
 
 def _run_admin(operation: Callable[[Any], Awaitable[Any]]) -> int:
+    settings = load_settings()
+
     async def run() -> Any:
-        async with one_off_session(Settings()) as session:
+        async with one_off_session(settings) as session:
             result = await operation(session)
             await session.commit()
             return result
 
-    result = asyncio.run(run())
+    check_database(settings)
+    with database_errors(settings.database_url):
+        result = asyncio.run(run())
     if result is not None:
         _emit(result)
     return 0
@@ -219,11 +255,8 @@ def _client_update(a: argparse.Namespace) -> Callable[[Any], Awaitable[Any]]:
 
 def _action_put(a: argparse.Namespace) -> Callable[[Any], Awaitable[Any]]:
     fields: dict[str, Any] = {"success_url": a.success_url, "failure_url": a.failure_url}
-    for name in ("ttl", "max_ttl", "confirm", "delivery", "label"):
-        if getattr(a, name) is not None:
-            fields[name] = getattr(a, name)
-    if a.max_uses is not None:
-        fields["max_uses"] = None if a.max_uses == "unlimited" else int(a.max_uses)
+    for name in ("ttl", "max_ttl", "max_uses", "confirm", "delivery", "label"):
+        fields[name] = getattr(a, name)
     fields["enabled"] = not a.disabled
     request = ActionPut(**fields)
 
@@ -293,103 +326,272 @@ def _action_ops(a: argparse.Namespace) -> Callable[[Any], Awaitable[Any]]:
 # --- parser ----------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="action-links", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows a default only when there is one worth showing (not None, False or [])."""
 
-    serve = sub.add_parser("serve", help="run the HTTP service")
-    serve.add_argument("--host", default="127.0.0.1")
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, []) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+OPERATION_HELP = "what to do; each prints JSON (OPERATION --help tells more)"
+EPILOG = """Settings are environment variables (DATABASE_URL, SECRET_KEYS, PUBLIC_BASE_URL,
+ADMIN_TOKEN, LOG_LEVEL, ...); README.md lists every one.
+Exit status: 0 done; 1 not done (database unreachable, missing or not migrated,
+not found, conflict); 2 bad usage or settings."""
+
+
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str, **kw: Any
+) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` starts with ``summary`` (and the description, if any)."""
+    description = summary + (f"\n\n{kw.pop('description')}" if "description" in kw else "")
+    return sub.add_parser(
+        name, help=summary, description=description, formatter_class=_HelpFormatter, **kw
+    )
+
+
+def _client_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("client", metavar="CLIENT", help="the client's id")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="action-links",
+        description="Signed action links as a service: run it, migrate its database, and "
+        "manage clients, API keys and actions on the database directly.",
+        epilog=EPILOG,
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="what to do; `action-links COMMAND --help` tells more",
+    )
+
+    serve = _command(
+        sub,
+        "serve",
+        "run the HTTP service",
+        description="Checks the settings and the database first (reachable, migrated).\n"
+        "PUBLIC_BASE_URL, the origin of minted links, defaults to this server's\n"
+        "address (http://127.0.0.1:PORT when listening on 0.0.0.0 or loopback).",
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (0.0.0.0: every IPv4 interface)",
+    )
     # PORT and WEB_CONCURRENCY are the platform conventions (the image sets both).
     serve.add_argument(
-        "--port", type=_port, default=os.environ.get("PORT", "8000"), help="default: $PORT or 8000"
+        "--port",
+        type=_port,
+        default=os.environ.get("PORT", "8000"),
+        help="TCP port to listen on ($PORT when set)",
     )
     serve.add_argument(
         "--workers",
         type=_positive_int,
         default=os.environ.get("WEB_CONCURRENCY", "1"),
-        help="default: $WEB_CONCURRENCY or 1",
+        metavar="N",
+        help="worker processes ($WEB_CONCURRENCY when set)",
     )
     serve.add_argument(
-        "--dev", action="store_true", help="embedded SQLite, generated secrets, a demo client"
+        "--dev",
+        action="store_true",
+        help="development mode: SQLite in ./action-links.db unless DATABASE_URL is set, "
+        "generated secrets kept in ./.action-links-dev.json, migrates, prints a demo "
+        "client and a curl line; never for production",
     )
     serve.set_defaults(func=cmd_serve)
-    sub.add_parser("migrate", help="bring the database to the newest migration").set_defaults(
-        func=cmd_migrate
-    )
-    sub.add_parser("keygen", help="print a new random signing key").set_defaults(func=cmd_keygen)
-    purging = sub.add_parser(
-        "purge", help="delete counters and revocations of expired links, and old audit rows"
+    _command(
+        sub, "migrate", "bring the database (DATABASE_URL) to the newest migration"
+    ).set_defaults(func=cmd_migrate)
+    _command(
+        sub, "keygen", "print a new random signing key (for SECRET_KEYS or ADMIN_TOKEN)"
+    ).set_defaults(func=cmd_keygen)
+    purging = _command(
+        sub,
+        "purge",
+        "delete counters and revocations of expired links, and old audit rows",
+        description="Prints what it deleted as JSON. Every service process also purges\n"
+        "every PURGE_INTERVAL seconds; audit rows are kept REDEMPTION_RETENTION_DAYS.",
     )
     purging.add_argument(
         "--now",
         type=_aware_datetime,
         default=None,
-        help="purge as if it were this time (ISO 8601 with offset); default: now",
+        metavar="TIME",
+        help="purge as if it were this time (ISO 8601 with a UTC offset, "
+        "e.g. 2027-01-01T00:00:00Z; default: now)",
     )
-    purging.add_argument("--batch-size", type=_positive_int, default=BATCH_SIZE, metavar="N")
+    purging.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=BATCH_SIZE,
+        metavar="N",
+        help="rows deleted per transaction",
+    )
     purging.set_defaults(func=cmd_purge)
-    sub.add_parser(
-        "dispatcher", help="deliver queued webhooks (also runs inside every service process)"
+    _command(
+        sub,
+        "dispatcher",
+        "deliver queued webhooks until SIGTERM",
+        description="Every service process runs one too; run this beside the service\n"
+        "when it runs with WEBHOOK_DISPATCHER=false.",
     ).set_defaults(func=cmd_dispatcher)
 
-    client = sub.add_parser("client", help="manage clients").add_subparsers(
-        dest="op", required=True
+    _client_commands(sub)
+    _key_commands(sub)
+    _action_commands(sub)
+    return parser
+
+
+def _client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    client = _command(
+        sub, "client", "manage clients (the calling backends), on the database directly"
+    ).add_subparsers(dest="op", required=True, metavar="OPERATION", help=OPERATION_HELP)
+    create = _command(client, "create", "create a client; prints its webhook secret once")
+    create.add_argument("id", metavar="ID", help="the new client's id: a-z, 0-9, _ and -")
+    create.add_argument("--name", help="the name people see on confirmation pages (default: ID)")
+    create.add_argument("--webhook-url", metavar="URL", help="where webhooks are POSTed")
+    create.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="URL_PREFIX",
+        help="a URL prefix links may redirect to; repeat for more",
     )
-    create = client.add_parser("create")
-    create.add_argument("id")
-    create.add_argument("--name")
-    create.add_argument("--webhook-url")
-    create.add_argument("--allow", action="append", default=[], metavar="URL_PREFIX")
     create.set_defaults(admin=_client_create)
-    update = client.add_parser("update")
-    update.add_argument("client")
-    update.add_argument("--name")
-    update.add_argument("--webhook-url", help="empty string removes it")
-    update.add_argument("--allow", action="append", metavar="URL_PREFIX")
-    update.add_argument("--enable", dest="enabled", action="store_const", const=True)
-    update.add_argument("--disable", dest="enabled", action="store_const", const=False)
+    update = _command(client, "update", "change a client; options left out stay as they are")
+    _client_arg(update)
+    update.add_argument("--name", help="the name people see on confirmation pages")
+    update.add_argument(
+        "--webhook-url", metavar="URL", help="where webhooks are POSTed; an empty string removes it"
+    )
+    update.add_argument(
+        "--allow",
+        action="append",
+        metavar="URL_PREFIX",
+        help="replaces the allowed redirect prefixes; repeat for more",
+    )
+    update.add_argument(
+        "--enable", dest="enabled", action="store_const", const=True, help="enable the client"
+    )
+    update.add_argument(
+        "--disable",
+        dest="enabled",
+        action="store_const",
+        const=False,
+        help="disable the client: its keys and links stop working",
+    )
     update.set_defaults(admin=_client_update)
-    client.add_parser("list").set_defaults(admin=_client_ops)
-    for name in ("show", "delete", "rotate-secret"):
-        p = client.add_parser(name)
-        p.add_argument("client")
+    _command(client, "list", "list every client").set_defaults(admin=_client_ops)
+    for name, summary in (
+        ("show", "show one client"),
+        ("delete", "delete a client with its keys and actions (its links stop working)"),
+        ("rotate-secret", "replace the client's webhook secret; prints the new one"),
+    ):
+        p = _command(client, name, summary)
+        _client_arg(p)
         p.set_defaults(admin=_client_ops)
 
-    key = sub.add_parser("key", help="manage API keys").add_subparsers(dest="op", required=True)
-    for name in ("create", "list"):
-        p = key.add_parser(name)
-        p.add_argument("client")
+
+def _key_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    key = _command(sub, "key", "manage API keys, on the database directly").add_subparsers(
+        dest="op", required=True, metavar="OPERATION", help=OPERATION_HELP
+    )
+    for name, summary in (
+        ("create", "create an API key for a client; prints the key once"),
+        ("list", "list a client's keys (ids and prefixes, never the keys)"),
+    ):
+        p = _command(key, name, summary)
+        _client_arg(p)
         p.set_defaults(admin=_key_ops)
-    p = key.add_parser("delete")
-    p.add_argument("client")
-    p.add_argument("key_id")
+    p = _command(key, "delete", "delete an API key: it stops working")
+    _client_arg(p)
+    p.add_argument("key_id", metavar="KEY_ID", help="the key's id (key_…), from `key list`")
     p.set_defaults(admin=_key_ops)
 
-    action = sub.add_parser("action", help="manage actions").add_subparsers(
-        dest="op", required=True
+
+def _action_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    action = _command(sub, "action", "manage actions, on the database directly").add_subparsers(
+        dest="op", required=True, metavar="OPERATION", help=OPERATION_HELP
     )
-    put = action.add_parser("put", help="create or replace an action")
-    put.add_argument("client")
-    put.add_argument("name")
-    put.add_argument("--success-url", required=True)
-    put.add_argument("--failure-url")
-    put.add_argument("--ttl", type=int)
-    put.add_argument("--max-ttl", type=int)
-    put.add_argument("--max-uses", help="a number, or 'unlimited'")
-    put.add_argument("--confirm", choices=["none", "page", "auto"])
-    put.add_argument("--delivery", choices=["none", "async", "sync"])
-    put.add_argument("--label")
-    put.add_argument("--disabled", action="store_true")
+    put = _command(
+        action,
+        "put",
+        "create or replace an action",
+        description="Options left out take their defaults (shown below), also when the\n"
+        "action exists: put replaces the whole action.",
+    )
+    _client_arg(put)
+    put.add_argument("name", metavar="NAME", help="the action's name, e.g. activate_user")
+    put.add_argument(
+        "--success-url",
+        required=True,
+        metavar="URL",
+        help="where a redeemed link redirects (within the client's allowed prefixes)",
+    )
+    put.add_argument(
+        "--failure-url", metavar="URL", help="where a refused link redirects, with error=…"
+    )
+    put.add_argument(
+        "--ttl", type=int, default=DEFAULT_TTL, metavar="SECONDS", help="default link lifetime"
+    )
+    put.add_argument(
+        "--max-ttl",
+        type=int,
+        default=DEFAULT_MAX_TTL,
+        metavar="SECONDS",
+        help="longest lifetime a mint may ask for",
+    )
+    put.add_argument(
+        "--max-uses",
+        type=_max_uses,
+        default=1,
+        metavar="N|unlimited",
+        help="uses per link",
+    )
+    put.add_argument(
+        "--confirm",
+        choices=["none", "page", "auto"],
+        default="none",
+        help="none: GET redeems; page: a button; auto: a page that submits itself",
+    )
+    put.add_argument(
+        "--delivery",
+        choices=["none", "async", "sync"],
+        default="none",
+        help="webhook per redemption: none, async (retried), or sync (may refuse)",
+    )
+    put.add_argument("--label", help="what the confirmation page says the link does")
+    put.add_argument("--disabled", action="store_true", help="create it switched off")
     put.set_defaults(admin=_action_put)
-    p = action.add_parser("list")
-    p.add_argument("client")
+    p = _command(action, "list", "list a client's actions")
+    _client_arg(p)
     p.set_defaults(admin=_action_ops)
-    for name in ("show", "delete"):
-        p = action.add_parser(name)
-        p.add_argument("client")
-        p.add_argument("name")
+    for name, summary in (
+        ("show", "show one action"),
+        ("delete", "delete an action (its links stop working)"),
+    ):
+        p = _command(action, name, summary)
+        _client_arg(p)
+        p.add_argument("name", metavar="NAME", help="the action's name")
         p.set_defaults(admin=_action_ops)
-    return parser
+
+
+# Flags of the admin commands, by the field of the request model they fill.
+FLAGS = {"id": "ID", "allowed_redirects": "--allow", "enabled": "--enable/--disable"}
+
+
+def _flag(loc: Sequence[int | str]) -> str:
+    field = str(loc[0]) if loc else "input"
+    flag = FLAGS.get(field, "--" + field.replace("_", "-"))
+    return flag if len(loc) < 2 else f"{flag} #{int(loc[1]) + 1}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -402,9 +604,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"action-links: {exc}", file=sys.stderr)
         return 2
-    except ValidationError as exc:
-        print(f"action-links: invalid input: {exc.errors(include_url=False)}", file=sys.stderr)
+    except ValidationError as exc:  # a flag of an admin command
+        print(f"action-links: {describe_errors(exc.errors(), _flag)}", file=sys.stderr)
         return 2
+    except DatabaseNotReady as exc:
+        print(f"action-links: {exc}", file=sys.stderr)
+        return 1
     except ApiError as exc:
         print(f"action-links: {exc.code}: {exc.detail}", file=sys.stderr)
         return 1

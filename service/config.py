@@ -3,22 +3,31 @@
 Every secret may instead come from a file named by the same variable with
 ``_FILE`` appended (``SECRET_KEYS_FILE``, ``ADMIN_TOKEN_FILE``,
 ``DATABASE_URL_FILE``), which is how container secrets are mounted.
+
+``load_settings()`` is how commands read them: a value that does not validate
+is a ``ConfigurationError`` whose one line names the environment variable
+(``LOG_LEVEL: must be one of …``), never pydantic's list of field names.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./action-links.db"
@@ -27,6 +36,9 @@ MIN_SECRET_KEY_LENGTH = 32
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "dev", "test", "example"})
 
 FILE_BACKED = ("SECRET_KEYS", "ADMIN_TOKEN", "DATABASE_URL")
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+# Hosts `serve --host` may name that mean "this machine" to a browser on it.
+EVERY_INTERFACE = frozenset({"", "0.0.0.0", "::"})
 
 
 class ConfigurationError(Exception):
@@ -56,7 +68,10 @@ class Settings(BaseSettings):
 
     database_url: str = DEFAULT_DATABASE_URL
     secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # `serve` sets it to the address it listens on when unset (listening_base_url).
     public_base_url: str = "http://127.0.0.1:8000"
+    # Outside --dev, a plain-http PUBLIC_BASE_URL on a host that is not loopback needs this.
+    allow_insecure_public_base_url: bool = False
     admin_token: SecretStr | None = None
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     log_format: Literal["json", "console"] = "json"
@@ -123,8 +138,23 @@ class Settings(BaseSettings):
 
     @field_validator("public_base_url")
     @classmethod
-    def _no_trailing_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _origin(cls, value: str) -> str:
+        """An absolute http(s) URL with a host; a path is allowed (a proxy's prefix)."""
+        value = value.strip().rstrip("/")
+        try:
+            parts = urlsplit(value)
+            _ = parts.port  # raises on a port that is not a number
+        except ValueError:
+            parts = urlsplit("")
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.username is not None
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError("must be an absolute http(s) URL such as https://links.example.com")
+        return value
 
     @field_validator("pages_dir", mode="before")
     @classmethod
@@ -139,8 +169,9 @@ class Settings(BaseSettings):
         return [key.get_secret_value().encode() for key in self.secret_keys]
 
     def check_serveable(self) -> None:
-        """Refuse to serve with missing or weak signing keys outside ``--dev``, or with
-        a ``PAGES_DIR`` that is not there (every page would quietly be the built-in one)."""
+        """Refuse to serve with missing or weak signing keys outside ``--dev``, with a
+        ``PAGES_DIR`` that is not there (every page would quietly be the built-in one),
+        or (outside ``--dev``) links that would travel in plain http across a network."""
         if self.pages_dir is not None and not self.pages_dir.is_dir():
             raise ConfigurationError(f"PAGES_DIR={self.pages_dir} is not a directory")
         if not self.secret_keys:
@@ -162,6 +193,32 @@ class Settings(BaseSettings):
             token = self.admin_token.get_secret_value()
             if token.lower() in PLACEHOLDER_SECRETS or len(token) < 16:
                 raise ConfigurationError("ADMIN_TOKEN is too short or a placeholder (>= 16 chars)")
+        if self._plain_http_over_a_network() and not self.allow_insecure_public_base_url:
+            raise ConfigurationError(
+                f"PUBLIC_BASE_URL: {self.public_base_url} is plain http on a host that is not "
+                "this machine, so every link would cross the network unencrypted: use https://, "
+                "or set ALLOW_INSECURE_PUBLIC_BASE_URL=true"
+            )
+
+    def public_base_url_warning(self) -> str | None:
+        """What ``serve`` says once about a base URL it accepts but should not keep."""
+        if self.dev:
+            return None
+        if _is_loopback(urlsplit(self.public_base_url).hostname or ""):
+            return (
+                f"PUBLIC_BASE_URL is {self.public_base_url}: minted links only work on this "
+                "machine; set PUBLIC_BASE_URL to the https:// address people reach"
+            )
+        if self._plain_http_over_a_network():
+            return (
+                f"PUBLIC_BASE_URL is plain http ({self.public_base_url}), allowed by "
+                "ALLOW_INSECURE_PUBLIC_BASE_URL: links travel unencrypted"
+            )
+        return None
+
+    def _plain_http_over_a_network(self) -> bool:
+        parts = urlsplit(self.public_base_url)
+        return parts.scheme == "http" and not _is_loopback(parts.hostname or "")
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration, safe to log."""
@@ -186,3 +243,96 @@ class Settings(BaseSettings):
             "pages_dir": str(self.pages_dir) if self.pages_dir else None,
             "dev": self.dev,
         }
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def listening_base_url(host: str, port: int) -> str:
+    """The URL of ``serve --host H --port P`` as a browser on this machine reaches it:
+    ``http://127.0.0.1:P`` when it listens on every interface or on loopback."""
+    if host in EVERY_INTERFACE or _is_loopback(host):
+        host = "::1" if host == "::1" else "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def environment_name(field: str) -> str:
+    """The environment variable a field of ``Settings`` is read from."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    return alias if isinstance(alias, str) else field.upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """``Settings()`` from the environment; a bad value is a ``ConfigurationError``
+    naming its variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(
+            describe_errors(exc.errors(include_url=False), _variable, show_input=_not_secret)
+        ) from None
+    except SettingsError as exc:  # a value pydantic-settings could not even parse
+        raise ConfigurationError(str(exc)) from None
+
+
+def _variable(loc: Sequence[int | str]) -> str:
+    return environment_name(str(loc[0])) if loc else "settings"
+
+
+def _not_secret(loc: Sequence[int | str]) -> bool:
+    return bool(loc) and environment_name(str(loc[0])) not in FILE_BACKED
+
+
+def _n(bound: Any) -> str:
+    return f"{bound:g}" if isinstance(bound, float) else str(bound)
+
+
+_PHRASES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "literal_error": lambda ctx: f"must be one of {ctx['expected']}",
+    "enum": lambda ctx: f"must be one of {ctx['expected']}",
+    "less_than_equal": lambda ctx: f"must be at most {_n(ctx['le'])}",
+    "less_than": lambda ctx: f"must be less than {_n(ctx['lt'])}",
+    "greater_than_equal": lambda ctx: f"must be at least {_n(ctx['ge'])}",
+    "greater_than": lambda ctx: f"must be more than {_n(ctx['gt'])}",
+    "int_parsing": lambda ctx: "must be a whole number",
+    "int_from_float": lambda ctx: "must be a whole number",
+    "float_parsing": lambda ctx: "must be a number",
+    "bool_parsing": lambda ctx: "must be true or false",
+    "string_too_long": lambda ctx: f"must be at most {ctx['max_length']} characters",
+    "string_too_short": lambda ctx: f"must be at least {ctx['min_length']} characters",
+    "too_long": lambda ctx: f"must have at most {ctx['max_length']} entries",
+    "string_pattern_mismatch": lambda ctx: f"must match {ctx['pattern']}",
+    "missing": lambda ctx: "is required",
+}
+
+
+def describe_errors(
+    errors: Sequence[ErrorDetails],
+    name: Callable[[Sequence[int | str]], str],
+    show_input: Callable[[Sequence[int | str]], bool] = lambda loc: True,
+) -> str:
+    """Pydantic's errors as one line a person can act on: ``NAME: what is wrong (got …)``.
+
+    ``name`` turns an error's location into what the person typed (a variable,
+    a flag); ``show_input`` says where the value may be repeated (never a secret).
+    """
+    parts = []
+    for error in errors:
+        loc = error["loc"]
+        phrase = _PHRASES.get(error["type"])
+        text = phrase(dict(error.get("ctx", {}))) if phrase else error["msg"]
+        text = text.removeprefix("Value error, ")
+        value = error.get("input")
+        if show_input(loc) and isinstance(value, str | int) and len(str(value)) <= 80:
+            text += f" (got {value!r})"
+        parts.append(f"{name(loc)}: {text}")
+    return "; ".join(parts)

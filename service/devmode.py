@@ -2,7 +2,9 @@
 
 Uses the embedded SQLite default, generates secrets once and keeps them in
 ``.action-links-dev.json`` (so links survive restarts), migrates, and makes
-sure a demo client with an action and an API key exists. Never for production.
+sure a demo client with an action and an API key exists. Logs are readable
+lines (``LOG_FORMAT=console``) when stderr is a terminal, unless LOG_FORMAT
+says otherwise. Never for production.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from pathlib import Path
 from sqlalchemy import select
 
 from service import admin
-from service.config import Settings
+from service.config import Settings, load_settings
 from service.db import migrate, one_off_session
 from service.models import ApiKey, Client
+from service.preflight import database_errors
 from service.registry import hash_api_key
 from service.schemas import ActionPut, ClientCreate
 
@@ -38,16 +41,18 @@ def _load_or_create_state() -> dict[str, str]:
     return state
 
 
-def prepare_dev_environment(port: int) -> Settings:
+def prepare_dev_environment() -> Settings:
     """Export the dev settings (workers inherit them), migrate, seed, print the demo."""
     state = _load_or_create_state()
     os.environ.setdefault("SECRET_KEYS", state["secret_key"])
     os.environ.setdefault("ADMIN_TOKEN", state["admin_token"])
-    os.environ.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
+    if sys.stderr.isatty():
+        os.environ.setdefault("LOG_FORMAT", "console")
     os.environ["ACTION_LINKS_DEV"] = "1"
-    settings = Settings()
-    migrate(settings)
-    api_key = asyncio.run(_seed_demo(settings, state.get("demo_api_key")))
+    settings = load_settings()
+    with database_errors(settings.database_url):
+        migrate(settings)
+        api_key = asyncio.run(_seed_demo(settings, state.get("demo_api_key")))
     if api_key != state.get("demo_api_key"):
         state["demo_api_key"] = api_key
         DEV_STATE_FILE.write_text(json.dumps(state, indent=2))
@@ -91,6 +96,8 @@ def _print_banner(settings: Settings, api_key: str) -> None:
                 f"  demo client:  {DEMO_CLIENT}   action: {DEMO_ACTION}",
                 f"  API key:      {api_key}",
                 f"  admin token:  see {DEV_STATE_FILE}",
+                "",
+                f"  API docs:     {base}/docs",
                 "",
                 "Mint a link:",
                 f"  curl -s -X POST {base}/v1/links -H 'Authorization: Bearer {api_key}' "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import ConfigurationError, Settings
+from service.config import ConfigurationError, Settings, listening_base_url, load_settings
 
 STRONG = "k" * 10 + "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -20,6 +20,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "PUBLIC_BASE_URL",
         "ACTION_LINKS_DEV",
         "PAGES_DIR",
+        "ALLOW_INSECURE_PUBLIC_BASE_URL",
+        "LOG_LEVEL",
+        "WEBHOOK_TIMEOUT",
     ):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(f"{name}_FILE", raising=False)
@@ -86,3 +89,92 @@ def test_weak_keys_are_refused_outside_dev(weak: str) -> None:
 
 def test_strong_keys_serve() -> None:
     Settings(secret_keys=STRONG).check_serveable()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "LOG_LEVEL",
+            "verbose",
+            "LOG_LEVEL: must be one of 'critical', 'error', 'warning', 'info' or 'debug' "
+            "(got 'verbose')",
+        ),
+        ("WEBHOOK_TIMEOUT", "soon", "WEBHOOK_TIMEOUT: must be a number (got 'soon')"),
+        ("WEBHOOK_TIMEOUT", "600", "WEBHOOK_TIMEOUT: must be at most 60 (got '600')"),
+        ("ACTION_LINKS_DEV", "maybe", "ACTION_LINKS_DEV: must be true or false (got 'maybe')"),
+        (
+            "PUBLIC_BASE_URL",
+            "links.example.com",
+            "PUBLIC_BASE_URL: must be an absolute http(s) URL such as https://links.example.com "
+            "(got 'links.example.com')",
+        ),
+    ],
+)
+def test_a_bad_setting_is_named_by_its_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings()
+    assert str(refused.value) == message
+
+
+def test_a_bad_secret_is_named_but_never_repeated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_POOL_SIZE", "0")
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings(admin_token=31415926535897932384)
+    message = str(refused.value)
+    assert "ADMIN_TOKEN: " in message
+    assert "31415926" not in message
+    assert "DATABASE_POOL_SIZE: must be at least 1 (got '0')" in message
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "url"),
+    [
+        ("127.0.0.1", 8000, "http://127.0.0.1:8000"),
+        ("0.0.0.0", 8123, "http://127.0.0.1:8123"),
+        ("localhost", 9000, "http://127.0.0.1:9000"),
+        ("::", 8000, "http://127.0.0.1:8000"),
+        ("::1", 8000, "http://[::1]:8000"),
+        ("192.0.2.7", 8000, "http://192.0.2.7:8000"),
+        ("links.internal", 80, "http://links.internal:80"),
+    ],
+)
+def test_serve_links_to_where_it_listens(host: str, port: int, url: str) -> None:
+    assert listening_base_url(host, port) == url
+
+
+@pytest.mark.parametrize(
+    "base", ["http://links.example.com", "http://10.0.0.5:8000", "http://[2001:db8::1]/links"]
+)
+def test_plain_http_across_a_network_is_refused_unless_allowed(base: str) -> None:
+    with pytest.raises(ConfigurationError, match="ALLOW_INSECURE_PUBLIC_BASE_URL=true"):
+        Settings(secret_keys=STRONG, public_base_url=base).check_serveable()
+    allowed = Settings(
+        secret_keys=STRONG, public_base_url=base, allow_insecure_public_base_url=True
+    )
+    allowed.check_serveable()
+    assert "unencrypted" in (allowed.public_base_url_warning() or "")
+    Settings(secret_keys=STRONG, public_base_url=base, dev=True).check_serveable()
+
+
+@pytest.mark.parametrize(
+    "base", ["http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]", "https://localhost"]
+)
+def test_this_machine_is_accepted_with_a_warning(base: str) -> None:
+    settings = Settings(secret_keys=STRONG, public_base_url=base)
+    settings.check_serveable()
+    assert "only work on this machine" in (settings.public_base_url_warning() or "")
+    assert (
+        Settings(secret_keys=STRONG, public_base_url=base, dev=True).public_base_url_warning()
+        is None
+    )
+
+
+def test_https_elsewhere_is_said_nothing_about() -> None:
+    settings = Settings(secret_keys=STRONG, public_base_url="https://links.example.com/base/")
+    settings.check_serveable()
+    assert settings.public_base_url == "https://links.example.com/base"
+    assert settings.public_base_url_warning() is None

@@ -1,0 +1,275 @@
+"""A first run of ``action-links``, as a new user meets it: every mistake is one line.
+
+Each command runs as a real process (``python -m service``, the entry point of
+``action-links``) against a PostgreSQL that is not running, a database that
+does not exist, and one that was never migrated; then bad settings and flags,
+the default ``PUBLIC_BASE_URL``, ``--dev`` on a terminal, ``--help`` and
+``--version``. What matters is what a person reads: one line on stderr that
+says what to do, never a traceback, and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service import __version__
+from service.cli import build_parser
+from service.config import Settings, environment_name
+from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN
+from tests.support import database
+from tests.support.processes import REPO_ROOT, free_port, running_service
+
+pytestmark = pytest.mark.slow
+
+MIGRATE = "action-links: the database has no schema yet: run `action-links migrate`"
+# Every command that needs the database (serve gets a port of its own).
+DATABASE_COMMANDS = [
+    ["migrate"],
+    ["serve"],
+    ["dispatcher"],
+    ["purge"],
+    ["client", "list"],
+    ["client", "create", "shop", "--allow", f"{SHOP_ORIGIN}/"],
+    ["key", "create", "shop"],
+    ["action", "show", "shop", "activate"],
+]
+
+
+def clean_environment(**settings: str) -> dict[str, str]:
+    """This environment without any setting of the service, plus ``settings``."""
+    names = {environment_name(field) for field in Settings.model_fields}
+    names |= {f"{name}_FILE" for name in names}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in names}
+    return {**env, "PYTHONPATH": str(REPO_ROOT), "SECRET_KEYS": SECRET, **settings}
+
+
+def action_links(
+    *argv: str, cwd: Path, timeout: float = 120, **settings: str
+) -> subprocess.CompletedProcess[str]:
+    if argv[0] == "serve":
+        argv = (*argv, "--port", str(free_port()))
+    return subprocess.run(
+        [sys.executable, "-m", "service", *argv],
+        env=clean_environment(**settings),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def one_line(result: subprocess.CompletedProcess[str], status: int) -> str:
+    """The single line a refusal prints; no traceback, the expected exit status."""
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert result.returncode == status, result.stderr
+    assert lines[0].startswith("action-links: ")
+    return lines[0]
+
+
+@pytest.fixture
+def unmigrated(postgres_url: str) -> Iterator[str]:
+    url = database.create_database(migrated=False)
+    yield url
+    database.drop_database(url)
+
+
+@pytest.mark.parametrize("argv", DATABASE_COMMANDS, ids=" ".join)
+def test_postgresql_not_running(argv: list[str], tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    url = f"postgresql://postgres@127.0.0.1:{port}/links"
+    line = one_line(action_links(*argv, cwd=tmp_path, DATABASE_URL=url), 1)
+    assert line == (
+        f"action-links: cannot reach PostgreSQL at 127.0.0.1:{port}: start it, or point "
+        "DATABASE_URL at a running server"
+    )
+
+
+@pytest.mark.parametrize("argv", DATABASE_COMMANDS, ids=" ".join)
+def test_database_does_not_exist(argv: list[str], tmp_path: Path, postgres_url: str) -> None:
+    name = f"al_missing_{uuid.uuid4().hex[:8]}"
+    url = f"postgresql://postgres@127.0.0.1/{name}"
+    line = one_line(action_links(*argv, cwd=tmp_path, DATABASE_URL=url), 1)
+    assert f'database "{name}" does not exist' in line
+    assert f"`createdb -h 127.0.0.1 -U postgres {name}`" in line
+
+
+@pytest.mark.parametrize("argv", DATABASE_COMMANDS[1:], ids=" ".join)
+def test_schema_not_migrated(argv: list[str], tmp_path: Path, unmigrated: str) -> None:
+    assert one_line(action_links(*argv, cwd=tmp_path, DATABASE_URL=unmigrated), 1) == MIGRATE
+
+
+def test_schema_behind(tmp_path: Path, unmigrated: str) -> None:
+    assert action_links("migrate", cwd=tmp_path, DATABASE_URL=unmigrated).returncode == 0
+    asyncio.run(database.fetch(unmigrated, "UPDATE alembic_version SET version_num = '0000'"))
+    for argv in (["serve"], ["client", "list"]):
+        line = one_line(action_links(*argv, cwd=tmp_path, DATABASE_URL=unmigrated), 1)
+        assert line.startswith("action-links: the database schema is at 0000, this version")
+        assert "run `action-links migrate`" in line
+
+
+def test_sqlite_in_a_directory_that_does_not_exist(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/missing/links.db"
+    for argv in (["migrate"], ["serve", "--dev"]):
+        line = one_line(action_links(*argv, cwd=tmp_path, DATABASE_URL=url), 1)
+        assert line == (
+            f"action-links: cannot create the SQLite database {tmp_path}/missing/links.db: "
+            f"the directory {tmp_path}/missing does not exist (create it, or change DATABASE_URL)"
+        )
+
+
+@pytest.mark.parametrize(
+    ("argv", "settings", "message"),
+    [
+        (
+            ["client", "list"],
+            {"LOG_LEVEL": "verbose"},
+            "LOG_LEVEL: must be one of 'critical', 'error', 'warning', 'info' or 'debug' "
+            "(got 'verbose')",
+        ),
+        (["serve"], {"WEBHOOK_TIMEOUT": "soon"}, "WEBHOOK_TIMEOUT: must be a number (got 'soon')"),
+        (
+            ["action", "put", "shop", "x", "--success-url", f"{SHOP_ORIGIN}/", "--ttl", "99999999"],
+            {},
+            "--ttl: must be at most 31536000 (got 99999999)",
+        ),
+        (
+            ["client", "create", "Shop!", "--allow", "ftp://shop.example/"],
+            {},
+            "ID: must match ^[a-z0-9][a-z0-9_-]{0,63}$ (got 'Shop!'); --allow #1: not an "
+            "acceptable absolute URL: only absolute http and https URLs are allowed "
+            "(got 'ftp://shop.example/')",
+        ),
+        (
+            ["serve"],
+            {"PUBLIC_BASE_URL": "http://links.example.com"},
+            "PUBLIC_BASE_URL: http://links.example.com is plain http on a host that is not this "
+            "machine, so every link would cross the network unencrypted: use https://, or set "
+            "ALLOW_INSECURE_PUBLIC_BASE_URL=true",
+        ),
+    ],
+)
+def test_a_bad_setting_or_flag_is_named(
+    argv: list[str], settings: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    assert one_line(action_links(*argv, cwd=tmp_path, **settings), 2) == f"action-links: {message}"
+
+
+def test_serve_links_to_the_address_it_listens_on(database_url: str, tmp_path: Path) -> None:
+    env = clean_environment(DATABASE_URL=database_url, ADMIN_TOKEN=ADMIN_TOKEN, LOG_LEVEL="info")
+    with running_service(env, tmp_path, "--host", "0.0.0.0") as service:
+        port = service.base_url.rsplit(":", 1)[1]
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        with httpx.Client(base_url=service.base_url, headers=admin, timeout=30) as http:
+            body = {"id": "shop", "name": "Shop", "allowed_redirects": [f"{SHOP_ORIGIN}/"]}
+            assert http.post("/v1/admin/clients", json=body).status_code == 201
+            action = {"success_url": f"{SHOP_ORIGIN}/welcome"}
+            assert http.put("/v1/admin/clients/shop/actions/go", json=action).status_code == 200
+            key = http.post("/v1/admin/clients/shop/keys").json()["key"]
+            minted = http.post(
+                "/v1/links", json={"action": "go"}, headers={"Authorization": f"Bearer {key}"}
+            )
+        assert minted.status_code == 201, minted.text
+        assert minted.json()["url"].startswith(f"http://127.0.0.1:{port}/r/")
+        warnings = [line for line in service.log().splitlines() if '"level": "warning"' in line]
+    assert len(warnings) == 1, warnings
+    assert f"PUBLIC_BASE_URL is http://127.0.0.1:{port}: minted links only work" in warnings[0]
+
+
+def read_until(fd: int, pattern: str, seconds: float) -> str:
+    """What a terminal shows until ``pattern`` appears."""
+    seen = ""
+    deadline = time.monotonic() + seconds
+    while pattern not in seen:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"{pattern!r} never appeared in:\n{seen}"
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            try:
+                seen += os.read(fd, 65536).decode(errors="replace")
+            except OSError:  # the other end closed: the process is gone
+                break
+    return seen
+
+
+def test_dev_mode_logs_readable_lines_on_a_terminal(tmp_path: Path) -> None:
+    port = free_port()
+    controller, terminal = pty.openpty()
+    env = clean_environment(LOG_LEVEL="info")
+    del env["SECRET_KEYS"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--dev", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    try:
+        screen = read_until(controller, "Application startup complete", 90)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        os.close(controller)
+    assert f"API docs:     http://127.0.0.1:{port}/docs" in screen
+    started = next(line for line in screen.splitlines() if "starting on" in line)
+    assert not started.lstrip().startswith("{"), started
+    assert re.match(r"\d{4}-\d\d-\d\dT[\d:.]+Z INFO\s+service\.cli: starting on", started)
+    assert "Traceback" not in screen
+
+
+def every_parser(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from every_parser(child)
+
+
+def test_every_command_and_flag_is_described() -> None:
+    parsers = list(every_parser(build_parser()))
+    assert len(parsers) > 20
+    for parser in parsers:
+        assert parser.description, parser.prog
+        for action in parser._actions:
+            assert action.help, (parser.prog, action.dest)
+            if isinstance(action, argparse._SubParsersAction):
+                assert all(choice.help for choice in action._choices_actions), parser.prog
+    helps = {parser.prog: parser.format_help() for parser in parsers}
+    assert "--port PORT" in helps["action-links serve"]
+    assert "(default: 8000)" in helps["action-links serve"]
+    put = " ".join(helps["action-links action put"].split())
+    assert "--ttl SECONDS default link lifetime (default: 86400)" in put
+    assert "--max-uses N|unlimited uses per link (default: 1)" in put
+    assert "(default: None)" not in "".join(helps.values())
+
+
+def test_version_and_help(tmp_path: Path) -> None:
+    entry_point = Path(sys.executable).parent / "action-links"
+    command = [str(entry_point)] if entry_point.exists() else [sys.executable, "-m", "service"]
+    version = subprocess.run(
+        [*command, "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (version.returncode, version.stdout.strip()) == (0, f"action-links {__version__}")
+    for argv in (["--help"], ["serve", "--help"], ["action", "put", "--help"]):
+        shown = action_links(*argv, cwd=tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.startswith("usage: action-links")
