@@ -171,7 +171,7 @@ def _positive_int(value: str) -> int:
 
 def _port(value: str) -> int:
     if not value.isdigit() or not 0 < int(value) < 65536:
-        raise argparse.ArgumentTypeError(f"not a TCP port (1-65535): {value!r}")
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value!r}")
     return int(value)
 
 

@@ -12,7 +12,8 @@ import httpx
 import jsonschema_rs
 
 from service.schemas import LinkRedeemedEvent
-from service.webhooks import RedemptionEvent
+from service.store import RedemptionRecord
+from service.webhooks import body
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
@@ -256,7 +257,7 @@ async def test_the_link_redeemed_webhook_is_described(http: httpx.AsyncClient) -
     assert schema == {"$ref": "#/components/schemas/LinkRedeemedEvent"}
     assert {"200", "4XX", "default"} <= set(hook["responses"])
     # What the service really sends matches the documented schema, field for field.
-    event = RedemptionEvent(
+    redemption = RedemptionRecord(
         redemption_id="r1",
         client_id="shop",
         link_id="l1",
@@ -271,5 +272,6 @@ async def test_the_link_redeemed_webhook_is_described(http: httpx.AsyncClient) -
     validator = jsonschema_rs.validator_for(
         {"$schema": DRAFT_2020_12, "components": doc["components"], **schema}
     )
-    assert validator.is_valid(json.loads(event.body()))
-    LinkRedeemedEvent.model_validate_json(event.body())
+    sent = body(redemption)
+    assert validator.is_valid(json.loads(sent))
+    LinkRedeemedEvent.model_validate_json(sent)

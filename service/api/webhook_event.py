@@ -1,7 +1,7 @@
 """The ``link.redeemed`` webhook, as the OpenAPI document describes it (3.1 ``webhooks``).
 
 Documentation only: the route below is never mounted, it is what a client's
-receiver implements. Sending is ``service.webhooks``, whose body
+receiver implements. Sending is ``service.webhooks``, whose ``body``
 ``tests/test_openapi.py`` checks against ``LinkRedeemedEvent``.
 """
 
