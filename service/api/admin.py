@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Response
 
 from service import admin
 from service.api.deps import AdminDep, SessionDep, StateDep
+from service.api.json_body import JsonRoute
 from service.api.openapi import problem_responses
 from service.models import Action, Client
 from service.schemas import (
@@ -29,6 +30,7 @@ router = APIRouter(
     tags=["admin"],
     dependencies=[AdminDep],
     responses=problem_responses(401, 404, 503),
+    route_class=JsonRoute,
 )
 WITH_BODY = problem_responses(400, 413, 422)
 

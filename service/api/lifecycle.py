@@ -9,6 +9,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from service import lifecycle
 from service.api.deps import ClientDep, StateDep
+from service.api.json_body import JsonRoute
 from service.api.openapi import problem_responses
 from service.schemas import (
     InspectRequest,
@@ -40,7 +41,12 @@ class LinkIdConvertor(Convertor[str]):
 register_url_convertor("link_id", LinkIdConvertor())
 LinkId = Annotated[str, Path(pattern=f"^{LINK_ID_REGEX}$")]
 
-router = APIRouter(prefix="/v1", tags=["lifecycle"], responses=problem_responses(401, 503))
+router = APIRouter(
+    prefix="/v1",
+    tags=["lifecycle"],
+    responses=problem_responses(401, 503),
+    route_class=JsonRoute,
+)
 
 
 @router.post("/links/inspect", responses=problem_responses(400, 413, 422))

@@ -6,11 +6,15 @@ from fastapi import APIRouter
 
 from service import metrics, request_context
 from service.api.deps import ClientDep, StateDep
+from service.api.json_body import JsonRoute
 from service.api.openapi import problem_responses
 from service.schemas import BatchRequest, BatchResponse, LinkRequest, LinkResponse
 
 router = APIRouter(
-    prefix="/v1/links", tags=["links"], responses=problem_responses(400, 401, 413, 422, 503)
+    prefix="/v1/links",
+    tags=["links"],
+    responses=problem_responses(400, 401, 413, 422, 503),
+    route_class=JsonRoute,
 )
 
 
