@@ -23,7 +23,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from service.api.problems import PROBLEM_JSON
+from service.api.problem_json import PROBLEM_JSON
 from service.pages import LINK_HEADERS, PAGES
 from service.schemas import Problem
 
