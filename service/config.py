@@ -2,12 +2,18 @@
 
 Every secret may instead come from a file named by the same variable with
 ``_FILE`` appended (``SECRET_KEYS_FILE``, ``ADMIN_TOKEN_FILE``,
-``DATABASE_URL_FILE``), which is how container secrets are mounted.
+``METRICS_TOKEN_FILE``, ``DATABASE_URL_FILE``), which is how container
+secrets are mounted.
+
+``ADMIN_TOKEN`` and ``METRICS_TOKEN`` each hold one token or several,
+separated by commas or line breaks, all accepted: a token is rotated by
+adding the new one, moving its users over, then removing the old one.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,7 +32,9 @@ DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 MIN_SECRET_KEY_LENGTH = 32
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "dev", "test", "example"})
 
-FILE_BACKED = ("SECRET_KEYS", "ADMIN_TOKEN", "DATABASE_URL")
+FILE_BACKED = ("SECRET_KEYS", "ADMIN_TOKEN", "METRICS_TOKEN", "DATABASE_URL")
+MIN_OPERATOR_TOKEN_LENGTH = 16
+_TOKEN_SEPARATORS = re.compile(r"[,\s]+")
 
 
 class ConfigurationError(Exception):
@@ -58,6 +66,7 @@ class Settings(BaseSettings):
     secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     public_base_url: str = "http://127.0.0.1:8000"
     admin_token: SecretStr | None = None
+    metrics_token: SecretStr | None = None
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     log_format: Literal["json", "console"] = "json"
     redemption_retention_days: int = Field(default=90, ge=1)
@@ -138,6 +147,14 @@ class Settings(BaseSettings):
     def signing_keys(self) -> list[bytes]:
         return [key.get_secret_value().encode() for key in self.secret_keys]
 
+    def admin_tokens(self) -> list[str]:
+        """Every accepted admin token; none: the admin API is off."""
+        return _tokens(self.admin_token)
+
+    def metrics_tokens(self) -> list[str]:
+        """Every token ``/metrics`` accepts; none: ``/metrics`` is open."""
+        return _tokens(self.metrics_token)
+
     def check_serveable(self) -> None:
         """Refuse to serve with missing or weak signing keys outside ``--dev``, or with
         a ``PAGES_DIR`` that is not there (every page would quietly be the built-in one)."""
@@ -158,10 +175,16 @@ class Settings(BaseSettings):
                 raise ConfigurationError(
                     f"every key in SECRET_KEYS needs at least {MIN_SECRET_KEY_LENGTH} bytes"
                 )
-        if self.admin_token is not None:
-            token = self.admin_token.get_secret_value()
-            if token.lower() in PLACEHOLDER_SECRETS or len(token) < 16:
-                raise ConfigurationError("ADMIN_TOKEN is too short or a placeholder (>= 16 chars)")
+        for name, tokens in (
+            ("ADMIN_TOKEN", self.admin_tokens()),
+            ("METRICS_TOKEN", self.metrics_tokens()),
+        ):
+            for token in tokens:
+                if token.lower() in PLACEHOLDER_SECRETS or len(token) < MIN_OPERATOR_TOKEN_LENGTH:
+                    raise ConfigurationError(
+                        f"{name} holds a token that is too short or a placeholder "
+                        f"(>= {MIN_OPERATOR_TOKEN_LENGTH} chars)"
+                    )
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration, safe to log."""
@@ -173,7 +196,9 @@ class Settings(BaseSettings):
             "database_url": url,
             "secret_keys": f"{len(self.secret_keys)} key(s)",
             "public_base_url": self.public_base_url,
-            "admin_api": "on" if self.admin_token else "off",
+            "admin_api": "on" if self.admin_tokens() else "off",
+            "admin_tokens": len(self.admin_tokens()),
+            "metrics": "token" if self.metrics_tokens() else "open",
             "log_level": self.log_level,
             "log_format": self.log_format,
             "redemption_retention_days": self.redemption_retention_days,
@@ -186,3 +211,9 @@ class Settings(BaseSettings):
             "pages_dir": str(self.pages_dir) if self.pages_dir else None,
             "dev": self.dev,
         }
+
+
+def _tokens(secret: SecretStr | None) -> list[str]:
+    if secret is None:
+        return []
+    return [token for token in _TOKEN_SEPARATORS.split(secret.get_secret_value()) if token]

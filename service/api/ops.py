@@ -1,4 +1,7 @@
-"""Health, readiness and metrics, for orchestrators and Prometheus (no authentication)."""
+"""Health, readiness and metrics, for orchestrators and Prometheus.
+
+Only ``/metrics`` may ask for a credential: a ``METRICS_TOKEN``, when one is configured.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import JSONResponse, Response
 
 from service import metrics, request_context
-from service.api.deps import StateDep
+from service.api.deps import MetricsDep, StateDep
+from service.api.openapi import problem_responses
 from service.schemas import Health, NotReady, Ready
 
 router = APIRouter(tags=["ops"])
@@ -39,11 +43,13 @@ async def readyz(state: StateDep) -> JSONResponse:
 @router.get(
     "/metrics",
     response_class=Response,
+    dependencies=[MetricsDep],
     responses={
         200: {
             "description": "Prometheus text exposition format",
             "content": {"text/plain": {"schema": {"type": "string"}}},
-        }
+        },
+        **problem_responses(401),
     },
 )
 async def prometheus_metrics(state: StateDep) -> Response:
