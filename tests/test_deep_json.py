@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
 from service.api.json_body import JsonRoute
+from service.config import Settings
+from service.db import migrate
 from service.json_depth import MAX_DATA_DEPTH, PARSE_DEPTH, TooDeep, depth_exceeds, refuse_deep
+from service.main import create_app
 from service.tokens import LinkClaims, TokenCodec
-from tests.conftest import SECRET, Tenant
+from tests.conftest import ADMIN_TOKEN, PUBLIC_BASE_URL, SECRET, Tenant, make_tenant
 from tests.support.database import fetch
 from tests.support.processes import running_service
 from tests.support.served import ADMIN, provision_shop, service_env
@@ -229,7 +234,7 @@ async def test_inspecting_an_old_link_with_deep_data_is_no_500(
         assert link["data"] is None  # deeper than the API shows
 
 
-@pytest.mark.parametrize("depth", [40, 300, 950])
+@pytest.mark.parametrize("depth", [40, 300, 950, 5000])
 async def test_the_audit_log_lists_old_deep_data_as_null(
     shop: Tenant, http: httpx.AsyncClient, database_url: str, depth: int
 ) -> None:
@@ -249,6 +254,32 @@ async def test_the_audit_log_lists_old_deep_data_as_null(
     one = await http.get("/v1/redemptions/old.1", headers=shop.headers)
     assert one.status_code == 200, one.text[:300]
     assert one.json()["data"] is None
+
+
+async def test_the_audit_log_on_sqlite_lists_old_deep_data_as_null(tmp_path: Path) -> None:
+    path = tmp_path / "links.db"
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{path}",
+        secret_keys=SECRET,
+        admin_token=ADMIN_TOKEN,
+        public_base_url=PUBLIC_BASE_URL,
+    )
+    await asyncio.to_thread(migrate, settings)  # alembic runs its own event loop
+    app = create_app(settings)
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            shop = await make_tenant(http, {"Authorization": f"Bearer {ADMIN_TOKEN}"}, "shop")
+            with sqlite3.connect(path) as db:
+                db.execute(
+                    "INSERT INTO redemptions (id, client_id, link_id, claim_key, action,"
+                    " subject, data, use, redeemed_at) VALUES ('old.1', 'shop', 'old', 'l:old',"
+                    " 'activate', 'legacy', ?, 1, '2026-01-01 00:00:00.000000')",
+                    (nested(5000),),
+                )
+            listed = await http.get("/v1/redemptions", headers=shop.headers)
+    assert listed.status_code == 200, listed.text[:300]
+    assert [item["data"] for item in listed.json()["items"]] == [None]
 
 
 # --- a real process --------------------------------------------------------------------
