@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import random
 import secrets
 import string
@@ -42,20 +41,6 @@ from tests.support.fleet import (
 from tests.support.scale import scaled
 
 Headers = dict[str, str]
-
-
-@pytest.fixture
-def compare_digest_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any]]:
-    """Every call of ``hmac.compare_digest`` (the standard library's, still doing the work)."""
-    calls: list[tuple[Any, Any]] = []
-    original = hmac.compare_digest
-
-    def spy(a: Any, b: Any) -> bool:
-        calls.append((a, b))
-        return original(a, b)
-
-    monkeypatch.setattr(hmac, "compare_digest", spy)
-    return calls
 
 
 async def test_api_keys_are_found_by_hash_and_compared_in_constant_time(
