@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 
 from service.errors import NotFound, ValidationFailed
+from service.json_depth import shown
 from service.schemas import DeliveryOut, RedemptionOut, RedemptionPage
 from service.store import AuditEntry, Filters, Store
 from service.tokens import BadData, Purpose, TokenCodec
@@ -64,7 +65,7 @@ def _out(entry: AuditEntry) -> RedemptionOut:
         link_id=redemption.link_id,
         action=redemption.action,
         subject=redemption.subject,
-        data=redemption.data,
+        data=shown(redemption.data),
         use=redemption.use,
         max_uses=redemption.max_uses,
         redeemed_at=redemption.redeemed_at,

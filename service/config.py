@@ -2,7 +2,12 @@
 
 Every secret may instead come from a file named by the same variable with
 ``_FILE`` appended (``SECRET_KEYS_FILE``, ``ADMIN_TOKEN_FILE``,
-``DATABASE_URL_FILE``), which is how container secrets are mounted.
+``METRICS_TOKEN_FILE``, ``DATABASE_URL_FILE``), which is how container
+secrets are mounted.
+
+``ADMIN_TOKEN`` and ``METRICS_TOKEN`` each hold one token or several,
+separated by commas or line breaks, all accepted: a token is rotated by
+adding the new one, moving its users over, then removing the old one.
 
 ``load_settings()`` is how commands read them: a value that does not validate
 is a ``ConfigurationError`` whose one line names the environment variable
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -35,10 +41,12 @@ DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 MIN_SECRET_KEY_LENGTH = 32
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "dev", "test", "example"})
 
-FILE_BACKED = ("SECRET_KEYS", "ADMIN_TOKEN", "DATABASE_URL")
+FILE_BACKED = ("SECRET_KEYS", "ADMIN_TOKEN", "METRICS_TOKEN", "DATABASE_URL")
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 # Hosts `serve --host` may name that mean "this machine" to a browser on it.
 EVERY_INTERFACE = frozenset({"", "0.0.0.0", "::"})
+MIN_OPERATOR_TOKEN_LENGTH = 16
+_TOKEN_SEPARATORS = re.compile(r"[,\s]+")
 
 
 class ConfigurationError(Exception):
@@ -73,6 +81,7 @@ class Settings(BaseSettings):
     # Outside --dev, a plain-http PUBLIC_BASE_URL on a host that is not loopback needs this.
     allow_insecure_public_base_url: bool = False
     admin_token: SecretStr | None = None
+    metrics_token: SecretStr | None = None
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     log_format: Literal["json", "console"] = "json"
     redemption_retention_days: int = Field(default=90, ge=1)
@@ -168,6 +177,14 @@ class Settings(BaseSettings):
     def signing_keys(self) -> list[bytes]:
         return [key.get_secret_value().encode() for key in self.secret_keys]
 
+    def admin_tokens(self) -> list[str]:
+        """Every accepted admin token; none: the admin API is off."""
+        return _tokens(self.admin_token)
+
+    def metrics_tokens(self) -> list[str]:
+        """Every token ``/metrics`` accepts; none: ``/metrics`` is open."""
+        return _tokens(self.metrics_token)
+
     def check_serveable(self) -> None:
         """Refuse to serve with missing or weak signing keys outside ``--dev``, with a
         ``PAGES_DIR`` that is not there (every page would quietly be the built-in one),
@@ -189,10 +206,16 @@ class Settings(BaseSettings):
                 raise ConfigurationError(
                     f"every key in SECRET_KEYS needs at least {MIN_SECRET_KEY_LENGTH} bytes"
                 )
-        if self.admin_token is not None:
-            token = self.admin_token.get_secret_value()
-            if token.lower() in PLACEHOLDER_SECRETS or len(token) < 16:
-                raise ConfigurationError("ADMIN_TOKEN is too short or a placeholder (>= 16 chars)")
+        for name, tokens in (
+            ("ADMIN_TOKEN", self.admin_tokens()),
+            ("METRICS_TOKEN", self.metrics_tokens()),
+        ):
+            for token in tokens:
+                if token.lower() in PLACEHOLDER_SECRETS or len(token) < MIN_OPERATOR_TOKEN_LENGTH:
+                    raise ConfigurationError(
+                        f"{name} holds a token that is too short or a placeholder "
+                        f"(>= {MIN_OPERATOR_TOKEN_LENGTH} chars)"
+                    )
         if self._plain_http_over_a_network() and not self.allow_insecure_public_base_url:
             raise ConfigurationError(
                 f"PUBLIC_BASE_URL: {self.public_base_url} is plain http on a host that is not "
@@ -230,7 +253,9 @@ class Settings(BaseSettings):
             "database_url": url,
             "secret_keys": f"{len(self.secret_keys)} key(s)",
             "public_base_url": self.public_base_url,
-            "admin_api": "on" if self.admin_token else "off",
+            "admin_api": "on" if self.admin_tokens() else "off",
+            "admin_tokens": len(self.admin_tokens()),
+            "metrics": "token" if self.metrics_tokens() else "open",
             "log_level": self.log_level,
             "log_format": self.log_format,
             "redemption_retention_days": self.redemption_retention_days,
@@ -336,3 +361,9 @@ def describe_errors(
             text += f" (got {value!r})"
         parts.append(f"{name(loc)}: {text}")
     return "; ".join(parts)
+
+
+def _tokens(secret: SecretStr | None) -> list[str]:
+    if secret is None:
+        return []
+    return [token for token in _TOKEN_SEPARATORS.split(secret.get_secret_value()) if token]

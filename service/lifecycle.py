@@ -20,6 +20,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from service.errors import NotFound, UnknownAction
+from service.json_depth import shown
 from service.models import ALL_ACTIONS
 from service.redeem import Outcome, Redeemer, judged, utcnow
 from service.registry import ClientConfig
@@ -146,7 +147,7 @@ async def inspect(redeemer: Redeemer, client_id: str, token: str) -> InspectResp
             id=link.link_id,
             action=link.action,
             subject=link.subject,
-            data=link.data,
+            data=shown(link.data),
             expires_at=link.expires_at_datetime,
             max_uses=link.max_uses,
             uses=state.recorded_uses,

@@ -16,6 +16,7 @@ from pydantic import (
     field_validator,
 )
 
+from service.json_depth import MAX_DATA_DEPTH, depth_exceeds
 from service.redirects import InvalidUrl, validate_absolute_url
 from service.tokens import MAX_TOKEN_LENGTH
 
@@ -59,12 +60,15 @@ def _refuse_nul(value: Any) -> Any:
 
 
 def _plain_json(value: Any) -> Any:
-    """JSON that every consumer accepts: finite numbers, valid Unicode.
+    """JSON that every consumer accepts: finite numbers, valid Unicode, nested at most 32 levels.
 
     Python's parser reads ``NaN``, ``Infinity``, ``1e999`` and lone surrogate
     escapes (``"\\ud800"``); PostgreSQL's JSON and the token encoder refuse
-    them, so they would fail later as a 500 instead of now as a 422.
+    them, so they would fail later as a 500 instead of now as a 422. Deep
+    nesting makes every recursive encoder fail (``service.json_depth``).
     """
+    if depth_exceeds(value, MAX_DATA_DEPTH):
+        raise ValueError(f"nested more than {MAX_DATA_DEPTH} levels deep")
     stack = [value]
     while stack:
         item = stack.pop()

@@ -7,6 +7,7 @@ file of the test's own, migrated like PostgreSQL).
 
 from __future__ import annotations
 
+import hmac
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -101,6 +102,20 @@ async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
+
+
+@pytest.fixture
+def compare_digest_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any]]:
+    """Every call of ``hmac.compare_digest`` (the standard library's, still doing the work)."""
+    calls: list[tuple[Any, Any]] = []
+    original = hmac.compare_digest
+
+    def spy(a: Any, b: Any) -> bool:
+        calls.append((a, b))
+        return original(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    return calls
 
 
 @pytest.fixture

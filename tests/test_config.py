@@ -17,6 +17,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "DATABASE_URL",
         "SECRET_KEYS",
         "ADMIN_TOKEN",
+        "METRICS_TOKEN",
         "PUBLIC_BASE_URL",
         "ACTION_LINKS_DEV",
         "PAGES_DIR",

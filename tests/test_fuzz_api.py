@@ -6,8 +6,8 @@ every default check (no server errors; status codes, content types, headers
 and bodies as the document declares them; invalid data refused; auth not
 ignored; 405 with ``Allow`` for undeclared methods), three times:
 
-- as a client (its API key): links, lifecycle, audit log, redeliveries,
-  ``/r/{token}`` and the operations endpoints;
+- as a client (its API key, and the ``METRICS_TOKEN``): links, lifecycle,
+  audit log, redeliveries, ``/r/{token}`` and the operations endpoints;
 - as the operator (``ADMIN_TOKEN``): the admin API;
 - with no credentials at all: every operation, expecting 401s, never a 500.
 
@@ -26,12 +26,15 @@ from schemathesis import BaseSchema, Case
 
 from tests.conftest import ADMIN_TOKEN, PUBLIC_BASE_URL, SECRET
 from tests.support.fuzz import Seed, fuzz_config, max_examples, seed
+from tests.support.logcheck import remember_secrets
 from tests.support.processes import ServiceProcess, running_service
 
 pytestmark = pytest.mark.slow
 
 ADMIN_PATHS = "^/v1/admin/"
 Tally = Counter[tuple[str, int]]
+METRICS_TOKEN = "fuzz-metrics-token-0123456789abcdef"
+remember_secrets(METRICS_TOKEN)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +50,7 @@ def service(
         "DATABASE_URL": postgres_url,
         "SECRET_KEYS": SECRET,
         "ADMIN_TOKEN": ADMIN_TOKEN,
+        "METRICS_TOKEN": METRICS_TOKEN,
         "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
         "DATABASE_POOL_SIZE": "5",
         "CACHE_TTL": "0",
@@ -117,7 +121,8 @@ def load(service: ServiceProcess, config: schemathesis.Config) -> BaseSchema:
 
 @pytest.fixture
 def as_client(service: ServiceProcess, seeded: Seed) -> BaseSchema:
-    config = fuzz_config(auth={"ApiKey": seeded.api_key}, seeded=seeded)
+    auth = {"ApiKey": seeded.api_key, "MetricsToken": METRICS_TOKEN}
+    config = fuzz_config(auth=auth, seeded=seeded)
     return load(service, config)
 
 

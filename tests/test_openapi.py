@@ -76,6 +76,8 @@ async def test_security_schemes_name_who_may_call(http: httpx.AsyncClient) -> No
             expected = [{"AdminToken": []}]
         elif path.startswith("/v1/"):
             expected = [{"ApiKey": []}]
+        elif path == "/metrics":
+            expected = [{"MetricsToken": []}]  # when a METRICS_TOKEN is configured
         else:
             expected = None
         assert operation.get("security") == expected, (method, path)

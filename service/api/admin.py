@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Response
 from service import admin
 from service.api import examples
 from service.api.deps import AdminDep, SessionDep, StateDep
+from service.api.json_body import JsonRoute
 from service.api.openapi import ADMIN_API, JSON_BODY, operation
 from service.errors import Conflict
 from service.models import Action, Client
@@ -25,7 +26,9 @@ from service.schemas import (
     WebhookSecretOut,
 )
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminDep])
+router = APIRouter(
+    prefix="/v1/admin", tags=["admin"], dependencies=[AdminDep], route_class=JsonRoute
+)
 # A body that does not validate; also an allowlist or webhook rule broken (validation_error).
 WITH_BODY = (*ADMIN_API, *JSON_BODY)
 

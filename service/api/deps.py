@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -11,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import metrics, request_context
+from service.api.bearer import matches_any
 from service.errors import NotFound, Unauthorized
 from service.registry import ClientConfig
 from service.state import AppState
@@ -44,11 +44,17 @@ _api_key = HTTPBearer(
 )
 _admin_token = HTTPBearer(
     scheme_name="AdminToken",
-    description="The configured `ADMIN_TOKEN`: `/v1/admin/…`",
+    description="One of the configured `ADMIN_TOKEN`s: `/v1/admin/…`",
+    auto_error=False,
+)
+_metrics_token = HTTPBearer(
+    scheme_name="MetricsToken",
+    description="One of the configured `METRICS_TOKEN`s: `/metrics`, which is open without one",
     auto_error=False,
 )
 ApiKeyCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(_api_key)]
 AdminCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(_admin_token)]
+MetricsCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(_metrics_token)]
 
 
 async def authenticated_client(state: StateDep, credentials: ApiKeyCredentials) -> ClientConfig:
@@ -69,14 +75,23 @@ ClientDep = Annotated[ClientConfig, Depends(authenticated_client)]
 
 async def require_admin(state: StateDep, credentials: AdminCredentials) -> None:
     """With no ADMIN_TOKEN configured the admin API does not exist (404)."""
-    token = state.settings.admin_token
-    if token is None:
+    tokens = state.settings.admin_tokens()
+    if not tokens:
         raise NotFound("the admin API is not enabled")
-    presented = credentials.credentials if credentials else None
-    expected = token.get_secret_value().encode()
-    if presented is None or not hmac.compare_digest(presented.encode(), expected):
+    if not matches_any(credentials.credentials if credentials else None, tokens):
         metrics.auth_failed("admin_token")
         raise Unauthorized("the admin token is not valid")
 
 
 AdminDep = Depends(require_admin)
+
+
+async def require_metrics_token(state: StateDep, credentials: MetricsCredentials) -> None:
+    """With no METRICS_TOKEN configured ``/metrics`` is open, as Prometheus expects."""
+    tokens = state.settings.metrics_tokens()
+    if tokens and not matches_any(credentials.credentials if credentials else None, tokens):
+        metrics.auth_failed("metrics_token")
+        raise Unauthorized("a metrics token is required: Authorization: Bearer <METRICS_TOKEN>")
+
+
+MetricsDep = Depends(require_metrics_token)

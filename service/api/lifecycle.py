@@ -10,6 +10,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from service import lifecycle
 from service.api import examples
 from service.api.deps import ClientDep, StateDep
+from service.api.json_body import JsonRoute
 from service.api.openapi import CLIENT_API, JSON_BODY, operation
 from service.errors import NotFound, UnknownAction
 from service.schemas import (
@@ -42,7 +43,7 @@ class LinkIdConvertor(Convertor[str]):
 register_url_convertor("link_id", LinkIdConvertor())
 LinkId = Annotated[str, Path(pattern=f"^{LINK_ID_REGEX}$")]
 
-router = APIRouter(prefix="/v1", tags=["links"])
+router = APIRouter(prefix="/v1", tags=["links"], route_class=JsonRoute)
 
 
 @router.post(

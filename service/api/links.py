@@ -7,11 +7,12 @@ from fastapi import APIRouter
 from service import metrics, request_context
 from service.api import examples
 from service.api.deps import ClientDep, StateDep
+from service.api.json_body import JsonRoute
 from service.api.openapi import CLIENT_API, JSON_BODY, ProblemCode, operation
 from service.errors import PayloadTooLarge, RedirectNotAllowed, TtlTooLong, UnknownAction
 from service.schemas import BatchRequest, BatchResponse, LinkRequest, LinkResponse
 
-router = APIRouter(prefix="/v1/links", tags=["links"])
+router = APIRouter(prefix="/v1/links", tags=["links"], route_class=JsonRoute)
 
 MINT_PROBLEMS = (UnknownAction, RedirectNotAllowed, TtlTooLong)
 

@@ -62,7 +62,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import BaseRoute
 
-from service.api.problems import PROBLEM_JSON
+from service.api.problem_json import PROBLEM_JSON
 from service.errors import (
     ApiError,
     DatabaseUnavailable,

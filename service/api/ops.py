@@ -1,4 +1,7 @@
-"""Health, readiness and metrics, for orchestrators and Prometheus (no authentication)."""
+"""Health, readiness and metrics, for orchestrators and Prometheus.
+
+Only ``/metrics`` may ask for a credential: a ``METRICS_TOKEN``, when one is configured.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import JSONResponse, Response
 
 from service import metrics, request_context
-from service.api.deps import StateDep
+from service.api.deps import MetricsDep, StateDep
 from service.api.openapi import operation
+from service.errors import Unauthorized
 from service.schemas import Health, NotReady, Ready
 
 router = APIRouter(tags=["operations"])
@@ -58,9 +62,11 @@ async def readyz(state: StateDep) -> JSONResponse:
 @router.get(
     "/metrics",
     response_class=Response,
+    dependencies=[MetricsDep],
     **operation(
         "getMetrics",
         "Prometheus metrics",
+        problems=(Unauthorized,),
         responses={
             200: {
                 "description": "Prometheus text exposition format",

@@ -5,7 +5,6 @@ Also the request-body limit, enforced before a body is read whole.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -17,41 +16,14 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.problem_json import HTTP_CODES, problem, refusal
 from service.errors import ApiError, DatabaseUnavailable
-from service.pages import error_page
+from service.pages import error_page, pages_of
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 RETRY_AFTER_SECONDS = "5"
-PROBLEM_JSON = "application/problem+json"
-
-_HTTP_CODES = {
-    400: ("bad_request", "Bad request"),
-    401: ("unauthorized", "Unauthorized"),
-    404: ("not_found", "Not found"),
-    405: ("method_not_allowed", "Method not allowed"),
-    413: ("payload_too_large", "Payload too large"),
-    415: ("unsupported_media_type", "Unsupported media type"),
-    422: ("validation_error", "Invalid request"),
-    503: ("unavailable", "Service unavailable"),
-}
-
-
-def problem(
-    status: int,
-    code: str,
-    title: str,
-    detail: str,
-    headers: dict[str, str] | None = None,
-    **extra: Any,
-) -> Response:
-    body = {"type": "about:blank", "title": title, "status": status, "code": code}
-    body["detail"] = detail
-    body.update(extra)
-    return Response(
-        json.dumps(body, default=str), status_code=status, media_type=PROBLEM_JSON, headers=headers
-    )
 
 
 def is_link_path(request: Request) -> bool:
@@ -109,7 +81,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         headers["Allow"] = allowed_methods(request)
     if is_link_path(request):
         return error_page(request.scope, _LINK_PAGES.get(exc.status_code, "invalid"), headers)
-    code, title = _HTTP_CODES.get(exc.status_code, ("error", "Error"))
+    code, title = HTTP_CODES.get(exc.status_code, ("error", "Error"))
     return problem(exc.status_code, code, title, str(exc.detail), headers)
 
 
@@ -136,7 +108,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class BodyLimitMiddleware:
-    """Answers 413 for bodies over ``limit`` bytes without reading them whole."""
+    """Answers 413 for bodies over ``limit`` bytes without reading them whole.
+
+    Any answer sent before the request's body was read whole (a 413, or a 404
+    that never looked at it) says ``Connection: close``: the bytes still to
+    come are no request, and the server reads and drops some of them before
+    closing (service/http_limits.py) so that the client does get the answer.
+    """
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
         self.app = app
@@ -160,19 +138,19 @@ class BodyLimitMiddleware:
             if int(declared) > self.limit:
                 await self._reject(scope, receive, send, 413, "request body over 1 MiB")
                 return
-        if not chunked:
+        if not chunked and not (declared and int(declared)):
             # Without Transfer-Encoding the body is at most the declared length (none
             # declared: no body, RFC 9112 6.3), so only chunked bodies need counting.
             await self.app(scope, receive, send)
             return
         received = 0
-        started = False
-        refused = False
+        read_whole = started = refused = False
 
         async def limited_receive() -> Message:
-            nonlocal received, refused
+            nonlocal received, read_whole, refused
             message = await receive()
             if message["type"] == "http.request":
+                read_whole = not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     if not started:
@@ -187,6 +165,8 @@ class BodyLimitMiddleware:
                 return  # the 413 has been sent; the app's answer goes nowhere
             if message["type"] == "http.response.start":
                 started = True
+                if not read_whole:
+                    message["headers"] = [*message.get("headers", ()), (b"connection", b"close")]
             await send(message)
 
         try:
@@ -198,11 +178,5 @@ class BodyLimitMiddleware:
     async def _reject(
         self, scope: Scope, receive: Receive, send: Send, status: int, detail: str
     ) -> None:
-        code, title = _HTTP_CODES[status]
-        # A 413 leaves the rest of the body unread: the server reads and drops a
-        # little more of it before closing (service/http_limits.py), so the
-        # answer reaches the client; closing at once would reset the
-        # connection and lose it. A 400 (no valid framing) must close now.
-        headers = {"Connection": "close"} if status == 400 else None
-        response = problem(status, code, title, detail, headers)
-        await response(scope, receive, send)
+        answer = refusal(pages_of(scope), scope["path"], scope["headers"], status, detail)
+        await answer(scope, receive, send)

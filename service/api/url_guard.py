@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.problems import problem
+from service.api.problem_json import problem
 from service.pages import error_page
 
 

@@ -23,16 +23,20 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.types import Scope
 
-from service.confirm import Confirmation
 from service.pages.catalogs import translations
 from service.pages.headers import LINK_HEADERS, csp_source, language_headers, page_headers
 from service.pages.language import language_of
 from service.pages.render import Renderer
 from service.pages.texts import ONE_CLICK_DONE, PAGES, PageText
+
+if TYPE_CHECKING:  # only named here: importing it loads the database layer, and the
+    # HTTP protocol (service.http_limits) renders pages before any app is loaded
+    from service.confirm import Confirmation
 
 __all__ = [
     "LINK_HEADERS",

@@ -91,6 +91,25 @@ PAGES: dict[str, PageText] = {
         N_("The request used a method that links do not answer. Nothing was changed."),
         N_("Open the link in a web browser."),
     ),
+    # The protocol's own refusals (``api.problem_json.refusal``), which close the connection.
+    "too_large": PageText(
+        413,
+        N_("This request is too large"),
+        N_("The request sent more data than a link accepts. Nothing was changed."),
+        N_("Open the link in a web browser."),
+    ),
+    "uri_too_long": PageText(
+        414,
+        N_("This link is too long"),
+        N_("The address is longer than any link we send, so it was not opened."),
+        N_("Copy the whole link from the message you received, or ask the sender for a new one."),
+    ),
+    "header_too_large": PageText(
+        431,
+        N_("This request is too large"),
+        N_("Your browser sent more header data than a link accepts. Nothing was changed."),
+        N_("Clear this site's cookies in your browser, then open the link again."),
+    ),
 }
 
 ONE_CLICK_DONE = N_("You have been unsubscribed. There is nothing more to do.")

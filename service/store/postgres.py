@@ -56,6 +56,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from service.config import Settings
 from service.errors import DatabaseUnavailable
+from service.json_depth import load_stored
 from service.models import UTCDateTime
 from service.store import ClaimResult, LinkState, PurgeTarget
 from service.store.sql import (
@@ -164,6 +165,8 @@ def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
         # hide_parameters: statement parameters (webhook secrets, key hashes) never
         # appear in a logged error or in an exception's message.
         "hide_parameters": True,
+        # Rows written before data had a depth limit may hold JSON too deep for json.loads.
+        "json_deserializer": load_stored,
         # A fixed pool: overflow connections are closed as soon as they are
         # returned, and under load that meant a new PostgreSQL backend (a fork,
         # authentication, the asyncpg type codecs) every few requests, which cost

@@ -19,6 +19,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from service.config import Settings
+from service.json_depth import load_stored
 from service.models import UTCDateTime
 from service.store import ClaimResult, LinkState, PurgeTarget
 from service.store.sql import (
@@ -103,6 +104,7 @@ def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
     options: dict[str, Any] = {
         "poolclass": GuardedPool,
         "hide_parameters": True,  # as on PostgreSQL: no secret in a logged error
+        "json_deserializer": load_stored,  # as on PostgreSQL: old rows may nest too deep
         "connect_args": {"timeout": 30},
     }
     options.update(overrides)
