@@ -253,6 +253,7 @@ class Settings(BaseSettings):
             "database_url": url,
             "secret_keys": f"{len(self.secret_keys)} key(s)",
             "public_base_url": self.public_base_url,
+            "allow_insecure_public_base_url": self.allow_insecure_public_base_url,
             "admin_api": "on" if self.admin_tokens() else "off",
             "admin_tokens": len(self.admin_tokens()),
             "metrics": "token" if self.metrics_tokens() else "open",

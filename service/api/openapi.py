@@ -37,6 +37,12 @@ result is the decorator's keyword arguments::
   ``CLIENT_API``, ``ADMIN_API`` and ``JSON_BODY`` are the shared parts.
   ``400 bad_request`` is added to every route (``api.url_guard`` refuses a
   NUL in any URL first), so routes leave it out.
+- ``operation_id``: camelCase, verb first, unique; the contract's routes still
+  to come are ``exchangeRedemption`` (``POST /v1/redemptions/exchange``),
+  ``redeemLinkCode`` (``POST /v1/links/redeem``) and ``resendLink``
+  (``POST /v1/links/resend``). A problem whose ``code`` is not a class's (the
+  redirect's ``error`` words on ``/v1/links/redeem``) is a
+  ``ProblemCode(status, code, title, meaning)``.
 - ``request_example`` / ``response_example``: plain JSON values (the shared
   ones are in ``service.api.examples``); ``tests/test_openapi.py`` validates
   every example against its schema.
@@ -144,6 +150,8 @@ def _header(description: str, value: str | None = None) -> dict[str, Any]:
 
 
 RETRY_AFTER = {"Retry-After": _header("Seconds to wait before trying again")}
+# Statuses whose every problem answer carries Retry-After (declared required).
+RETRY_AFTER_STATUSES = frozenset({503})
 
 
 def _codes(problems: Iterable[type[ApiError] | ProblemCode]) -> list[ProblemCode]:
@@ -178,7 +186,7 @@ def problem_responses(problems: Iterable[type[ApiError] | ProblemCode]) -> Respo
             "description": "\n".join(f"- `{c}`: {p.meaning}" for c, p in codes.items()),
             "content": {PROBLEM_JSON: {"schema": schema, "examples": examples}},
         }
-        if status == 503:
+        if status in RETRY_AFTER_STATUSES:
             response["headers"] = RETRY_AFTER
         responses[status] = response
     return responses
