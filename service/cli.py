@@ -40,7 +40,7 @@ from service.devmode import prepare_dev_environment
 from service.dispatcher import run_standalone
 from service.errors import ApiError
 from service.http_limits import BoundedHttpToolsProtocol
-from service.preflight import DatabaseNotReady, check_database, database_errors
+from service.preflight import DatabaseNotReady, check_database, database_errors, schema_problem
 from service.purge import BATCH_SIZE, purge
 from service.schemas import (
     DEFAULT_MAX_TTL,
@@ -78,10 +78,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["PUBLIC_BASE_URL"] = listening_base_url(args.host, args.port)
     settings = prepare_dev_environment() if args.dev else load_settings()
     settings.check_serveable()
-    if not args.dev:
-        check_database(settings)  # --dev has just migrated it
+    # --dev has just migrated it. Otherwise an unreachable or missing database is
+    # refused, and a schema that is behind only warned about (served not ready).
+    schema = None if args.dev else schema_problem(settings)
     log_config = logs.logging_config(settings.log_level, settings.log_format)
     logs.configure(settings.log_level, settings.log_format)
+    if schema is not None:
+        log.warning("not ready until migrated: %s", schema)
     warning = settings.public_base_url_warning()
     if warning is not None:
         log.warning(warning)

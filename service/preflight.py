@@ -154,13 +154,29 @@ async def require_current_schema(engine: AsyncEngine) -> None:
 
 def check_database(settings: Settings) -> None:
     """Reachable, existing and migrated, checked once with a connection of its own."""
+    problem = schema_problem(settings)
+    if problem is not None:
+        raise DatabaseNotReady(problem)
 
-    async def check() -> None:
+
+def schema_problem(settings: Settings) -> str | None:
+    """Refuses an unreachable or missing database (``DatabaseNotReady``); answers what
+    is wrong with its schema, or None when it is at the newest migration.
+
+    ``serve`` only warns about the schema: it then runs not ready (``/readyz`` 503,
+    as the contract describes) until ``migrate`` has run, so an orchestrator can
+    start the app and the migration in either order.
+    """
+
+    async def check() -> str | None:
         store = open_store(settings)
         try:
             await require_current_schema(store.engine)
+        except DatabaseNotReady as exc:
+            return str(exc)
         finally:
             await store.close()
+        return None
 
     with database_errors(settings.database_url):
-        asyncio.run(check())
+        return asyncio.run(check())

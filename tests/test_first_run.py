@@ -111,18 +111,36 @@ def test_database_does_not_exist(argv: list[str], tmp_path: Path, postgres_url: 
     assert f"`createdb -h 127.0.0.1 -U postgres {name}`" in line
 
 
-@pytest.mark.parametrize("argv", DATABASE_COMMANDS[1:], ids=" ".join)
+# Every command but `migrate` itself and `serve`, which runs not ready instead (below).
+NEEDS_SCHEMA = [argv for argv in DATABASE_COMMANDS if argv[0] not in ("migrate", "serve")]
+
+
+@pytest.mark.parametrize("argv", NEEDS_SCHEMA, ids=" ".join)
 def test_schema_not_migrated(argv: list[str], tmp_path: Path, unmigrated: str) -> None:
     assert one_line(action_links(*argv, cwd=tmp_path, DATABASE_URL=unmigrated), 1) == MIGRATE
+
+
+def test_serve_on_an_unmigrated_schema_is_not_ready_until_migrated(
+    tmp_path: Path, unmigrated: str
+) -> None:
+    """The contract's /readyz: 503 while the schema is behind, 200 once `migrate` ran;
+    the process says once, in its log, what to do."""
+    env = clean_environment(DATABASE_URL=unmigrated, LOG_LEVEL="info")
+    with running_service(env, tmp_path) as service:
+        assert httpx.get(f"{service.base_url}/readyz", timeout=10).status_code == 503
+        assert action_links("migrate", cwd=tmp_path, DATABASE_URL=unmigrated).returncode == 0
+        assert httpx.get(f"{service.base_url}/readyz", timeout=10).status_code == 200
+        told = [line for line in service.log().splitlines() if "not ready until migrated" in line]
+    assert len(told) == 1, told
+    assert "run `action-links migrate`" in told[0]
 
 
 def test_schema_behind(tmp_path: Path, unmigrated: str) -> None:
     assert action_links("migrate", cwd=tmp_path, DATABASE_URL=unmigrated).returncode == 0
     asyncio.run(database.fetch(unmigrated, "UPDATE alembic_version SET version_num = '0000'"))
-    for argv in (["serve"], ["client", "list"]):
-        line = one_line(action_links(*argv, cwd=tmp_path, DATABASE_URL=unmigrated), 1)
-        assert line.startswith("action-links: the database schema is at 0000, this version")
-        assert "run `action-links migrate`" in line
+    line = one_line(action_links("client", "list", cwd=tmp_path, DATABASE_URL=unmigrated), 1)
+    assert line.startswith("action-links: the database schema is at 0000, this version")
+    assert "run `action-links migrate`" in line
 
 
 def test_sqlite_in_a_directory_that_does_not_exist(tmp_path: Path) -> None:
