@@ -68,7 +68,10 @@ def _out(entry: AuditEntry) -> RedemptionOut:
         data=shown(redemption.data),
         use=redemption.use,
         max_uses=redemption.max_uses,
+        once_key=redemption.once_key,
+        via=redemption.via,
         redeemed_at=redemption.redeemed_at,
+        exchanged_at=redemption.exchanged_at,
         delivery=DeliveryOut(
             status=delivery.status or NO_DELIVERY,
             attempts=delivery.attempts,

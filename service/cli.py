@@ -261,6 +261,7 @@ def _action_put(a: argparse.Namespace) -> Callable[[Any], Awaitable[Any]]:
     for name in ("ttl", "max_ttl", "max_uses", "confirm", "delivery", "label"):
         fields[name] = getattr(a, name)
     fields["enabled"] = not a.disabled
+    fields["code"] = a.code
     request = ActionPut(**fields)
 
     async def op(s: Any) -> Any:
@@ -573,6 +574,9 @@ def _action_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     put.add_argument("--label", help="what the confirmation page says the link does")
     put.add_argument("--disabled", action="store_true", help="create it switched off")
+    put.add_argument(
+        "--code", action="store_true", help="links carry a 6-digit code a person can type"
+    )
     put.set_defaults(admin=_action_put)
     p = _command(action, "list", "list a client's actions")
     _client_arg(p)

@@ -64,6 +64,7 @@ class Minter:
             once_key=request.once_key,
             success_url=request.success_url,
             failure_url=request.failure_url,
+            code=request.code if request.code is not None else action.code,
         )
         token = self.codec.sign_link(claims)
         return LinkResponse(
@@ -74,6 +75,7 @@ class Minter:
             subject=request.subject,
             expires_at=datetime.fromtimestamp(claims.expires_at, UTC),
             max_uses=max_uses,
+            code=self.codec.typed_code(claims) if claims.code else None,
         )
 
     def mint_batch(self, client: ClientConfig, items: list[dict[str, Any]]) -> list[LinkResponse]:

@@ -5,6 +5,7 @@
 - ``revocations``, ``subject_revocations``: what was taken back, until it cannot matter.
 - ``redemptions``: the audit log, one row per accepted use.
 - ``deliveries``: the webhook outbox, one job per redemption of a webhook action.
+- ``code_failures``: wrong typed codes per link, until the link expires.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class Action(Base):
     confirm: Mapped[str] = mapped_column(String(8))
     delivery: Mapped[str] = mapped_column(String(8))
     enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    code: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -154,7 +156,12 @@ class SubjectRevocation(Base):
 
 
 class Redemption(Base):
-    """One accepted use. ``seq`` orders the audit log; ``id`` is ``<link id>.<use>``."""
+    """One accepted use. ``seq`` orders the audit log; ``id`` is random (96 bits).
+
+    ``via`` is the door it came through (``link``, ``code``, ``one_click``);
+    ``exchanged_at`` is set once, when the caller's backend received it server
+    to server (the exchange of its code, or the answer to a typed code).
+    """
 
     __tablename__ = "redemptions"
 
@@ -169,6 +176,9 @@ class Redemption(Base):
     use: Mapped[int] = mapped_column(Integer)
     max_uses: Mapped[int | None] = mapped_column(Integer)
     redeemed_at: Mapped[datetime] = mapped_column(index=True)
+    once_key: Mapped[str | None] = mapped_column(Text)
+    via: Mapped[str] = mapped_column(String(16), server_default=text("'link'"))
+    exchanged_at: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_redemptions_client_seq", "client_id", "seq"),
@@ -176,6 +186,21 @@ class Redemption(Base):
         Index("ix_redemptions_client_subject_seq", "client_id", "subject", "seq"),
         Index("ix_redemptions_client_action_seq", "client_id", "action", "seq"),
     )
+
+
+class CodeFailure(Base):
+    """Wrong typed codes entered for one link; at ``MAX_CODE_FAILURES`` its code is locked.
+
+    Bounded like a use counter: deleted by ``service.purge`` once the link
+    has expired (``expires_at``), since an expired link is refused anyway.
+    """
+
+    __tablename__ = "code_failures"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    link_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class Delivery(Base):

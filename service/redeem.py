@@ -25,7 +25,7 @@ from service.errors import DatabaseUnavailable
 from service.redirects import is_allowed, with_query
 from service.registry import ActionConfig, ClientConfig, Registry
 from service.store import Job, LinkState, Store
-from service.tokens import BadData, LinkClaims, TokenCodec
+from service.tokens import BadData, ExchangeClaims, LinkClaims, TokenCodec
 from service.webhooks import Verdict
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class Redemption:
     redemption_id: str | None = None
     use: int | None = None
     reason: str | None = None
+    exchange_code: str | None = None  # a success's ``code=``: what the caller's backend trades
 
     def target_url(self) -> str | None:
         """Where to send the person, or None when a page must be shown instead."""
@@ -60,7 +61,11 @@ class Redemption:
             return None  # an untrusted token never redirects
         if self.outcome is Outcome.SUCCESS:
             url = self.link.success_url or (self.action.success_url if self.action else None)
-            params = {"link_id": self.link.link_id, "redemption_id": self.redemption_id or ""}
+            params = {
+                "link_id": self.link.link_id,
+                "redemption_id": self.redemption_id or "",
+                "code": self.exchange_code or "",
+            }
         else:
             url = self.link.failure_url or (self.action.failure_url if self.action else None)
             params = {"error": self.outcome.value, "link_id": self.link.link_id}
@@ -135,6 +140,11 @@ class Redeemer:
             checked.action,
             redemption_id=result.redemption.redemption_id,
             use=result.redemption.use,
+            exchange_code=self.codec.sign_exchange(
+                ExchangeClaims(
+                    checked.link.client_id, result.redemption.redemption_id, int(now.timestamp())
+                )
+            ),
         )
         if lease is None:
             return redeemed

@@ -48,6 +48,7 @@ class ActionConfig:
     confirm: str
     delivery: str
     enabled: bool
+    code: bool
 
     @classmethod
     def from_row(cls, row: Action) -> ActionConfig:
@@ -62,6 +63,7 @@ class ActionConfig:
             confirm=row.confirm,
             delivery=row.delivery,
             enabled=row.enabled,
+            code=row.code,
         )
 
 

@@ -11,14 +11,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_serializer,
 )
 
 from service.json_depth import MAX_DATA_DEPTH, depth_exceeds
 from service.redirects import InvalidUrl, validate_absolute_url
-from service.tokens import MAX_TOKEN_LENGTH
+from service.tokens import MAX_TOKEN_LENGTH, TYPED_CODE_DIGITS
 
 DEFAULT_TTL = 86_400
 DEFAULT_MAX_TTL = 2_592_000
@@ -119,6 +121,23 @@ class LinkRequest(Strict):
     # redirect_not_allowed for any string that is not an allowed URL.
     success_url: Annotated[str, Field(max_length=2048)] | None = None
     failure_url: Annotated[str, Field(max_length=2048)] | None = None
+    code: bool | None = Field(
+        default=None,
+        description="true: the answer carries a 6-digit `code` a person can type instead of "
+        "following the link (`POST /v1/links/redeem`); null: the action's `code` setting",
+    )
+    supersede: bool = Field(
+        default=False,
+        description="true (needs `subject`): every earlier link of this client for the same "
+        "subject and action redeems to `error=revoked` from now on; this link works",
+    )
+
+    @field_validator("supersede", mode="after")
+    @classmethod
+    def _supersede_needs_subject(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("subject") is None:
+            raise ValueError("supersede needs a subject: it revokes the subject's earlier links")
+        return value
 
 
 class LinkResponse(BaseModel):
@@ -129,6 +148,19 @@ class LinkResponse(BaseModel):
     subject: str | None
     expires_at: datetime
     max_uses: int | None
+    code: str | None = Field(
+        default=None,
+        description="The link's 6-digit typed code; only present for a link minted with one",
+        examples=["482913"],
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_absent_code(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """API.md: the answer "also has" ``code`` with a typed code; without one, no key."""
+        body: dict[str, Any] = handler(self)
+        if body.get("code") is None:
+            body.pop("code", None)
+        return body
 
 
 class BatchRequest(Strict):
@@ -204,6 +236,9 @@ class DeliveryOut(BaseModel):
     last_error: str | None
 
 
+Via = Literal["link", "code", "one_click"]
+
+
 class RedemptionOut(BaseModel):
     id: str
     link_id: str
@@ -212,8 +247,53 @@ class RedemptionOut(BaseModel):
     data: Any
     use: int
     max_uses: int | None
+    once_key: str | None = Field(description="The once key whose budget this use drew on")
+    via: Via = Field(
+        description="How it was redeemed: following the link (or its confirm page), "
+        "a typed code, or a mail provider's one-click POST"
+    )
     redeemed_at: datetime
+    exchanged_at: datetime | None = Field(
+        description="When the caller's backend received this redemption server to server: "
+        "the exchange of the success redirect's `code`, or the answer to a typed code"
+    )
     delivery: DeliveryOut
+
+
+# --- finishing the flow in the caller's app -----------------------------------
+
+
+class ExchangeRequest(Strict):
+    code: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=1024,
+            description="The `code` of a success redirect",
+            examples=["WyJzaG9wIiwiN2JnV...Ql0.hEAp9S50cfciUGDV9YspD0WpzULDvQZFXAwQgm1zCc"],
+        ),
+    ]
+
+
+class CodeRedeemRequest(Strict):
+    token: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=MAX_TOKEN_LENGTH,
+            description="The link's `token`, as the mint answered it (kept server-side)",
+        ),
+    ]
+    code: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=64,
+            description=f"The {TYPED_CODE_DIGITS} digits the person typed; spaces and "
+            "hyphens between them are ignored",
+            examples=["482913"],
+        ),
+    ]
 
 
 class RedemptionPage(BaseModel):
@@ -307,6 +387,11 @@ class ActionPut(Strict):
     delivery: Literal["none", "async", "sync"] = "none"
     enabled: bool = True
     label: Text | None = None
+    code: bool = Field(
+        default=False,
+        description="Links of this action carry a typed code, unless the mint request says "
+        "otherwise",
+    )
 
 
 class ActionOut(BaseModel):
@@ -321,6 +406,7 @@ class ActionOut(BaseModel):
     confirm: str
     delivery: str
     enabled: bool
+    code: bool
     created_at: datetime
     updated_at: datetime
 

@@ -5,6 +5,11 @@ HMAC-derived key, one salt per purpose) of a compact JSON object carrying
 everything redemption needs. Keys are a list, oldest first: new tokens are
 signed with the newest, tokens signed with any listed key verify.
 
+Besides links, the module owns the service's other signed strings: the
+confirmation nonce of a confirm page, the audit log's cursor, the *exchange
+code* of a success redirect, and the 6-digit *typed code* of a link (an HMAC
+of the link id, not a token: it is checked against a link, never decoded).
+
 Anything that is not a genuine token raises ``itsdangerous.BadData`` (or a
 subclass): callers catch that one class and never see another exception.
 Expiry is *not* an error here: an expired link is still trustworthy, and its
@@ -20,7 +25,7 @@ import re
 import secrets
 import zlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -31,6 +36,7 @@ from itsdangerous.signer import HMACAlgorithm
 __all__ = [
     "BadData",
     "ConfirmClaims",
+    "ExchangeClaims",
     "LinkClaims",
     "Purpose",
     "TokenCodec",
@@ -44,7 +50,11 @@ LINK_ID_RANDOM_CHARS = 16
 LINK_ID_TAG_BYTES = 3  # 24 bits, 4 URL-safe characters: a link id is 20 characters
 LINK_ID_LENGTH = LINK_ID_RANDOM_CHARS + 4
 LINK_ID_REGEX = f"[A-Za-z0-9_-]{{{LINK_ID_LENGTH}}}"  # what every link id looks like
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LINK_ID_SALT = b"action-links/link-id/v1"
+TYPED_CODE_SALT = b"action-links/typed-code/v1"
+TYPED_CODE_DIGITS = 6
+TYPED_CODE = re.compile(f"[0-9]{{{TYPED_CODE_DIGITS}}}")
 
 
 class Purpose(StrEnum):
@@ -53,6 +63,7 @@ class Purpose(StrEnum):
     LINK = "action-links/link/v1"
     CONFIRM = "action-links/confirm/v1"
     CURSOR = "action-links/cursor/v1"
+    EXCHANGE = "action-links/exchange/v1"
 
 
 def new_link_id() -> str:
@@ -80,10 +91,12 @@ class LinkClaims:
     once_key: str | None = None
     success_url: str | None = None
     failure_url: str | None = None
+    code: bool = False  # whether the link has a typed code (``TokenCodec.typed_code``)
 
     @property
     def issued_at(self) -> datetime:
-        return datetime.fromtimestamp(self.issued_at_us / 1_000_000, UTC)
+        """Exact to the microsecond (no float on the way): revocations compare against it."""
+        return EPOCH + timedelta(microseconds=self.issued_at_us)
 
     @property
     def expires_at_datetime(self) -> datetime:
@@ -115,6 +128,8 @@ class LinkClaims:
             "fu": self.failure_url,
         }
         wire.update({k: v for k, v in optional.items() if v is not None})
+        if self.code:
+            wire["k"] = 1  # absent when false: tokens without a typed code are unchanged
         return wire
 
     @classmethod
@@ -134,6 +149,7 @@ class LinkClaims:
                 once_key=_opt_str(wire.get("o")),
                 success_url=_opt_str(wire.get("su")),
                 failure_url=_opt_str(wire.get("fu")),
+                code=_flag(wire.get("k")),
             )
         except KeyError as exc:
             raise BadPayload(f"link payload lacks {exc}") from None
@@ -166,6 +182,33 @@ class ConfirmClaims:
             raise BadPayload(f"confirm payload lacks {exc}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class ExchangeClaims:
+    """What an exchange code says: which client's redemption it trades for, issued when.
+
+    The code rides on a success redirect (``code=``); the caller's backend
+    trades it, server to server, for the redemption (``service.exchange``).
+    Signing it writes nothing; whether it was traded already, and whether it
+    is still young enough, is the redemption row's to say (``exchanged_at``,
+    ``redeemed_at``). Its own salt keeps a link token, a nonce or a cursor
+    from ever verifying as one.
+    """
+
+    client_id: str
+    redemption_id: str
+    issued_at: int  # epoch seconds
+
+    def to_wire(self) -> list[Any]:
+        return [self.client_id, self.redemption_id, self.issued_at]
+
+    @classmethod
+    def from_wire(cls, wire: Any) -> ExchangeClaims:
+        if not isinstance(wire, list) or len(wire) != 3:
+            raise BadPayload("exchange payload is not a list of three")
+        client_id, redemption_id, issued_at = wire
+        return cls(_str(client_id), _str(redemption_id), _int(issued_at))
+
+
 def _str(value: Any) -> str:
     if not isinstance(value, str):
         raise BadPayload("expected a string")
@@ -184,6 +227,14 @@ def _int(value: Any) -> int:
 
 def _opt_int(value: Any) -> int | None:
     return None if value is None else _int(value)
+
+
+def _flag(value: Any) -> bool:
+    if value is None:
+        return False
+    if type(value) is not int or value != 1:
+        raise BadPayload("expected the flag 1")
+    return True
 
 
 SIGNATURE_LENGTH = 43  # a 32-byte HMAC-SHA256 in unpadded base64
@@ -270,6 +321,14 @@ def _link_id_tag(key: bytes, client_id: str, random_part: str) -> str:
     return base64.urlsafe_b64encode(digest[:LINK_ID_TAG_BYTES]).decode()
 
 
+def _typed_code(key: bytes, client_id: str, link_id: str) -> str:
+    """Six decimal digits from 64 bits of HMAC-SHA256 (the modulo bias is below 2**-44)."""
+    message = f"{client_id}\x00{link_id}".encode("utf-8", "surrogatepass")
+    digest = hmac.digest(key, message, "sha256")
+    number = int.from_bytes(digest[:8], "big") % 10**TYPED_CODE_DIGITS
+    return f"{number:0{TYPED_CODE_DIGITS}d}"
+
+
 class TokenCodec:
     """Signs and verifies every token the service hands out."""
 
@@ -289,6 +348,9 @@ class TokenCodec:
             for purpose in Purpose
         }
         self._link_id_keys = [hmac.new(key, LINK_ID_SALT, hashlib.sha256).digest() for key in keys]
+        self._typed_code_keys = [
+            hmac.new(key, TYPED_CODE_SALT, hashlib.sha256).digest() for key in keys
+        ]
 
     def mint_link_id(self, client_id: str) -> str:
         """A new link id: 96 random bits, then a short tag binding it to ``client_id``.
@@ -310,6 +372,30 @@ class TokenCodec:
             hmac.compare_digest(_link_id_tag(key, client_id, random_part), tag)
             for key in self._link_id_keys
         )
+
+    def typed_code(self, link: LinkClaims) -> str:
+        """The 6-digit code a person may type instead of following ``link``.
+
+        Derived from the client and link id with the newest key, so minting it
+        writes nothing and any process can check it.
+        """
+        return _typed_code(self._typed_code_keys[-1], link.client_id, link.link_id)
+
+    def typed_code_matches(self, link: LinkClaims, code: str) -> bool:
+        """Whether ``code`` is ``link``'s typed code under any listed key, in constant time.
+
+        Every key is tried (no early exit), so a link minted before a key
+        rotation keeps its code, and the time taken says nothing about which
+        key, if any, matched.
+        """
+        if not isinstance(code, str) or TYPED_CODE.fullmatch(code) is None:
+            return False
+        wanted = code.encode("ascii")
+        matches = [
+            hmac.compare_digest(_typed_code(key, link.client_id, link.link_id).encode(), wanted)
+            for key in self._typed_code_keys
+        ]
+        return any(matches)
 
     def sign(self, purpose: Purpose, payload: Any) -> str:
         return self._serializers[purpose].dumps(payload)
@@ -339,3 +425,11 @@ class TokenCodec:
 
     def verify_confirm(self, nonce: str) -> ConfirmClaims:
         return ConfirmClaims.from_wire(self.verify(Purpose.CONFIRM, nonce))
+
+    def sign_exchange(self, claims: ExchangeClaims) -> str:
+        return self.sign(Purpose.EXCHANGE, claims.to_wire())
+
+    def verify_exchange(self, code: str) -> ExchangeClaims:
+        """The claims of a genuine exchange code; ``BadData`` for anything else,
+        link tokens, nonces and cursors included (another salt)."""
+        return ExchangeClaims.from_wire(self.verify(Purpose.EXCHANGE, code))

@@ -23,7 +23,10 @@ REDEMPTION_FIELDS = {
     "data",
     "use",
     "max_uses",
+    "once_key",
+    "via",
     "redeemed_at",
+    "exchanged_at",
     "delivery",
 }
 
@@ -134,6 +137,9 @@ async def test_a_redemption_and_its_delivery(
         "data": {"plan": "pro"},
         "use": 1,
         "max_uses": 1,
+        "once_key": None,
+        "via": "link",
+        "exchanged_at": None,
         "delivery": {"status": "none", "attempts": 0, "last_error": None},
     }
     assert row["redeemed_at"].isoformat().replace("+00:00", "Z") == item["redeemed_at"]

@@ -46,7 +46,7 @@ def shape(response: httpx.Response) -> dict[str, Any]:
     return {
         "status": response.status_code,
         "headers": headers,
-        "location": location and re.sub(r"=[A-Za-z0-9_-]{16,}", "=…", location),
+        "location": location and re.sub(r"=[A-Za-z0-9_.-]{16,}", "=…", location),
         "body": NONCE.sub("…", response.text),
     }
 

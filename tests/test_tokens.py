@@ -7,7 +7,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service.tokens import BadData, LinkClaims, Purpose, TokenCodec, new_link_id
+from service.tokens import (
+    BadData,
+    ConfirmClaims,
+    ExchangeClaims,
+    LinkClaims,
+    Purpose,
+    TokenCodec,
+    new_link_id,
+)
 
 OLD_KEY = b"old-key-0123456789abcdefghijklmnopqrstuvwxyz"
 NEW_KEY = b"new-key-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -156,3 +164,81 @@ def test_link_ids_are_bound_to_their_client() -> None:
         assert not codec.owns_link_id("shop", unknown)
     changed = link_id[:3] + ("A" if link_id[3] != "A" else "B") + link_id[4:]
     assert not codec.owns_link_id("shop", changed)
+
+
+# --- exchange codes and typed codes (API.md, "Finishing the flow") --------------------
+
+
+def test_an_exchange_code_round_trips_and_is_no_other_token() -> None:
+    codec = TokenCodec([NEW_KEY])
+    claims = ExchangeClaims("shop", "rid-0123456789ab", 1_780_000_000)
+    code = codec.sign_exchange(claims)
+    assert codec.verify_exchange(code) == claims
+    with pytest.raises(BadData):
+        codec.verify_link(code)
+    link_token = codec.sign_link(make_claims())
+    nonce = codec.sign_confirm(ConfirmClaims("x", 1))
+    cursor = codec.sign(Purpose.CURSOR, ["shop", "rid-0123456789ab", 1_780_000_000])
+    for other in (link_token, nonce, cursor):
+        with pytest.raises(BadData):
+            codec.verify_exchange(other)
+    with pytest.raises(BadData):
+        TokenCodec([OLD_KEY]).verify_exchange(code)
+    assert TokenCodec([NEW_KEY, OLD_KEY]).verify_exchange(code) == claims
+
+
+@pytest.mark.parametrize(
+    "payload", [["shop", "r"], ["shop", "r", "1"], ["shop", 1, 1], {"c": "shop"}, "x", None]
+)
+def test_an_exchange_code_of_a_wrong_shape_is_refused(payload: object) -> None:
+    codec = TokenCodec([NEW_KEY])
+    with pytest.raises(BadData):
+        codec.verify_exchange(codec.sign(Purpose.EXCHANGE, payload))
+
+
+def test_the_typed_code_flag_travels_in_the_token_and_only_when_set() -> None:
+    codec = TokenCodec([NEW_KEY])
+    plain, coded = make_claims(), make_claims(code=True)
+    assert "k" not in plain.to_wire()  # tokens without a typed code keep their format
+    assert codec.verify_link(codec.sign_link(coded)) == coded
+    assert codec.verify_link(codec.sign_link(plain)).code is False
+    for flag in (True, 2, "1", 1.0, 0):
+        with pytest.raises(BadData):
+            codec.verify_link(codec.sign(Purpose.LINK, {**coded.to_wire(), "k": flag}))
+
+
+def test_typed_codes_are_six_digits_fixed_per_link_and_differ_between_links() -> None:
+    codec = TokenCodec([NEW_KEY])
+    link = make_claims(code=True)
+    code = codec.typed_code(link)
+    assert len(code) == 6
+    assert code.isdigit()
+    assert codec.typed_code(link) == code
+    assert codec.typed_code_matches(link, code)
+    codes = {codec.typed_code(make_claims(link_id=new_link_id())) for _ in range(200)}
+    assert len(codes) > 190  # spread over a million values
+    # The client is part of what is signed: the same link id under another client
+    # gets another code (all 50 equal would be a one-in-10**300 coincidence).
+    ids = [new_link_id() for _ in range(50)]
+    shop = [codec.typed_code(make_claims(link_id=i)) for i in ids]
+    other = [codec.typed_code(make_claims(link_id=i, client_id="other")) for i in ids]
+    assert sum(a != b for a, b in zip(shop, other, strict=True)) > 45
+
+
+def test_typed_codes_survive_key_rotation_while_the_key_is_listed() -> None:
+    link = make_claims(code=True)
+    old_code = TokenCodec([OLD_KEY]).typed_code(link)
+    assert TokenCodec([OLD_KEY, NEW_KEY]).typed_code_matches(link, old_code)
+    assert TokenCodec([NEW_KEY, OLD_KEY]).typed_code_matches(link, old_code)
+    new_code = TokenCodec([OLD_KEY, NEW_KEY]).typed_code(link)  # minted with the newest
+    assert new_code == TokenCodec([NEW_KEY]).typed_code(link)
+    if new_code != old_code:
+        assert not TokenCodec([NEW_KEY]).typed_code_matches(link, old_code)
+
+
+@pytest.mark.parametrize(
+    "shape", ["", "12345", "1234567", "12345a", " 12345", "１２３４５６", "12 345", "\x00" * 6]
+)
+def test_a_code_of_the_wrong_shape_never_matches(shape: str) -> None:
+    codec = TokenCodec([NEW_KEY])
+    assert not codec.typed_code_matches(make_claims(code=True), shape)

@@ -7,6 +7,9 @@
   truncation, extension, padding, the standard base64 alphabet, case
   changes, percent-encoding, a re-encoded payload, another spelling of the
   same signature.
+- No mutated exchange code verifies, and no exchange code verifies as
+  a link or the other way round; no typed code but a link's own (under a
+  listed key) is accepted for that link, whatever string is offered.
 - No input makes ``verify`` or ``verify_link`` raise anything but
   ``itsdangerous.BadData``: arbitrary text (surrogates included), arbitrary
   bytes however decoded, token-shaped strings, and genuine signatures over
@@ -27,7 +30,7 @@ from hypothesis import strategies as st
 from itsdangerous import Signer
 from itsdangerous.encoding import base64_decode, base64_encode
 
-from service.tokens import BadData, LinkClaims, Purpose, TokenCodec
+from service.tokens import BadData, ExchangeClaims, LinkClaims, Purpose, TokenCodec
 from tests.support.scale import scaled
 
 pytestmark = pytest.mark.heavy  # more examples with HEAVY_SCALE=full
@@ -74,6 +77,7 @@ link_claims = st.builds(
     once_key=optional_text,
     success_url=optional_text,
     failure_url=optional_text,
+    code=st.booleans(),
 )
 signing_keys = st.lists(st.binary(min_size=1, max_size=64), min_size=1, max_size=4, unique=True)
 # Every character, lone surrogates included: what a decoded URL path may hold.
@@ -115,7 +119,10 @@ def test_rotation_verifies_while_the_signing_key_is_listed(
 
 
 @EXAMPLES
-@given(claims=link_claims, other=st.sampled_from([Purpose.CONFIRM, Purpose.CURSOR]))
+@given(
+    claims=link_claims,
+    other=st.sampled_from([Purpose.CONFIRM, Purpose.CURSOR, Purpose.EXCHANGE]),
+)
 def test_a_token_is_only_good_for_its_purpose(claims: LinkClaims, other: Purpose) -> None:
     with pytest.raises(BadData):
         CODEC.verify(other, CODEC.sign_link(claims))
@@ -216,6 +223,83 @@ def test_every_mutation_of_a_genuine_token_is_refused(
     assume(forged != token)
     with pytest.raises(BadData):
         CODEC.verify_link(forged)
+
+
+exchange_claims = st.builds(
+    ExchangeClaims,
+    client_id=st.text(min_size=1, max_size=64),
+    redemption_id=st.text(min_size=1, max_size=80),
+    issued_at=st.integers(min_value=0, max_value=2**40),
+)
+
+
+@EXAMPLES
+@given(claims=exchange_claims, data=st.data())
+def test_every_mutation_of_an_exchange_code_is_refused(
+    claims: ExchangeClaims, data: st.DataObject
+) -> None:
+    code = CODEC.sign_exchange(claims)
+    assert CODEC.verify_exchange(code) == claims
+    forged = data.draw(mutated(code))
+    assume(forged != code)
+    with pytest.raises(BadData):
+        CODEC.verify_exchange(forged)
+
+
+@EXAMPLES
+@given(link=link_claims, exchange=exchange_claims)
+def test_links_and_exchange_codes_never_stand_in_for_each_other(
+    link: LinkClaims, exchange: ExchangeClaims
+) -> None:
+    with pytest.raises(BadData):
+        CODEC.verify_exchange(CODEC.sign_link(link))
+    with pytest.raises(BadData):
+        CODEC.verify_link(CODEC.sign_exchange(exchange))
+
+
+def typed_code_variants(code: str) -> st.SearchStrategy[str]:
+    """Strings near a right typed code: one digit changed, cut, padded, spaced, lookalikes."""
+    index = st.integers(0, len(code) - 1)
+    return st.one_of(
+        st.tuples(index, st.sampled_from("0123456789")).map(
+            lambda p: code[: p[0]] + p[1] + code[p[0] + 1 :]
+        ),
+        index.map(lambda i: code[:i] + code[i + 1 :]),
+        st.tuples(index, st.sampled_from("0123456789 -\x00")).map(
+            lambda p: code[: p[0]] + p[1] + code[p[0] :]
+        ),
+        st.sampled_from([f" {code}", f"{code} ", f"{code}\n", f"+{code}", f"0{code}"]),
+        st.just("".join(chr(0xFF10 + int(c)) for c in code)),  # full-width digits
+        st.just("".join(chr(0x0660 + int(c)) for c in code)),  # Arabic-Indic digits
+        st.from_regex(r"[0-9]{6}", fullmatch=True),
+        any_text,
+    )
+
+
+@EXAMPLES
+@given(link=link_claims, data=st.data())
+def test_no_string_but_the_links_own_code_is_accepted(
+    link: LinkClaims, data: st.DataObject
+) -> None:
+    code = CODEC.typed_code(link)
+    assert CODEC.typed_code_matches(link, code)
+    offered = data.draw(typed_code_variants(code))
+    assume(offered != code)
+    assert not CODEC.typed_code_matches(link, offered)
+
+
+@EXAMPLES
+@given(keys=signing_keys, others=signing_keys, link=link_claims)
+def test_typed_codes_verify_under_any_key_list_holding_their_key(
+    keys: list[bytes], others: list[bytes], link: LinkClaims
+) -> None:
+    code = TokenCodec(keys).typed_code(link)  # with the newest (last) key
+    assert TokenCodec([*others, keys[-1]]).typed_code_matches(link, code)
+    assert TokenCodec([keys[-1], *others]).typed_code_matches(link, code)
+    remaining = [k for k in others if k != keys[-1]]
+    if remaining:
+        expected = any(TokenCodec([k]).typed_code(link) == code for k in remaining)
+        assert TokenCodec(remaining).typed_code_matches(link, code) is expected
 
 
 def test_the_mutations_cover_both_payload_encodings() -> None:

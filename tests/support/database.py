@@ -25,6 +25,7 @@ TABLES = (
     "claims",
     "revocations",
     "subject_revocations",
+    "code_failures",
     "api_keys",
     "actions",
     "clients",
