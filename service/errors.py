@@ -4,12 +4,18 @@
     ├── Unauthorized          401 unauthorized
     ├── NotFound              404 not_found
     ├── Conflict              409 conflict
+    ├── CodeUsed              409 code_used
+    ├── CodeExpired           410 code_expired
     ├── PayloadTooLarge       413 payload_too_large
     ├── UnprocessableError    422
     │   ├── UnknownAction         unknown_action
     │   ├── RedirectNotAllowed    redirect_not_allowed
     │   ├── TtlTooLong            ttl_too_long
+    │   ├── CodeNotEnabled        code_not_enabled
+    │   ├── WrongCode             wrong_code (with ``attempts_left``)
     │   └── ValidationFailed      validation_error (with ``errors``)
+    ├── CodeLocked            429 code_locked
+    ├── LinkRefused           403/409/410/503, the redirect's ``error`` word as code
     └── DatabaseUnavailable   503 unavailable
 
 One handler in ``api.problems`` renders them as RFC 9457 problem details
@@ -87,6 +93,52 @@ class ValidationFailed(UnprocessableError):
 
     def __init__(self, detail: str, errors: list[dict[str, Any]]) -> None:
         super().__init__(detail, errors=errors)
+
+
+class CodeUsed(ApiError):
+    """The code was exchanged already: a code is good for one exchange."""
+
+    status, code, title = 409, "code_used", "Code already exchanged"
+
+
+class CodeExpired(ApiError):
+    """The code is older than 300 s (counted from the redemption)."""
+
+    status, code, title = 410, "code_expired", "Code expired"
+
+
+class CodeNotEnabled(UnprocessableError):
+    """The link was minted without a typed code."""
+
+    code, title = "code_not_enabled", "Link has no typed code"
+
+
+class WrongCode(UnprocessableError):
+    """Not the link's typed code; `attempts_left` says how many more may be tried."""
+
+    code, title = "wrong_code", "Wrong code"
+
+    def __init__(self, detail: str, attempts_left: int) -> None:
+        super().__init__(detail, attempts_left=attempts_left)
+
+
+class CodeLocked(ApiError):
+    """Five wrong codes were entered for this link: its typed code is locked (its URL
+    still works)."""
+
+    status, code, title = 429, "code_locked", "Code locked"
+
+
+class LinkRefused(ApiError):
+    """A typed code that was right, for a link that cannot be redeemed (``service.typed_code``).
+
+    Its status and ``code`` depend on why: the same word the link's redirect
+    would carry in ``error=``.
+    """
+
+    def __init__(self, status: int, code: str, title: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.status, self.code, self.title = status, code, title
 
 
 class DatabaseUnavailable(ApiError):

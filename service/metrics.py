@@ -4,7 +4,7 @@
     action_links_redemptions_total{outcome}            success, used, expired, invalid, …
     action_links_webhook_attempts_total{outcome}       delivered, rejected, failed, timeout, …
     action_links_auth_failures_total{credential}       api_key, admin_token, metrics_token,
-                                                       link_token
+                                                       link_token, typed_code
     action_links_http_request_duration_seconds{method, route, status}
     action_links_delivery_backlog                      pending webhook deliveries
     action_links_delivery_oldest_pending_age_seconds
@@ -61,7 +61,7 @@ BACKLOG_TIMEOUT_SECONDS = 1.0
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-Credential = Literal["api_key", "admin_token", "metrics_token", "link_token"]
+Credential = Literal["api_key", "admin_token", "metrics_token", "link_token", "typed_code"]
 
 LINKS_MINTED = Counter("action_links_links_minted", "Links minted.", ["client", "action"])
 REDEMPTIONS = Counter("action_links_redemptions", "Redemption attempts, by outcome.", ["outcome"])
@@ -70,8 +70,8 @@ WEBHOOK_ATTEMPTS = Counter(
 )
 AUTH_FAILURES = Counter(
     "action_links_auth_failures",
-    "Requests refused for a missing or wrong API key, admin or metrics token, or an invalid link "
-    "token.",
+    "Requests refused for a missing or wrong API key, admin or metrics token, an invalid link "
+    "token, or a wrong or locked typed code.",
     ["credential"],
 )
 REQUEST_DURATION = Histogram(

@@ -86,9 +86,20 @@ REDEMPTION: dict[str, Any] = {
     "data": {"plan": "pro"},
     "use": 1,
     "max_uses": 1,
+    "once_key": None,
+    "via": "link",
     "redeemed_at": "2026-11-25T16:03:12.482913Z",
+    "exchanged_at": None,
     "delivery": {"status": "delivered", "attempts": 1, "last_error": None},
 }
+EXCHANGE_CODE = (
+    "WyJzaG9wIiwiYldWeVkya2dZbVZoZFdOdmRYQSIsMTc5NjIzODIwNV0"
+    ".hEAp9S50cfciUGDV9YspD0WpzULDvQZFXAwQgm1zCc"
+)
+EXCHANGE_REQUEST: dict[str, Any] = {"code": EXCHANGE_CODE}
+EXCHANGED: dict[str, Any] = {**REDEMPTION, "exchanged_at": "2026-11-25T16:03:13.120044Z"}
+TYPED_CODE_REQUEST: dict[str, Any] = {"token": TOKEN, "code": "482913"}
+TYPED: dict[str, Any] = {**REDEMPTION, "via": "code"}
 REDEMPTION_PAGE: dict[str, Any] = {"items": [REDEMPTION], "next_cursor": None}
 
 CLIENT_CREATE: dict[str, Any] = {
@@ -132,6 +143,7 @@ ACTION: dict[str, Any] = {
     "confirm": "page",
     "delivery": "none",
     "enabled": True,
+    "code": False,
     "created_at": "2026-11-01T09:00:10Z",
     "updated_at": "2026-11-01T09:00:10Z",
 }
