@@ -58,7 +58,8 @@ def decode_cursor(codec: TokenCodec, client_id: str, filters: Filters, cursor: s
     return seq
 
 
-def _out(entry: AuditEntry) -> RedemptionOut:
+def redemption_out(entry: AuditEntry) -> RedemptionOut:
+    """A redemption as every answer of the API shows it (audit log, exchange, typed code)."""
     redemption, delivery = entry.redemption, entry.delivery
     return RedemptionOut(
         id=redemption.redemption_id,
@@ -95,7 +96,7 @@ async def list_redemptions(
     next_cursor = None
     if len(entries) > limit:
         next_cursor = encode_cursor(codec, client_id, filters, page[-1].seq)
-    return RedemptionPage(items=[_out(entry) for entry in page], next_cursor=next_cursor)
+    return RedemptionPage(items=[redemption_out(entry) for entry in page], next_cursor=next_cursor)
 
 
 async def get_redemption(store: Store, client_id: str, redemption_id: str) -> RedemptionOut:
@@ -105,4 +106,4 @@ async def get_redemption(store: Store, client_id: str, redemption_id: str) -> Re
     entry = await store.redemption(client_id, redemption_id)
     if entry is None:
         raise NotFound(f"client '{client_id}' has no redemption '{redemption_id[:80]}'")
-    return _out(entry)
+    return redemption_out(entry)

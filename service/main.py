@@ -16,6 +16,7 @@ from service.api import (
     deliveries,
     demo,
     docs,
+    finish,
     lifecycle,
     links,
     ops,
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(links.router)
     app.include_router(lifecycle.router)
     app.include_router(audit.router)
+    app.include_router(finish.router)
     app.include_router(admin.router)
     app.include_router(deliveries.router)
     app.include_router(redirect.router)

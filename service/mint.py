@@ -1,4 +1,14 @@
-"""Minting: turn a request into a signed link. Pure computation, no I/O."""
+"""Minting: turn a request into a signed link. Pure computation, no I/O, with one exception.
+
+``supersede`` (API.md, "Finishing the flow") is the one mint that writes: a
+subject revocation for the link's client, subject and action at the new
+link's own issue time (``Store.revoke_subject``, one statement). The claim
+refuses links issued *strictly before* a revocation, so every earlier link
+of that subject and action is dead while the new one, issued at exactly that
+microsecond, and every later one work. The link is signed before the write:
+if the write fails (503), no link is handed out, though earlier links may
+already be revoked; minting again is the remedy.
+"""
 
 from __future__ import annotations
 
@@ -17,20 +27,63 @@ from service.errors import (
     UnknownAction,
     ValidationFailed,
 )
+from service.lifecycle import revocation_expiry
 from service.redirects import require_allowed
 from service.registry import ClientConfig
 from service.schemas import LinkRequest, LinkResponse
+from service.store import Store
 from service.tokens import LinkClaims, TokenCodec
 
 MAX_DATA_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
+class Signed:
+    """A link made from one request: its claims, and the answer to the caller."""
+
+    claims: LinkClaims
+    response: LinkResponse
+    supersede: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Minter:
     codec: TokenCodec
     public_base_url: str
+    store: Store
 
-    def mint(self, client: ClientConfig, request: LinkRequest) -> LinkResponse:
+    async def mint(self, client: ClientConfig, request: LinkRequest) -> LinkResponse:
+        signed = self.sign(client, request)
+        await self._supersede([signed])
+        return signed.response
+
+    async def mint_batch(
+        self, client: ClientConfig, items: list[dict[str, Any]]
+    ) -> list[LinkResponse]:
+        """All or nothing: every item is checked before any is returned (or written)."""
+        signed = self.sign_batch(client, items)
+        await self._supersede(signed)
+        return [link.response for link in signed]
+
+    async def _supersede(self, links: list[Signed]) -> None:
+        """One statement per (subject, action) superseded, at its newest link's issue time
+        (an earlier link of the batch is superseded by a later one like any other)."""
+        newest: dict[tuple[str | None, str], LinkClaims] = {}
+        for link in links:
+            if link.supersede:
+                newest[(link.claims.subject, link.claims.action)] = link.claims  # minted in order
+        for claims in newest.values():
+            assert claims.subject is not None  # the request's validation requires one
+            await self.store.revoke_subject(
+                claims.client_id,
+                claims.subject,
+                claims.action,
+                claims.issued_at,
+                revocation_expiry(claims.issued_at),
+            )
+
+    def sign(self, client: ClientConfig, request: LinkRequest) -> Signed:
+        """The link for ``request``, or the problem with it; writes nothing."""
         action = client.action(request.action)
         if action is None or not action.enabled:
             raise UnknownAction(f"client '{client.id}' has no action '{request.action}'")
@@ -67,7 +120,7 @@ class Minter:
             code=request.code if request.code is not None else action.code,
         )
         token = self.codec.sign_link(claims)
-        return LinkResponse(
+        response = LinkResponse(
             id=claims.link_id,
             url=f"{self.public_base_url}/r/{token}",
             token=token,
@@ -77,15 +130,16 @@ class Minter:
             max_uses=max_uses,
             code=self.codec.typed_code(claims) if claims.code else None,
         )
+        return Signed(claims, response, request.supersede)
 
-    def mint_batch(self, client: ClientConfig, items: list[dict[str, Any]]) -> list[LinkResponse]:
-        """All or nothing: every item is checked before any is returned."""
-        links: list[LinkResponse] = []
+    def sign_batch(self, client: ClientConfig, items: list[dict[str, Any]]) -> list[Signed]:
+        """Every item signed, or ``BatchInvalid`` naming each bad item's index."""
+        links: list[Signed] = []
         errors: list[dict[str, Any]] = []
         first: ApiError | None = None
         for index, item in enumerate(items):
             try:
-                links.append(self.mint(client, LinkRequest.model_validate(item)))
+                links.append(self.sign(client, LinkRequest.model_validate(item)))
             except ValidationError as exc:
                 for error in exc.errors(include_url=False, include_context=False):
                     errors.append(

@@ -9,6 +9,8 @@ What goes, and when (``now`` is a parameter, so tests and operators can move it)
 - ``revocations`` and ``subject_revocations``, once every link they could
   refuse has expired (their ``expires_at``: ``revoked_at`` + the longest
   lifetime a link can have; see ``service.lifecycle``).
+- ``code_failures`` (wrong typed codes) of single links, once the link has
+  expired, like its use counter.
 - ``redemptions`` older than ``REDEMPTION_RETENTION_DAYS``, with their
   delivery jobs (``ON DELETE CASCADE``).
 
@@ -37,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from service.errors import DatabaseUnavailable
 from service.store import (
     CLAIMS,
+    CODE_FAILURES,
     REDEMPTIONS,
     REVOCATIONS,
     SUBJECT_REVOCATIONS,
@@ -59,6 +62,7 @@ class PurgeReport:
     claims: int = 0
     revocations: int = 0
     subject_revocations: int = 0
+    code_failures: int = 0
     redemptions: int = 0
     batches: int = 0
     largest_batch: int = 0
@@ -68,7 +72,13 @@ class PurgeReport:
 
     @property
     def deleted(self) -> int:
-        return self.claims + self.revocations + self.subject_revocations + self.redemptions
+        return (
+            self.claims
+            + self.revocations
+            + self.subject_revocations
+            + self.code_failures
+            + self.redemptions
+        )
 
     def summary(self) -> dict[str, object]:
         summary = asdict(self)
@@ -89,6 +99,7 @@ async def purge(
         CLAIMS: now - CLOCK_SKEW_GRACE,
         REVOCATIONS: now - CLOCK_SKEW_GRACE,
         SUBJECT_REVOCATIONS: now - CLOCK_SKEW_GRACE,
+        CODE_FAILURES: now - CLOCK_SKEW_GRACE,
         REDEMPTIONS: now - retention,
     }
     async with store.purging() as batches:

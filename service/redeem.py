@@ -10,7 +10,13 @@
    make one attempt (skipped while the receiver is known to be down) and the
    person succeeds whatever it answers; ``sync`` actions succeed only if the
    receiver accepts, else the use is given back (``Store.give_back``).
-6. The caller turns the result into a redirect or a page.
+6. The caller turns the result into a redirect or a page; a success carries
+   an exchange code (``code=``) for the caller's backend (``service.exchange``).
+
+The doors: following a link or posting its confirmation page
+(``service.confirm``, ``via: "link"``) and a typed code
+(``service.typed_code``, ``via: "code"``). Each resolves the link its own
+way and then calls ``redeem_resolved``; none claims anything itself.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from service.delivery import Deliverer
 from service.errors import DatabaseUnavailable
 from service.redirects import is_allowed, with_query
 from service.registry import ActionConfig, ClientConfig, Registry
-from service.store import Job, LinkState, Store
+from service.store import Job, LinkState, Store, Via
 from service.tokens import BadData, ExchangeClaims, LinkClaims, TokenCodec
 from service.webhooks import Verdict
 
@@ -118,9 +124,11 @@ class Redeemer:
         assert checked.link is not None
         return judged(checked, await self.store.peek(checked.link))
 
-    async def redeem_resolved(self, checked: Redemption, now: datetime) -> Redemption:
-        """Steps 4-5 for what ``resolve`` answered. Database errors propagate; the
-        caller answers 503."""
+    async def redeem_resolved(
+        self, checked: Redemption, now: datetime, via: Via = Via.LINK
+    ) -> Redemption:
+        """Steps 4-5 for what ``resolve`` answered, through the door ``via``. Database
+        errors propagate; the caller answers 503."""
         if checked.outcome is not Outcome.SUCCESS:
             return checked
         assert checked.link is not None
@@ -128,7 +136,9 @@ class Redeemer:
         delivery = checked.action.delivery
         inline = self.deliverer.attempts_inline(delivery, checked.link.client_id)
         lease = self.deliverer.lease_until(now) if inline else None
-        result = await self.store.claim(checked.link, now, deliver=delivery != "none", lease=lease)
+        result = await self.store.claim(
+            checked.link, now, deliver=delivery != "none", lease=lease, via=via
+        )
         if result.revoked:
             return _with(checked, Outcome.REVOKED)
         if result.redemption is None:

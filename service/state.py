@@ -18,6 +18,7 @@ from service.redeem import Redeemer
 from service.registry import Registry
 from service.store import Store
 from service.tokens import TokenCodec
+from service.typed_code import CodeDoor
 from service.webhooks import new_http_client
 
 
@@ -31,6 +32,7 @@ class AppState:
     minter: Minter
     redeemer: Redeemer
     gate: Gate
+    code_door: CodeDoor
     readiness: Readiness
     http: httpx.AsyncClient
     dispatcher: Dispatcher
@@ -52,9 +54,10 @@ class AppState:
             sessions=sessions,
             registry=registry,
             codec=codec,
-            minter=Minter(codec, settings.public_base_url),
+            minter=Minter(codec, settings.public_base_url, store),
             redeemer=redeemer,
             gate=Gate(redeemer),
+            code_door=CodeDoor(redeemer),
             readiness=Readiness(store.engine, schema_head()),
             http=http,
             dispatcher=Dispatcher(store, deliverer),

@@ -106,12 +106,12 @@ class CodeDoor:
             if failures >= MAX_CODE_FAILURES:
                 raise _locked()
             return
-        failures = await store.add_code_failure(
+        counted = await store.add_code_failure(
             link.client_id, link.link_id, link.expires_at_datetime, MAX_CODE_FAILURES
         )
-        if failures is None:
+        if counted is None:
             raise _locked()
-        left = MAX_CODE_FAILURES - failures
+        left = MAX_CODE_FAILURES - counted
         raise WrongCode(f"that is not the link's code; {left} attempt(s) left", attempts_left=left)
 
 

@@ -31,9 +31,11 @@ MINT_PROBLEMS = (UnknownAction, RedirectNotAllowed, TtlTooLong)
 async def mint_link(request: LinkRequest, client: ClientDep, state: StateDep) -> LinkResponse:
     """A signed link for one of this client's actions. Nothing is written to the
     database: everything the link needs travels inside its token. Two mints of the
-    same request give two different links.
+    same request give two different links. With `supersede` (the one mint that
+    writes, one statement), every earlier link of this client for the same subject
+    and action redeems to `error=revoked` from now on.
     """
-    link = state.minter.mint(client, request)
+    link = await state.minter.mint(client, request)
     metrics.link_minted(client.id, request.action)
     request_context.annotate(link_id=link.id)
     return link
@@ -60,6 +62,6 @@ async def mint_links(request: BatchRequest, client: ClientDep, state: StateDep) 
     all-or-nothing: one bad item answers 422 with the first bad item's `code` and
     an `errors` list whose entries name each bad item's `index`.
     """
-    links = state.minter.mint_batch(client, request.links)
+    links = await state.minter.mint_batch(client, request.links)
     metrics.links_minted(client.id, (link.action for link in links))
     return BatchResponse(links=links)

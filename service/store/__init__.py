@@ -32,9 +32,21 @@ from service.tokens import LinkClaims
 # --- records ---------------------------------------------------------------------------
 
 
+class Via(StrEnum):
+    """The door a redemption came through (DESIGN.md, idea 6: one use case, many doors)."""
+
+    LINK = "link"  # following the link, or posting its confirmation page
+    CODE = "code"  # a typed code (``service.typed_code``)
+    ONE_CLICK = "one_click"  # a mail provider's RFC 8058 one-click POST
+
+
 @dataclass(frozen=True, slots=True)
 class RedemptionRecord:
-    """One accepted use of a link: the audit row, and what its webhook reports."""
+    """One accepted use of a link: the audit row, and what its webhook reports.
+
+    ``exchanged_at``: when the caller's backend exchanged the success
+    redirect's code for it (``Store.exchange``); None until then.
+    """
 
     redemption_id: str
     client_id: str
@@ -46,6 +58,9 @@ class RedemptionRecord:
     use: int
     max_uses: int | None
     redeemed_at: datetime
+    once_key: str | None = None
+    via: Via = Via.LINK
+    exchanged_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +163,7 @@ CLAIMS = PurgeTarget("claims", "expires_at")
 REVOCATIONS = PurgeTarget("revocations", "expires_at")
 SUBJECT_REVOCATIONS = PurgeTarget("subject_revocations", "expires_at")
 REDEMPTIONS = PurgeTarget("redemptions", "redeemed_at")
+CODE_FAILURES = PurgeTarget("code_failures", "expires_at")
 
 
 # --- the protocol ------------------------------------------------------------------------
@@ -172,10 +188,17 @@ class Store(Protocol):
     # redemption
 
     async def claim(
-        self, link: LinkClaims, now: datetime, *, deliver: bool, lease: datetime | None
+        self,
+        link: LinkClaims,
+        now: datetime,
+        *,
+        deliver: bool,
+        lease: datetime | None,
+        via: Via = Via.LINK,
     ) -> ClaimResult:
         """Take one use of ``link`` and record it (with its delivery job when ``deliver``,
-        leased until ``lease``), committed before returning; or say why not."""
+        leased until ``lease``; ``via`` the door), committed before returning; or say
+        why not."""
         ...
 
     async def give_back(self, redemption_id: str) -> bool:
@@ -184,6 +207,27 @@ class Store(Protocol):
 
     async def peek(self, link: LinkClaims, *, recorded: bool = False) -> LinkState:
         """The link's counter and revocation, read only; ``recorded``: audit rows too."""
+        ...
+
+    # finishing the flow in the caller's app
+
+    async def exchange(
+        self, client_id: str, redemption_id: str, now: datetime, since: datetime
+    ) -> bool:
+        """Set the redemption's ``exchanged_at`` to ``now``, in one atomic statement, if it
+        is the client's, not exchanged yet and redeemed after ``since``; whether it was."""
+        ...
+
+    async def code_failures(self, client_id: str, link_id: str) -> int:
+        """How many wrong typed codes were entered for the link (0 when none)."""
+        ...
+
+    async def add_code_failure(
+        self, client_id: str, link_id: str, expires_at: datetime, limit: int
+    ) -> int | None:
+        """Count one more wrong typed code for the link, atomically, unless ``limit`` are
+        counted already; the new count, or None when the limit was reached before.
+        The row lives until ``expires_at`` (the link's expiry; then ``purge``)."""
         ...
 
     # lifecycle

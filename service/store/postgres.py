@@ -58,7 +58,7 @@ from service.config import Settings
 from service.errors import DatabaseUnavailable
 from service.json_depth import load_stored
 from service.models import UTCDateTime
-from service.store import ClaimResult, LinkState, PurgeTarget
+from service.store import ClaimResult, LinkState, PurgeTarget, Via
 from service.store.sql import (
     REVOKED,
     GuardedPool,
@@ -130,9 +130,10 @@ claimed AS (
 ),
 audit AS (
     INSERT INTO redemptions
-        (id, client_id, link_id, claim_key, action, subject, data, use, max_uses, redeemed_at)
+        (id, client_id, link_id, claim_key, action, subject, data, use, max_uses, redeemed_at,
+         once_key, via)
     SELECT :redemption_id, :client_id, :link_id, :claim_key, :action, :subject,
-           CAST(:data AS json), uses, CAST(:max_uses AS integer), :now
+           CAST(:data AS json), uses, CAST(:max_uses AS integer), :now, :once_key, :via
     FROM claimed
     RETURNING id, use
 ),
@@ -225,9 +226,15 @@ class PostgresStore(SqlStore):
             self._line.release()
 
     async def claim(
-        self, link: LinkClaims, now: datetime, *, deliver: bool, lease: datetime | None
+        self,
+        link: LinkClaims,
+        now: datetime,
+        *,
+        deliver: bool,
+        lease: datetime | None,
+        via: Via = Via.LINK,
     ) -> ClaimResult:
-        params = claim_params(link, now, deliver, lease)
+        params = claim_params(link, now, deliver, lease, via)
         params["data"] = json.dumps(link.data)  # the json codec SQLAlchemy sets up takes text
         arguments = self._claim.arguments(params)
         async with self.driver() as driver:  # no transaction: autocommit
@@ -239,7 +246,9 @@ class PostgresStore(SqlStore):
         if row["use"] is None:
             return ClaimResult(revoked=bool(row["revoked"]), redemption=None)
         redemption_id = str(params["redemption_id"])
-        return ClaimResult(revoked=False, redemption=claimed(link, redemption_id, now, row["use"]))
+        return ClaimResult(
+            revoked=False, redemption=claimed(link, redemption_id, now, row["use"], via)
+        )
 
     async def peek(self, link: LinkClaims, *, recorded: bool = False) -> LinkState:
         statement = self._peek[recorded]

@@ -49,7 +49,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection
 
 from service.errors import DatabaseUnavailable
-from service.models import ALL_ACTIONS, Claim, Delivery, Redemption, Revocation, SubjectRevocation
+from service.models import (
+    ALL_ACTIONS,
+    Claim,
+    CodeFailure,
+    Delivery,
+    Redemption,
+    Revocation,
+    SubjectRevocation,
+)
 from service.store import (
     AttemptOutcome,
     AuditEntry,
@@ -62,6 +70,7 @@ from service.store import (
     RedemptionRecord,
     Requeued,
     Usage,
+    Via,
 )
 from service.tokens import LinkClaims
 
@@ -130,6 +139,9 @@ def _record(row: Any) -> RedemptionRecord:
         use=row.use,
         max_uses=row.max_uses,
         redeemed_at=row.redeemed_at,
+        once_key=row.once_key,
+        via=Via(row.via),
+        exchanged_at=row.exchanged_at,
     )
 
 
@@ -164,7 +176,13 @@ class SqlStore(ABC):
 
     @abstractmethod
     async def claim(
-        self, link: LinkClaims, now: datetime, *, deliver: bool, lease: datetime | None
+        self,
+        link: LinkClaims,
+        now: datetime,
+        *,
+        deliver: bool,
+        lease: datetime | None,
+        via: Via = Via.LINK,
     ) -> ClaimResult: ...
 
     @abstractmethod
@@ -182,6 +200,52 @@ class SqlStore(ABC):
                 GIVE_BACK_USE, {"client_id": row.client_id, "claim_key": row.claim_key}
             )
         return True
+
+    # --- finishing the flow in the caller's app -----------------------------------------
+
+    async def exchange(
+        self, client_id: str, redemption_id: str, now: datetime, since: datetime
+    ) -> bool:
+        """One ``UPDATE … WHERE exchanged_at IS NULL``: of any number of concurrent
+        exchanges of one redemption, the database lets exactly one change the row."""
+        statement = (
+            update(Redemption)
+            .where(
+                Redemption.client_id == client_id,
+                Redemption.id == redemption_id,
+                Redemption.exchanged_at.is_(None),
+                Redemption.redeemed_at > since,
+            )
+            .values(exchanged_at=now)
+        )
+        async with self._engine.begin() as conn:
+            return bool((await conn.execute(statement)).rowcount == 1)
+
+    async def code_failures(self, client_id: str, link_id: str) -> int:
+        statement = select(CodeFailure.failures).where(
+            CodeFailure.client_id == client_id, CodeFailure.link_id == link_id
+        )
+        async with self._engine.connect() as conn:
+            failures = await conn.scalar(statement)
+        return int(failures or 0)
+
+    async def add_code_failure(
+        self, client_id: str, link_id: str, expires_at: datetime, limit: int
+    ) -> int | None:
+        """One upsert: the first failure inserts 1, later ones add 1 while below ``limit``
+        (``DO UPDATE … WHERE``: at the limit no row changes and none is returned)."""
+        table = CodeFailure.__table__
+        insert = self.insert(CodeFailure).values(
+            client_id=client_id, link_id=link_id, failures=1, expires_at=expires_at
+        )
+        statement = insert.on_conflict_do_update(
+            index_elements=["client_id", "link_id"],
+            set_={"failures": table.c.failures + 1},
+            where=table.c.failures < limit,
+        ).returning(table.c.failures)
+        async with self._engine.begin() as conn:
+            failures = (await conn.execute(statement)).scalar_one_or_none()
+        return None if failures is None else int(failures)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -509,10 +573,12 @@ def link_state(uses: int | None, revoked: object, audited: int | None) -> LinkSt
 
 
 def claim_params(
-    link: LinkClaims, now: datetime, deliver: bool, lease: datetime | None
+    link: LinkClaims, now: datetime, deliver: bool, lease: datetime | None, via: Via
 ) -> dict[str, object]:
     return {
         **peek_params(link),
+        "once_key": link.once_key,
+        "via": via.value,
         "data": link.data,
         "expires_at": None if link.once_key is not None else link.expires_at_datetime,
         "max_uses": link.max_uses,
@@ -523,7 +589,9 @@ def claim_params(
     }
 
 
-def claimed(link: LinkClaims, redemption_id: str, now: datetime, use: int) -> RedemptionRecord:
+def claimed(
+    link: LinkClaims, redemption_id: str, now: datetime, use: int, via: Via
+) -> RedemptionRecord:
     """The redemption a claim of ``link`` at ``now`` just recorded, as use number ``use``."""
     return RedemptionRecord(
         redemption_id=redemption_id,
@@ -536,4 +604,6 @@ def claimed(link: LinkClaims, redemption_id: str, now: datetime, use: int) -> Re
         use=use,
         max_uses=link.max_uses,
         redeemed_at=now,
+        once_key=link.once_key,
+        via=via,
     )

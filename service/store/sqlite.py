@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from service.config import Settings
 from service.json_depth import load_stored
 from service.models import UTCDateTime
-from service.store import ClaimResult, LinkState, PurgeTarget
+from service.store import ClaimResult, LinkState, PurgeTarget, Via
 from service.store.sql import (
     REVOKED,
     GuardedPool,
@@ -77,9 +77,10 @@ IS_REVOKED = _sql(f"SELECT {REVOKED} AS yes")
 AUDIT = _sql(
     """
 INSERT INTO redemptions
-    (id, client_id, link_id, claim_key, action, subject, data, use, max_uses, redeemed_at)
+    (id, client_id, link_id, claim_key, action, subject, data, use, max_uses, redeemed_at,
+     once_key, via)
 VALUES (:redemption_id, :client_id, :link_id, :claim_key, :action, :subject, :data,
-        :use, :max_uses, :now)
+        :use, :max_uses, :now, :once_key, :via)
 """
 )
 
@@ -117,9 +118,15 @@ class SqliteStore(SqlStore):
     insert = staticmethod(sqlite.insert)
 
     async def claim(
-        self, link: LinkClaims, now: datetime, *, deliver: bool, lease: datetime | None
+        self,
+        link: LinkClaims,
+        now: datetime,
+        *,
+        deliver: bool,
+        lease: datetime | None,
+        via: Via = Via.LINK,
     ) -> ClaimResult:
-        params = claim_params(link, now, deliver, lease)
+        params = claim_params(link, now, deliver, lease, via)
         async with self._engine.connect() as conn:
             use = await self._bump_or_create(conn, params)
             revoked = bool((await conn.execute(IS_REVOKED, params)).scalar_one())
@@ -132,7 +139,7 @@ class SqliteStore(SqlStore):
                 await conn.execute(JOB, params)
             await conn.commit()
         redemption_id = str(params["redemption_id"])
-        return ClaimResult(revoked=False, redemption=claimed(link, redemption_id, now, use))
+        return ClaimResult(revoked=False, redemption=claimed(link, redemption_id, now, use, via))
 
     @staticmethod
     async def _bump_or_create(conn: AsyncConnection, params: dict[str, object]) -> int | None:
