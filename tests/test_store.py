@@ -32,6 +32,7 @@ from service.errors import DatabaseUnavailable
 from service.models import ALL_ACTIONS
 from service.store import (
     CLAIMS,
+    CODE_FAILURES,
     REDEMPTIONS,
     REVOCATIONS,
     SUBJECT_REVOCATIONS,
@@ -39,6 +40,7 @@ from service.store import (
     Filters,
     Requeued,
     Store,
+    Via,
     postgres,
 )
 from service.store.postgres import Positional, PostgresStore, driver_unavailable
@@ -317,6 +319,76 @@ async def test_a_failed_job_is_requeued_only_for_its_client(store: Store) -> Non
     assert await store.requeue("shop", hooked_id, now) is Requeued.REQUEUED
     [again] = await store.lease_due(now, now + LATER, 10)
     assert again.attempts == 0
+
+
+# --- finishing the flow: the door, exchanges, wrong typed codes -----------------------------
+
+
+async def test_a_claim_records_its_door_and_once_key(store: Store) -> None:
+    plain = await store.claim(link(), utc(), deliver=False, lease=None)
+    typed = await store.claim(
+        link(once_key="voucher:1"), utc(), deliver=False, lease=None, via=Via.CODE
+    )
+    for result, via, once_key in ((plain, Via.LINK, None), (typed, Via.CODE, "voucher:1")):
+        assert result.redemption is not None
+        assert (result.redemption.via, result.redemption.once_key) == (via, once_key)
+        entry = await store.redemption("shop", result.redemption.redemption_id)
+        assert entry is not None
+        assert entry.redemption == result.redemption  # read back exactly as reported
+        assert entry.redemption.exchanged_at is None
+
+
+async def test_a_redemption_is_exchanged_once_by_its_client_while_young(store: Store) -> None:
+    redeemed = utc()
+    result = await store.claim(link(), redeemed, deliver=False, lease=None)
+    assert result.redemption is not None
+    rid = result.redemption.redemption_id
+    since = redeemed - timedelta(seconds=300)
+    assert not await store.exchange("mall", rid, redeemed, since)  # another client's
+    assert not await store.exchange("shop", "no-such-id", redeemed, since)
+    assert not await store.exchange("shop", rid, redeemed, redeemed)  # too old: not after since
+    exchanged = redeemed + timedelta(seconds=1)
+    assert await store.exchange("shop", rid, exchanged, since)
+    assert not await store.exchange("shop", rid, exchanged, since)  # once
+    entry = await store.redemption("shop", rid)
+    assert entry is not None
+    assert entry.redemption.exchanged_at == exchanged
+
+
+async def test_concurrent_exchanges_of_one_redemption_let_exactly_one_win(store: Store) -> None:
+    now = utc()
+    result = await store.claim(link(), now, deliver=False, lease=None)
+    assert result.redemption is not None
+    rid, since = result.redemption.redemption_id, now - timedelta(seconds=300)
+    wins = await asyncio.gather(*(store.exchange("shop", rid, utc(), since) for _ in range(20)))
+    assert wins.count(True) == 1
+
+
+async def test_wrong_codes_count_up_to_the_limit_per_link_and_client(store: Store) -> None:
+    expires = utc() + LATER
+    assert await store.code_failures("shop", "L1") == 0
+    counted = [await store.add_code_failure("shop", "L1", expires, 3) for _ in range(5)]
+    assert counted == [1, 2, 3, None, None]
+    assert await store.code_failures("shop", "L1") == 3
+    assert await store.code_failures("shop", "L2") == 0
+    assert await store.code_failures("mall", "L1") == 0
+    # Concurrent failures: the limit holds, each below it counted exactly once.
+    raced = await asyncio.gather(
+        *(store.add_code_failure("shop", "L3", expires, 5) for _ in range(20))
+    )
+    assert sorted(n for n in raced if n is not None) == [1, 2, 3, 4, 5]
+    assert await store.code_failures("shop", "L3") == 5
+
+
+async def test_wrong_code_counts_are_purged_with_their_link(store: Store) -> None:
+    now = utc()
+    await store.add_code_failure("shop", "gone", now - LATER, 5)
+    await store.add_code_failure("shop", "live", now + LATER, 5)
+    async with store.purging() as batches:
+        assert batches is not None
+        assert await batches.delete_batch(CODE_FAILURES, now, 10) == 1
+    assert await store.code_failures("shop", "gone") == 0
+    assert await store.code_failures("shop", "live") == 1
 
 
 # --- purge -----------------------------------------------------------------------------------
