@@ -20,12 +20,15 @@ def service_env(database_url: str, pool_size: int, **extra: str) -> dict[str, st
     }
 
 
-async def provision_shop(http: httpx.AsyncClient) -> dict[str, str]:
-    """Client ``shop`` with action ``go`` and a new API key; its request headers."""
-    body = {"id": "shop", "name": "Shop", "allowed_redirects": [f"{SHOP_ORIGIN}/"]}
+async def provision_shop(
+    http: httpx.AsyncClient, client_id: str = "shop", **action: object
+) -> dict[str, str]:
+    """Client ``shop`` (or ``client_id``) with action ``go`` (and the ``action``
+    settings given) and a new API key; its request headers."""
+    body = {"id": client_id, "name": "Shop", "allowed_redirects": [f"{SHOP_ORIGIN}/"]}
     assert (await http.post("/v1/admin/clients", json=body, headers=ADMIN)).status_code == 201
-    action = {"success_url": f"{SHOP_ORIGIN}/ok", "failure_url": f"{SHOP_ORIGIN}/no"}
-    put = await http.put("/v1/admin/clients/shop/actions/go", json=action, headers=ADMIN)
+    settings = {"success_url": f"{SHOP_ORIGIN}/ok", "failure_url": f"{SHOP_ORIGIN}/no", **action}
+    put = await http.put(f"/v1/admin/clients/{client_id}/actions/go", json=settings, headers=ADMIN)
     assert put.status_code == 200
-    key = (await http.post("/v1/admin/clients/shop/keys", headers=ADMIN)).json()["key"]
+    key = (await http.post(f"/v1/admin/clients/{client_id}/keys", headers=ADMIN)).json()["key"]
     return {"Authorization": f"Bearer {key}"}
