@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from starlette.convertors import Convertor, register_url_convertor
 
 from service import audit
 from service.api import examples
@@ -19,6 +20,27 @@ from service.schemas import (
     RedemptionPage,
 )
 from service.store import Filters
+
+
+
+class RedemptionIdConvertor(Convertor[str]):
+    """Routes ``/v1/redemptions/{redemption_id}`` for any id but ``exchange``.
+
+    So ``/v1/redemptions/exchange`` belongs to its own route for every method
+    (a GET there is a 405 naming POST, not a lookup of the redemption
+    "exchange"); every other string is looked up (and answered 404) as before.
+    """
+
+    regex = "(?!exchange$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("redemption_id", RedemptionIdConvertor())
 
 router = APIRouter(prefix="/v1/redemptions", tags=["redemptions"])
 
@@ -51,7 +73,7 @@ async def list_redemptions(
 
 
 @router.get(
-    "/{redemption_id}",
+    "/{redemption_id:redemption_id}",
     **operation(
         "getRedemption",
         "One redemption",

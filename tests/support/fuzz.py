@@ -13,7 +13,7 @@ them alone, so that the rest stays reachable.
 ``fuzz_config(...)`` is the schemathesis configuration: every default check,
 positive and negative data, the credentials of the caller being played, and
 *dictionaries* of the seeded values (tokens, link, redemption, client and key
-ids, action names, allowed URLs) that schemathesis puts in place of a
+ids, action names, allowed URLs, typed and exchange codes) that schemathesis puts in place of a
 generated value half of the time. Random strings alone would only ever reach
 "not found", "unknown action" and "invalid token"; with the dictionaries the
 requests also reach minting, redemption, confirmation pages, webhooks,
@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import schemathesis
@@ -46,6 +47,7 @@ ACTIONS: dict[str, dict[str, Any]] = {
     "sync_hook": {"delivery": "sync"},
     "no_failure": {"failure_url": None},
     "unlimited": {"max_uses": None, "label": "Unlimited <b>uses</b>"},
+    "typed": {"code": True},
 }
 
 # Which dictionary a parameter, or a property of the JSON body, may be drawn from.
@@ -80,6 +82,12 @@ DESTRUCTIVE = {
 }
 PATCHED_CLIENT = "patched"
 
+# ``code`` means another thing in each of these bodies: the dictionary to draw it from.
+CODES = {
+    "POST /v1/redemptions/exchange": {"body.code": "exchange_codes"},
+    "POST /v1/links/redeem": {"body.code": "typed_codes"},
+}
+
 # Statuses that answer schema-valid requests by rules a JSON schema cannot state;
 # schemathesis's ``positive_data_acceptance`` accepts them for these operations only.
 DOMAIN_REFUSALS: dict[str, list[str]] = {
@@ -89,6 +97,9 @@ DOMAIN_REFUSALS: dict[str, list[str]] = {
     "POST /v1/links/batch": ["413", "422"],
     "POST /v1/revocations": ["422"],  # an action the client lacks
     "GET /v1/redemptions": ["422"],  # a cursor not signed for these filters
+    "POST /v1/redemptions/exchange": ["410"],  # a code older than 300 s
+    # a wrong typed code, a link without one; a link expired or revoked
+    "POST /v1/links/redeem": ["410", "422"],
     # a token that does not verify; a link expired, used, revoked or disabled (no failure
     # URL); a POST without the confirmation page's nonce
     "GET /r/{token}": ["400", "410"],
@@ -171,11 +182,15 @@ def _links(http: httpx.Client, seeded: Seed) -> None:
         link = _ok(http.post("/v1/links", json=body, headers=client), 201)
         seeded.add("tokens", link["token"])
         seeded.add("link_ids", link["id"])
+        if "code" in link:
+            seeded.add("typed_codes", link["code"])
     for body in ({"action": "activate", "subject": s} for s in seeded.values["doomed_subjects"]):
         link = _ok(http.post("/v1/links", json=body, headers=client), 201)
         seeded.add("doomed_link_ids", link["id"])
     for token in seeded.values["tokens"][::2]:
-        http.get(f"/r/{token}", headers={"Authorization": ""})
+        followed = http.get(f"/r/{token}", headers={"Authorization": ""})
+        code = parse_qs(urlsplit(followed.headers.get("location", "")).query).get("code")
+        seeded.add("exchange_codes", *(code or ()))
     _ok(http.delete(f"/v1/links/{seeded.values['link_ids'][1]}", headers=client), 204)
     body = {"subject": "43", "action": "activate"}
     _ok(http.post("/v1/revocations", json=body, headers=client), 201)
@@ -197,7 +212,7 @@ def _operations(seeded: Seed | None) -> list[dict[str, Any]]:
         expected = POSITIVE_DATA_ACCEPTED + extra
         operations[name] = {"checks": {"positive_data_acceptance": {"expected-statuses": expected}}}
     if seeded is not None:
-        for name, keys in DESTRUCTIVE.items():
+        for name, keys in {**DESTRUCTIVE, **CODES}.items():
             operations.setdefault(name, {})["parameters"] = _bindings(keys)
     return [{"include-name": name, **config} for name, config in operations.items()]
 
