@@ -17,7 +17,7 @@ longest lifetime any link can have (``MAX_TTL_CAP``), after which
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from service.errors import NotFound, UnknownAction
 from service.json_depth import shown
@@ -34,10 +34,9 @@ from service.schemas import (
     SubjectRevocationRequest,
 )
 from service.store import Store
-from service.tokens import BadData, TokenCodec, link_claim_key
+from service.tokens import EPOCH, BadData, TokenCodec, link_claim_key
 
 LONGEST_LINK_LIFETIME = timedelta(seconds=MAX_TTL_CAP)
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _REASONS: dict[Outcome, InspectReason] = {
     Outcome.INVALID: "invalid",

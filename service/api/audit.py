@@ -22,7 +22,6 @@ from service.schemas import (
 from service.store import Filters
 
 
-
 class RedemptionIdConvertor(Convertor[str]):
     """Routes ``/v1/redemptions/{redemption_id}`` for any id but ``exchange``.
 
