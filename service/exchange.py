@@ -11,8 +11,8 @@ to the client, naming the redemption. It is worth one answer, within
 2. One atomic statement (``Store.exchange``) sets ``exchanged_at`` only if it
    is still unset and the redemption young enough, so of any number of
    concurrent exchanges, on any number of processes, exactly one wins.
-3. The winner reads the redemption back; a loser reads why it lost (only
-   after its own statement failed, so no race can change the answer):
+3. The winner reads the redemption back; a loser reads why it lost (after
+   its own statement failed, so no race can change the answer):
    already exchanged → ``409 code_used``, too old → ``410 code_expired``, gone
    (purged, or given back by a ``sync`` veto) → ``404 not_found``.
 
@@ -44,11 +44,11 @@ async def exchange(
         raise _unknown(client_id) from None
     if claims.client_id != client_id:
         raise _unknown(client_id)
-    won = await store.exchange(client_id, claims.redemption_id, now, now - EXCHANGE_WINDOW)
-    entry = await store.redemption(client_id, claims.redemption_id)
+    done = await store.exchange(client_id, claims.redemption_id, now, now - EXCHANGE_WINDOW)
+    entry = done.entry
     if entry is None:
         raise _unknown(client_id)
-    if won:
+    if done.won:
         return entry
     if entry.redemption.exchanged_at is not None:
         raise CodeUsed("this code was exchanged already; a code is good for one exchange")

@@ -37,6 +37,7 @@ from service.store import (
     REVOCATIONS,
     SUBJECT_REVOCATIONS,
     AttemptOutcome,
+    Exchange,
     Filters,
     Requeued,
     Store,
@@ -344,15 +345,20 @@ async def test_a_redemption_is_exchanged_once_by_its_client_while_young(store: S
     assert result.redemption is not None
     rid = result.redemption.redemption_id
     since = redeemed - timedelta(seconds=300)
-    assert not await store.exchange("mall", rid, redeemed, since)  # another client's
-    assert not await store.exchange("shop", "no-such-id", redeemed, since)
-    assert not await store.exchange("shop", rid, redeemed, redeemed)  # too old: not after since
+    assert await store.exchange("mall", rid, redeemed, since) == Exchange(False, None)
+    assert await store.exchange("shop", "no-such-id", redeemed, since) == Exchange(False, None)
+    too_old = await store.exchange("shop", rid, redeemed, redeemed)  # not redeemed after since
+    assert not too_old.won
+    assert too_old.entry is not None
+    assert too_old.entry.redemption == result.redemption  # read back, still not exchanged
     exchanged = redeemed + timedelta(seconds=1)
-    assert await store.exchange("shop", rid, exchanged, since)
-    assert not await store.exchange("shop", rid, exchanged, since)  # once
-    entry = await store.redemption("shop", rid)
-    assert entry is not None
-    assert entry.redemption.exchanged_at == exchanged
+    first = await store.exchange("shop", rid, exchanged, since)
+    assert first.won
+    assert first.entry is not None
+    assert first.entry.redemption.exchanged_at == exchanged
+    again = await store.exchange("shop", rid, exchanged + LATER, since)  # once
+    assert not again.won
+    assert again.entry == first.entry
 
 
 async def test_concurrent_exchanges_of_one_redemption_let_exactly_one_win(store: Store) -> None:
@@ -360,8 +366,10 @@ async def test_concurrent_exchanges_of_one_redemption_let_exactly_one_win(store:
     result = await store.claim(link(), now, deliver=False, lease=None)
     assert result.redemption is not None
     rid, since = result.redemption.redemption_id, now - timedelta(seconds=300)
-    wins = await asyncio.gather(*(store.exchange("shop", rid, utc(), since) for _ in range(20)))
-    assert wins.count(True) == 1
+    done = await asyncio.gather(*(store.exchange("shop", rid, utc(), since) for _ in range(20)))
+    assert [d.won for d in done].count(True) == 1
+    # Every loser read the winner's exchange.
+    assert len({d.entry.redemption.exchanged_at for d in done if d.entry is not None}) == 1
 
 
 async def test_wrong_codes_count_up_to_the_limit_per_link_and_client(store: Store) -> None:

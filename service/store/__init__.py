@@ -127,6 +127,15 @@ class AuditEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class Exchange:
+    """What an exchange did: whether this call set ``exchanged_at`` (``won``), and the
+    redemption as it stood right after (None: the client has no such redemption)."""
+
+    won: bool
+    entry: AuditEntry | None
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     """A leased delivery job: the redemption to report, the attempts made so far, and the
     lease, which is also the holder's token: an outcome is recorded only under it."""
@@ -213,9 +222,10 @@ class Store(Protocol):
 
     async def exchange(
         self, client_id: str, redemption_id: str, now: datetime, since: datetime
-    ) -> bool:
+    ) -> Exchange:
         """Set the redemption's ``exchanged_at`` to ``now``, in one atomic statement, if it
-        is the client's, not exchanged yet and redeemed after ``since``; whether it was."""
+        is the client's, not exchanged yet and redeemed after ``since``; then read it
+        back (on the same connection: one wait for the pool)."""
         ...
 
     async def code_failures(self, client_id: str, link_id: str) -> int:

@@ -63,6 +63,7 @@ from service.store import (
     AuditEntry,
     ClaimResult,
     DeliveryState,
+    Exchange,
     Filters,
     Job,
     LinkState,
@@ -205,9 +206,10 @@ class SqlStore(ABC):
 
     async def exchange(
         self, client_id: str, redemption_id: str, now: datetime, since: datetime
-    ) -> bool:
-        """One ``UPDATE … WHERE exchanged_at IS NULL``: of any number of concurrent
-        exchanges of one redemption, the database lets exactly one change the row."""
+    ) -> Exchange:
+        """One ``UPDATE … WHERE exchanged_at IS NULL``, committed on its own: of any number
+        of concurrent exchanges of one redemption, the database lets exactly one change
+        the row. The read after it sees that change, or the one that beat it."""
         statement = (
             update(Redemption)
             .where(
@@ -218,8 +220,14 @@ class SqlStore(ABC):
             )
             .values(exchanged_at=now)
         )
-        async with self._engine.begin() as conn:
-            return bool((await conn.execute(statement)).rowcount == 1)
+        read = self._audit().where(
+            Redemption.client_id == client_id, Redemption.id == redemption_id
+        )
+        async with self._engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            won = (await conn.execute(statement)).rowcount == 1
+            row = (await conn.execute(read)).one_or_none()
+        return Exchange(bool(won), None if row is None else self._entry(row))
 
     async def code_failures(self, client_id: str, link_id: str) -> int:
         statement = select(CodeFailure.failures).where(
