@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from service import metrics, request_context
 from service.api import examples
 from service.api.deps import ClientDep, StateDep
+from service.api.json_body import JsonRoute
 from service.api.openapi import CLIENT_API, JSON_BODY, ProblemCode, operation
 from service.audit import redemption_out
 from service.errors import (
@@ -22,7 +23,7 @@ from service.redeem import utcnow
 from service.schemas import CodeRedeemRequest, ExchangeRequest, RedemptionOut
 from service.typed_code import REFUSALS
 
-router = APIRouter(prefix="/v1", tags=["redemptions"])
+router = APIRouter(prefix="/v1", tags=["redemptions"], route_class=JsonRoute)
 
 NOT_FOUND = (NotFound.status, NotFound.code, NotFound.title)
 NOT_A_CODE = ProblemCode(
