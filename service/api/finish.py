@@ -67,7 +67,7 @@ async def exchange_code(
 @router.post(
     "/links/redeem",
     **operation(
-        "redeemTypedCode",
+        "redeemLinkCode",
         "Redeem a link with its typed code",
         problems=(
             *CLIENT_API,
