@@ -6,6 +6,7 @@
     ├── Conflict              409 conflict
     ├── CodeUsed              409 code_used
     ├── CodeExpired           410 code_expired
+    ├── ResendExpired         410 resend_expired
     ├── PayloadTooLarge       413 payload_too_large
     ├── UnprocessableError    422
     │   ├── UnknownAction         unknown_action
@@ -105,6 +106,12 @@ class CodeExpired(ApiError):
     """The code is older than 300 s (counted from the redemption)."""
 
     status, code, title = 410, "code_expired", "Code expired"
+
+
+class ResendExpired(ApiError):
+    """The resend hint is older than 7 days: ask the person to start again."""
+
+    status, code, title = 410, "resend_expired", "Resend hint expired"
 
 
 class CodeNotEnabled(UnprocessableError):

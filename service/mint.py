@@ -52,8 +52,12 @@ class Minter:
     public_base_url: str
     store: Store
 
-    async def mint(self, client: ClientConfig, request: LinkRequest) -> LinkResponse:
-        signed = self.sign(client, request)
+    async def mint(
+        self, client: ClientConfig, request: LinkRequest, *, exact_max_uses: bool = False
+    ) -> LinkResponse:
+        """``exact_max_uses``: a null ``max_uses`` means unlimited, not the action's default
+        (a replacement link keeps the old one's limit, ``service.resend``)."""
+        signed = self.sign(client, request, exact_max_uses=exact_max_uses)
         await self._supersede([signed])
         return signed.response
 
@@ -82,7 +86,9 @@ class Minter:
                 revocation_expiry(claims.issued_at),
             )
 
-    def sign(self, client: ClientConfig, request: LinkRequest) -> Signed:
+    def sign(
+        self, client: ClientConfig, request: LinkRequest, *, exact_max_uses: bool = False
+    ) -> Signed:
         """The link for ``request``, or the problem with it; writes nothing."""
         action = client.action(request.action)
         if action is None or not action.enabled:
@@ -103,7 +109,9 @@ class Minter:
             success_url=request.success_url,
             failure_url=request.failure_url,
         )
-        max_uses = request.max_uses if request.max_uses is not None else action.max_uses
+        max_uses = request.max_uses
+        if max_uses is None and not exact_max_uses:
+            max_uses = action.max_uses
         now_us = time.time_ns() // 1000
         claims = LinkClaims(
             link_id=self.codec.mint_link_id(client.id),

@@ -11,7 +11,8 @@
    person succeeds whatever it answers; ``sync`` actions succeed only if the
    receiver accepts, else the use is given back (``Store.give_back``).
 6. The caller turns the result into a redirect or a page; a success carries
-   an exchange code (``code=``) for the caller's backend (``service.exchange``).
+   an exchange code (``code=``) for the caller's backend (``service.exchange``),
+   an expiry a resend hint (``resend=``) that buys a replacement (``service.resend``).
 
 The doors: following a link or posting its confirmation page
 (``service.confirm``, ``via: "link"``) and a typed code
@@ -31,7 +32,7 @@ from service.errors import DatabaseUnavailable
 from service.redirects import is_allowed, with_query
 from service.registry import ActionConfig, ClientConfig, Registry
 from service.store import Job, LinkState, Store, Via
-from service.tokens import BadData, ExchangeClaims, LinkClaims, TokenCodec
+from service.tokens import BadData, ExchangeClaims, LinkClaims, ResendClaims, TokenCodec
 from service.webhooks import Verdict
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Redemption:
     use: int | None = None
     reason: str | None = None
     exchange_code: str | None = None  # a success's ``code=``: what the caller's backend trades
+    resend_hint: str | None = None  # an expiry's ``resend=``: what buys a replacement link
 
     def target_url(self) -> str | None:
         """Where to send the person, or None when a page must be shown instead."""
@@ -77,6 +79,8 @@ class Redemption:
             params = {"error": self.outcome.value, "link_id": self.link.link_id}
             if self.reason:
                 params["reason"] = self.reason
+            if self.resend_hint:
+                params["resend"] = self.resend_hint
         if url is None:
             return None
         # The allowlist is checked again: it may have shrunk since the link was minted.
@@ -111,7 +115,8 @@ class Redeemer:
         if client is None or action is None or not client.enabled or not action.enabled:
             return Redemption(Outcome.DISABLED, link, client, action)
         if link.is_expired(now):
-            return Redemption(Outcome.EXPIRED, link, client, action)
+            hint = self.codec.sign_resend(ResendClaims(link, int(now.timestamp())))
+            return Redemption(Outcome.EXPIRED, link, client, action, resend_hint=hint)
         return Redemption(Outcome.SUCCESS, link, client, action)
 
     async def inspect_resolved(self, checked: Redemption) -> Redemption:

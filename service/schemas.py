@@ -296,6 +296,20 @@ class CodeRedeemRequest(Strict):
     ]
 
 
+class ResendRequest(Strict):
+    resend: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=MAX_TOKEN_LENGTH,
+            description="The `resend` of an `error=expired` failure redirect",
+            examples=[
+                "WyJ7XCJpXCI6XCJRbTl2ZEdOaGJYQXRNVEl6...fQ.3kq0kSx9Y2rHq1Q0rW1lN1oV7bJf3b5f3m0mQ"
+            ],
+        ),
+    ]
+
+
 class RedemptionPage(BaseModel):
     items: list[RedemptionOut]
     next_cursor: str | None

@@ -39,6 +39,7 @@ __all__ = [
     "ExchangeClaims",
     "LinkClaims",
     "Purpose",
+    "ResendClaims",
     "TokenCodec",
     "link_claim_key",
     "new_link_id",
@@ -64,6 +65,7 @@ class Purpose(StrEnum):
     CONFIRM = "action-links/confirm/v1"
     CURSOR = "action-links/cursor/v1"
     EXCHANGE = "action-links/exchange/v1"
+    RESEND = "action-links/resend/v1"
 
 
 def new_link_id() -> str:
@@ -207,6 +209,31 @@ class ExchangeClaims:
             raise BadPayload("exchange payload is not a list of three")
         client_id, redemption_id, issued_at = wire
         return cls(_str(client_id), _str(redemption_id), _int(issued_at))
+
+
+@dataclass(frozen=True, slots=True)
+class ResendClaims:
+    """What a resend hint says: the expired link, whole, and when the hint was issued.
+
+    The hint rides on an ``error=expired`` failure redirect (``resend=``); the
+    caller's backend sends it back for a replacement link (``service.resend``).
+    It carries the link's claims, so the replacement needs no stored state; the
+    claims name the client, which is what binds the hint to it. Its own salt
+    keeps a link token from verifying as a hint: an expired link's token alone
+    buys no new link.
+    """
+
+    link: LinkClaims
+    issued_at: int  # epoch seconds
+
+    def to_wire(self) -> list[Any]:
+        return [self.link.to_wire(), self.issued_at]
+
+    @classmethod
+    def from_wire(cls, wire: Any) -> ResendClaims:
+        if not isinstance(wire, list) or len(wire) != 2:
+            raise BadPayload("resend payload is not a list of two")
+        return cls(LinkClaims.from_wire(wire[0]), _int(wire[1]))
 
 
 def _str(value: Any) -> str:
@@ -433,3 +460,10 @@ class TokenCodec:
         """The claims of a genuine exchange code; ``BadData`` for anything else,
         link tokens, nonces and cursors included (another salt)."""
         return ExchangeClaims.from_wire(self.verify(Purpose.EXCHANGE, code))
+
+    def sign_resend(self, claims: ResendClaims) -> str:
+        return self.sign(Purpose.RESEND, claims.to_wire())
+
+    def verify_resend(self, hint: str) -> ResendClaims:
+        """The claims of a genuine resend hint; ``BadData`` for anything else (another salt)."""
+        return ResendClaims.from_wire(self.verify(Purpose.RESEND, hint))

@@ -32,6 +32,9 @@ LINK: dict[str, Any] = {
     "expires_at": "2026-11-26T16:00:00Z",
     "max_uses": 1,
 }
+RESEND_REQUEST: dict[str, Any] = {
+    "resend": "WyJ7XCJpXCI6XCJRbTl2ZEdOaGJYQXRNVEl6...fQ.3kq0kSx9Y2rHq1Q0rW1lN1oV7bJf3b5f3m0mQ"
+}
 BATCH_REQUEST: dict[str, Any] = {
     "links": [
         {"action": "activate_user", "subject": "42"},

@@ -9,12 +9,27 @@ from service.api import examples
 from service.api.deps import ClientDep, StateDep
 from service.api.json_body import JsonRoute
 from service.api.openapi import CLIENT_API, JSON_BODY, ProblemCode, operation
-from service.errors import PayloadTooLarge, RedirectNotAllowed, TtlTooLong, UnknownAction
-from service.schemas import BatchRequest, BatchResponse, LinkRequest, LinkResponse
+from service.errors import (
+    NotFound,
+    PayloadTooLarge,
+    RedirectNotAllowed,
+    ResendExpired,
+    TtlTooLong,
+    UnknownAction,
+)
+from service.redeem import utcnow
+from service.resend import replacement_request
+from service.schemas import BatchRequest, BatchResponse, LinkRequest, LinkResponse, ResendRequest
 
 router = APIRouter(prefix="/v1/links", tags=["links"], route_class=JsonRoute)
 
 MINT_PROBLEMS = (UnknownAction, RedirectNotAllowed, TtlTooLong)
+NOT_A_HINT = ProblemCode(
+    NotFound.status,
+    NotFound.code,
+    NotFound.title,
+    "Not a resend hint of this client: tampered, another client's, or a link token.",
+)
 
 
 @router.post(
@@ -65,3 +80,30 @@ async def mint_links(request: BatchRequest, client: ClientDep, state: StateDep) 
     links = await state.minter.mint_batch(client, request.links)
     metrics.links_minted(client.id, (link.action for link in links))
     return BatchResponse(links=links)
+
+
+@router.post(
+    "/resend",
+    **operation(
+        "resendLink",
+        "Mint the replacement of an expired link",
+        status=201,
+        problems=(*CLIENT_API, *JSON_BODY, NOT_A_HINT, ResendExpired, *MINT_PROBLEMS),
+        request_example=examples.RESEND_REQUEST,
+        response_example=examples.LINK,
+    ),
+)
+async def resend_link(request: ResendRequest, client: ClientDep, state: StateDep) -> LinkResponse:
+    """A new link for the one whose `error=expired` failure redirect carried this
+    `resend` hint: the old link's action, subject, data, `once_key`, `max_uses`,
+    redirect URLs and `code` setting, with the action's default lifetime. Mailing it
+    is the caller's job. Nothing is written (`supersede` is not carried over).
+
+    A hint is good for 7 days (then `410 resend_expired`). The action must still
+    exist and be enabled, as for any mint.
+    """
+    replacement = replacement_request(state.codec, client.id, request.resend, utcnow())
+    link = await state.minter.mint(client, replacement, exact_max_uses=True)
+    metrics.link_minted(client.id, replacement.action)
+    request_context.annotate(link_id=link.id)
+    return link
