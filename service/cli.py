@@ -262,6 +262,7 @@ def _action_put(a: argparse.Namespace) -> Callable[[Any], Awaitable[Any]]:
         fields[name] = getattr(a, name)
     fields["enabled"] = not a.disabled
     fields["code"] = a.code
+    fields["one_click"] = a.one_click
     request = ActionPut(**fields)
 
     async def op(s: Any) -> Any:
@@ -576,6 +577,11 @@ def _action_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     put.add_argument("--disabled", action="store_true", help="create it switched off")
     put.add_argument(
         "--code", action="store_true", help="links carry a 6-digit code a person can type"
+    )
+    put.add_argument(
+        "--one-click",
+        action="store_true",
+        help="RFC 8058 one-click unsubscribe: a mail provider's POST redeems the link",
     )
     put.set_defaults(admin=_action_put)
     p = _command(action, "list", "list a client's actions")

@@ -15,6 +15,12 @@ write, so a GET or HEAD has no side effect in any mode, and someone who comes
 back to a link they already used is told so.
 
 Actions with ``confirm: "none"`` redeem on GET and POST as before.
+
+RFC 8058 one-click unsubscribe is the one POST that needs no nonce: a mail
+provider posts ``List-Unsubscribe=One-Click`` to the link of a ``one_click``
+action, with no cookie and no page in between, and it redeems whatever the
+``confirm`` mode (``Gate.one_click``, ``via: "one_click"``). The body is the
+consent: scanners GET and HEAD, and neither redeems a confirm link.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from datetime import datetime
 
 from service.redeem import Outcome, Redeemer, Redemption, utcnow
 from service.registry import ActionConfig, ClientConfig
+from service.store import Via
 from service.tokens import BadData, ConfirmClaims, LinkClaims
 
 CONFIRM_MODES = frozenset({"page", "auto"})
@@ -105,6 +112,19 @@ class Gate:
         if not needs_confirmation(checked) or self._confirms(nonce, checked, now):
             return await self.redeemer.redeem_resolved(checked, now)
         return await self._confirmation(checked, now, refused=True)
+
+    async def one_click(self, token: str, now: datetime | None = None) -> Redemption | None:
+        """An RFC 8058 POST: redeem a ``one_click`` action's link whatever its ``confirm``.
+
+        None when the link is known to be of another action: its POST is then
+        an ordinary one, under the confirm page's nonce rules. A link that
+        cannot be trusted or whose action is gone answers as itself.
+        """
+        now = now or utcnow()
+        checked = await self.redeemer.resolve(token, now)
+        if checked.action is not None and not checked.action.one_click:
+            return None
+        return await self.redeemer.redeem_resolved(checked, now, via=Via.ONE_CLICK)
 
     async def peek(self, token: str, now: datetime | None = None) -> Redemption | Confirmation:
         """HEAD: what a GET would answer, without redeeming any link."""

@@ -35,6 +35,8 @@ from service.store import Store
 from service.tokens import LinkClaims, TokenCodec
 
 MAX_DATA_BYTES = 4096
+ONE_CLICK_BODY = "List-Unsubscribe=One-Click"
+"""RFC 8058: what a mail provider's POST carries, and what ``List-Unsubscribe-Post`` says."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,15 +130,17 @@ class Minter:
             code=request.code if request.code is not None else action.code,
         )
         token = self.codec.sign_link(claims)
+        url = f"{self.public_base_url}/r/{token}"
         response = LinkResponse(
             id=claims.link_id,
-            url=f"{self.public_base_url}/r/{token}",
+            url=url,
             token=token,
             action=action.name,
             subject=request.subject,
             expires_at=datetime.fromtimestamp(claims.expires_at, UTC),
             max_uses=max_uses,
             code=self.codec.typed_code(claims) if claims.code else None,
+            headers=one_click_headers(url) if action.one_click else None,
         )
         return Signed(claims, response, request.supersede)
 
@@ -169,6 +173,11 @@ class Minter:
             failed = sorted({e["index"] for e in errors})
             raise BatchInvalid(first.code, f"{len(failed)} item(s) invalid: {failed}", errors)
         return links
+
+
+def one_click_headers(url: str) -> dict[str, str]:
+    """The mail headers of RFC 8058 one-click unsubscribe for the link at ``url``."""
+    return {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": ONE_CLICK_BODY}
 
 
 class BatchInvalid(ValidationFailed):

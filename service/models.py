@@ -111,6 +111,7 @@ class Action(Base):
     delivery: Mapped[str] = mapped_column(String(8))
     enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     code: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    one_click: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

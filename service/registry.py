@@ -49,6 +49,7 @@ class ActionConfig:
     delivery: str
     enabled: bool
     code: bool
+    one_click: bool
 
     @classmethod
     def from_row(cls, row: Action) -> ActionConfig:
@@ -64,6 +65,7 @@ class ActionConfig:
             delivery=row.delivery,
             enabled=row.enabled,
             code=row.code,
+            one_click=row.one_click,
         )
 
 

@@ -153,13 +153,25 @@ class LinkResponse(BaseModel):
         description="The link's 6-digit typed code; only present for a link minted with one",
         examples=["482913"],
     )
+    headers: dict[str, str] | None = Field(
+        default=None,
+        description="The RFC 8058 one-click unsubscribe headers, ready to copy into the mail; "
+        "only present for a link of a `one_click` action",
+        examples=[
+            {
+                "List-Unsubscribe": "<https://links.example.com/r/eyJsIjoi...>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            }
+        ],
+    )
 
     @model_serializer(mode="wrap")
-    def _without_absent_code(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """API.md: the answer "also has" ``code`` with a typed code; without one, no key."""
+    def _without_absent_extras(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """API.md: the answer "also has" ``code`` and ``headers`` when they apply; else no key."""
         body: dict[str, Any] = handler(self)
-        if body.get("code") is None:
-            body.pop("code", None)
+        for key in ("code", "headers"):
+            if body.get(key) is None:
+                body.pop(key, None)
         return body
 
 
@@ -406,6 +418,12 @@ class ActionPut(Strict):
         description="Links of this action carry a typed code, unless the mint request says "
         "otherwise",
     )
+    one_click: bool = Field(
+        default=False,
+        description="RFC 8058 one-click unsubscribe: a mail provider's `POST` of "
+        "`List-Unsubscribe=One-Click` redeems the link whatever `confirm` says, and the mint "
+        "answer carries the mail `headers`",
+    )
 
 
 class ActionOut(BaseModel):
@@ -421,6 +439,7 @@ class ActionOut(BaseModel):
     delivery: str
     enabled: bool
     code: bool
+    one_click: bool
     created_at: datetime
     updated_at: datetime
 

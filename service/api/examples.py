@@ -147,6 +147,7 @@ ACTION: dict[str, Any] = {
     "delivery": "none",
     "enabled": True,
     "code": False,
+    "one_click": False,
     "created_at": "2026-11-01T09:00:10Z",
     "updated_at": "2026-11-01T09:00:10Z",
 }

@@ -1,8 +1,9 @@
 """``/r/{token}``: where people arrive. Answers with a redirect or a page, never JSON.
 
 GET shows a confirmation page or redeems, POST redeems (with the page's nonce
-when the action asks for confirmation), HEAD answers as GET would, without a
-body and without redeeming anything (``service.confirm``).
+when the action asks for confirmation, or with the RFC 8058 one-click body for
+a ``one_click`` action), HEAD answers as GET would, without a body and without
+redeeming anything (``service.confirm``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from starlette.types import Scope
 from service import metrics, request_context
 from service.api.openapi import operation, page_responses
 from service.confirm import Confirmation, Gate
-from service.pages import LINK_HEADERS, confirm_page, error_page, page_headers
+from service.mint import ONE_CLICK_BODY
+from service.pages import LINK_HEADERS, confirm_page, error_page, one_click_done, page_headers
 from service.pages.headers import language_headers
 from service.pages.language import language_of
 from service.redeem import Outcome, Redemption
@@ -50,6 +52,15 @@ FALLBACK_PAGE = {
 }
 FORM = "application/x-www-form-urlencoded"
 MAX_FORM_BYTES = 4096  # the confirmation form sends one short field
+ONE_CLICK_FIELDS = parse_qs(ONE_CLICK_BODY)
+
+
+@dataclass(frozen=True, slots=True)
+class PostedForm:
+    """What a POST to a link said: the confirmation form's nonce, or RFC 8058's one click."""
+
+    nonce: str | None = None
+    one_click: bool = False
 
 
 def gate_of(request: Request) -> Gate:
@@ -58,6 +69,17 @@ def gate_of(request: Request) -> Gate:
     """
     state: AppState = request.app.state.services
     return state.gate
+
+
+def answer_one_click(result: Redemption, scope: Scope) -> Response:
+    """RFC 8058 answers a machine: 200 text when the link is used up (now or before),
+    else the page of what went wrong, with its status; never a redirect."""
+    if result.outcome in (Outcome.SUCCESS, Outcome.USED):
+        return one_click_done(scope)
+    if result.outcome is Outcome.INVALID:
+        return error_page(scope, "invalid")
+    headers = {"Retry-After": "5"} if result.outcome is Outcome.UNAVAILABLE else None
+    return error_page(scope, FALLBACK_PAGE[result.outcome], headers)
 
 
 def answer(result: Redemption | Confirmation, scope: Scope) -> Response:
@@ -75,21 +97,24 @@ def answer(result: Redemption | Confirmation, scope: Scope) -> Response:
     return error_page(scope, FALLBACK_PAGE[result.outcome], headers)
 
 
-async def form_nonce(request: Request) -> str | None:
-    """The confirmation form's ``confirm`` field, or None for any other body."""
+async def posted_form(request: Request) -> PostedForm:
+    """The confirmation form's ``confirm`` field, or the one-click body; nothing for any other."""
     content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if content_type != FORM:
-        return None
+        return PostedForm()
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
-            return None
+            return PostedForm()
     try:
-        values = parse_qs(body.decode("ascii"), max_num_fields=4).get("confirm", [])
+        fields = parse_qs(body.decode("ascii"), max_num_fields=4)
     except ValueError:  # not ASCII, or too many fields
-        return None
-    return values[0] if len(values) == 1 else None
+        return PostedForm()
+    if fields == ONE_CLICK_FIELDS:
+        return PostedForm(one_click=True)
+    values = fields.get("confirm", [])
+    return PostedForm(nonce=values[0] if len(values) == 1 else None)
 
 
 def without_body(response: Response) -> Response:
@@ -151,17 +176,30 @@ async def open_link(token: str, request: Request) -> Response:
     response_class=Response,
     **operation(
         "confirmLink",
-        "Redeem a link from its confirmation page (people)",
+        "Redeem a link from its confirmation page, or by one-click unsubscribe",
         status=303,
-        responses=page_responses(303, 400, 403, 404, 409, 410, 503),
+        responses=page_responses(303, 200, 400, 403, 404, 409, 410, 503),
     ),
 )
 async def submit_link(token: str, request: Request) -> Response:
     """Redeems like following the link. For a `confirm` action only with the
     confirmation page's form (its `confirm` nonce); without one, 403 and the page
     again, nothing done.
+
+    For a `one_click` action, the body `List-Unsubscribe=One-Click`
+    (`application/x-www-form-urlencoded`, RFC 8058, as mail providers send it)
+    redeems whatever the `confirm` mode and answers `200` with a short plain
+    text, also when the link was used already; an expired, revoked or disabled
+    link answers its page (`410`), a bad token `400`. Never a redirect.
     """
-    result = await gate_of(request).submit(token, await form_nonce(request))
+    gate = gate_of(request)
+    form = await posted_form(request)
+    if form.one_click:
+        clicked = await gate.one_click(token)
+        if clicked is not None:
+            counted(clicked)
+            return answer_one_click(clicked, request.scope)
+    result = await gate.submit(token, form.nonce)
     return answer(counted(result), request.scope)
 
 
