@@ -105,13 +105,17 @@ async def test_link_answers_are_redirects_and_pages(http: httpx.AsyncClient) -> 
     assert set(link) == {"get", "post", "head"}
     for method, statuses in {
         "get": {"200", "303", "400", "404", "409", "410", "503"},
-        "post": {"303", "400", "403", "404", "409", "410", "503"},
+        "post": {"200", "303", "400", "403", "404", "409", "410", "503"},
         "head": {"200", "303", "400", "404", "410", "503"},
     }.items():
         responses = link[method]["responses"]
         assert set(responses) == statuses
         assert "Location" in responses["303"]["headers"]
-        for status in statuses - {"303"}:
+        one_click = responses["200"] if method == "post" else None  # RFC 8058's text answer
+        if one_click is not None:
+            assert set(one_click["content"]) == {"text/plain"}
+            assert "Cache-Control" in one_click["headers"]
+        for status in statuses - {"303"} - ({"200"} if one_click else set()):
             headers = responses[status]["headers"]
             assert {"Cache-Control", "Content-Security-Policy"} <= set(headers)
             if method != "head":
@@ -124,6 +128,7 @@ OPERATION_IDS = {
     ("GET", "/v1/links/{link_id}"): "getLinkStatus",
     ("DELETE", "/v1/links/{link_id}"): "revokeLink",
     ("POST", "/v1/links/inspect"): "inspectLink",
+    ("POST", "/v1/links/resend"): "resendLink",
     ("POST", "/v1/revocations"): "revokeSubject",
     ("GET", "/v1/redemptions"): "listRedemptions",
     ("GET", "/v1/redemptions/{redemption_id}"): "getRedemption",

@@ -265,6 +265,18 @@ def page_responses(*statuses: int, body: bool = True) -> Responses:
     return responses
 
 
+def one_click_response() -> Responses:
+    """The ``200`` of ``POST /r/{token}`` for RFC 8058 one-click unsubscribe: plain text."""
+    return {
+        200: {
+            "description": "One-click unsubscribe (RFC 8058) done, now or before: a short "
+            "plain text in the person's language",
+            "headers": dict(_LINK_HEADERS),
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    }
+
+
 DESCRIPTION = """\
 Signed links that do one thing, exactly as often as allowed.
 

@@ -17,7 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.types import Scope
 
 from service import metrics, request_context
-from service.api.openapi import operation, page_responses
+from service.api.openapi import one_click_response, operation, page_responses
 from service.confirm import Confirmation, Gate
 from service.mint import ONE_CLICK_BODY
 from service.pages import LINK_HEADERS, confirm_page, error_page, one_click_done, page_headers
@@ -178,7 +178,10 @@ async def open_link(token: str, request: Request) -> Response:
         "confirmLink",
         "Redeem a link from its confirmation page, or by one-click unsubscribe",
         status=303,
-        responses=page_responses(303, 200, 400, 403, 404, 409, 410, 503),
+        responses={
+            **page_responses(303, 400, 403, 404, 409, 410, 503),
+            **one_click_response(),
+        },
     ),
 )
 async def submit_link(token: str, request: Request) -> Response:
