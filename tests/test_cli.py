@@ -48,9 +48,10 @@ def test_admin_operations(cli_env: str, capsys: pytest.CaptureFixture[str]) -> N
         "unlimited",
         "--confirm",
         "page",
+        "--one-click",
     )
     assert isinstance(action, dict)
-    assert (action["max_uses"], action["confirm"]) == (None, "page")
+    assert (action["max_uses"], action["confirm"], action["one_click"]) == (None, "page", True)
     assert [a["name"] for a in run(capsys, "action", "list", "shop")] == ["activate"]  # type: ignore[union-attr]
     keys = run(capsys, "key", "list", "shop")
     assert isinstance(keys, list)
