@@ -379,6 +379,29 @@ async def test_expired_page_reads_well(
     assert await count(database_url, "claims") == 0
 
 
+async def test_an_expired_link_lands_with_a_resend_hint_that_buys_a_working_link(
+    browser: Browser, shop: Shop, landing: LandingServer, database_url: str
+) -> None:
+    await shop.action("activate", confirm="page")
+    tab = await Tab.open(browser, PHONE)
+    await tab.page.goto(f"{shop.base_url}/r/{expired_token()}")
+    path, query = landed(tab.page.url, landing.origin)
+    assert (path, query["error"]) == ("/oops", ["expired"])
+    # The failure page's "send me a new link": its backend trades the hint.
+    resent = await shop.http.post(
+        "/v1/links/resend", json={"resend": query["resend"][0]}, headers=shop.headers
+    )
+    assert resent.status_code == 201, resent.text
+    assert resent.json()["subject"] == "42"
+    await tab.page.goto(resent.json()["url"])
+    async with tab.page.expect_navigation(url=f"{landing.origin}/welcome?**"):
+        await tab.page.get_by_role("button", name="Confirm").click()
+    assert landed(tab.page.url, landing.origin)[1]["link_id"] == [resent.json()["id"]]
+    assert await count(database_url, "redemptions") == 1
+    assert tab.csp_violations() == []
+    await tab.close()
+
+
 async def opened(tab: Tab, url: str, status: int, language: str) -> str:
     """Open ``url``: its status, its language (header and ``lang``); returns the title."""
     response = await tab.page.goto(url)
