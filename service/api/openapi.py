@@ -37,10 +37,10 @@ result is the decorator's keyword arguments::
   ``CLIENT_API``, ``ADMIN_API`` and ``JSON_BODY`` are the shared parts.
   ``400 bad_request`` is added to every route (``api.url_guard`` refuses a
   NUL in any URL first), so routes leave it out.
-- ``operation_id``: camelCase, verb first, unique; the contract's route still
-  to come is ``resendLink`` (``POST /v1/links/resend``). A problem whose
-  ``code`` is not a class's (the redirect's ``error`` words on
-  ``/v1/links/redeem``) is a ``ProblemCode(status, code, title, meaning)``.
+- ``operation_id``: camelCase, verb first, unique. A problem whose ``code``
+  is not a class's (the redirect's ``error`` words on ``/v1/links/redeem``)
+  or whose meaning differs on one route (``not_found`` of a resend hint) is a
+  ``ProblemCode(status, code, title, meaning)``.
 - ``request_example`` / ``response_example``: plain JSON values (the shared
   ones are in ``service.api.examples``); ``tests/test_openapi.py`` validates
   every example against its schema.
