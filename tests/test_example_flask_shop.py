@@ -91,33 +91,32 @@ def provision(base_url: str, shop_url: str) -> tuple[str, str]:
 def running(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Running]:
-    """One service and one shop for both flows (each test signs up a user of its own)."""
-    request.getfixturevalue("postgres_url")  # skips, or fails in CI, without PostgreSQL
-    url = database.create_database()
+    """One service and one shop for both flows (each test signs up a user of its own),
+    on the session's database, emptied first (a database of its own costs a DROP)."""
+    url: str = request.getfixturevalue("postgres_url")  # skips, or fails in CI, without it
+    database.truncate_all(url)
     port, shop_port = free_port(), free_port()
     base_url, shop_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{shop_port}"
     env = service_env(url, 4, PUBLIC_BASE_URL=base_url)
     command = [sys.executable, "-m", "service", "serve", "--port", str(port)]
-    try:
-        with running_command(command, env, tmp_path_factory.mktemp("flask_shop"), port):
-            api_key, secret = provision(base_url, shop_url)
-            store = Store()
-            app = create_app(Settings(base_url, api_key, secret), store)
-            server = make_server("127.0.0.1", shop_port, app, threaded=True)
-            thread = threading.Thread(target=server.serve_forever, daemon=True)
-            thread.start()
-            try:
-                with (
-                    Client(base_url, api_key) as links,
-                    httpx.Client(follow_redirects=True, timeout=10) as browser,
-                ):
-                    yield Running(shop_url, store, links, browser)
-            finally:
-                server.shutdown()
-                thread.join()
-                app.extensions["action_links"].close()
-    finally:
-        database.drop_database(url)
+    with running_command(command, env, tmp_path_factory.mktemp("flask_shop"), port):
+        api_key, secret = provision(base_url, shop_url)
+        store = Store()
+        app = create_app(Settings(base_url, api_key, secret), store)
+        server = make_server("127.0.0.1", shop_port, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            with (
+                Client(base_url, api_key) as links,
+                httpx.Client(follow_redirects=True, timeout=10) as browser,
+            ):
+                yield Running(shop_url, store, links, browser)
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+            app.extensions["action_links"].close()
 
 
 def test_sign_up_activates_once_after_the_exchange(running: Running) -> None:
