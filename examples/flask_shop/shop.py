@@ -149,7 +149,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     @app.errorhandler(ActionLinksError)
     def links_down(error: ActionLinksError) -> tuple[str, int]:
-        log.warning("Action Links refused or failed: %s %s", error.status, error.code)
+        log.warning("Action Links failed: %s %s", type(error).__name__, error.code or "")
         return page("Please try again in a minute", 503, text="the link service is unavailable")
 
     @app.get("/")
