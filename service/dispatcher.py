@@ -8,6 +8,10 @@ transaction, and records each outcome in its own short transaction while it
 still holds the lease. A process that dies mid-delivery loses nothing: its
 leases expire and another dispatcher takes the jobs.
 
+``sync`` jobs are never sent from here: each round first gives back the sync
+redemptions whose request did not settle them within their lease
+(``service.settle``).
+
 On shutdown it stops leasing, gives in-flight attempts a moment to finish,
 and hands back the leases it still holds.
 """
@@ -21,6 +25,7 @@ import random
 import signal
 from datetime import UTC, datetime
 
+from service import settle
 from service.config import Settings
 from service.db import create_session_factory, open_store
 from service.delivery import Deliverer
@@ -77,8 +82,10 @@ class Dispatcher:
             log.warning("could not release %d delivery leases; they will expire", len(held))
 
     async def run_once(self) -> int:
-        """Lease one batch of due jobs and deliver it; how many jobs there were."""
+        """Give back the sync redemptions nobody settled, then lease one batch of due
+        jobs and deliver it; how many jobs there were."""
         now = datetime.now(UTC)
+        await settle.sweep(self.store, now)
         jobs = await self.store.lease_due(now, self.deliverer.lease_until(now), self.batch_size)
         self._held.update({job.redemption.redemption_id: job.lease for job in jobs})
         await asyncio.gather(*(self._deliver(job) for job in jobs))

@@ -119,6 +119,12 @@ class Action(Base):
 class Claim(Base):
     """A use counter. ``key`` is ``l:<link id>`` or ``o:<once key>``.
 
+    ``uses`` counts the uses taken; ``issued`` the use numbers handed out,
+    which only grows: a ``sync`` use given back lowers ``uses`` alone, so no
+    two accepted redemptions of a counter share a number. ``max_uses`` is the
+    size of the budget, written by the first use (for a once key, the size
+    every later link of the key draws on too).
+
     No foreign key to ``clients``: the hot path must not pay for one, and a
     counter outlives nothing but its link (``expires_at``; NULL for once keys,
     whose budgets are kept forever).
@@ -129,6 +135,7 @@ class Claim(Base):
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     uses: Mapped[int] = mapped_column(Integer)
+    issued: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     max_uses: Mapped[int | None] = mapped_column(Integer)
     expires_at: Mapped[datetime | None] = mapped_column(index=True)
     first_used_at: Mapped[datetime]
@@ -209,6 +216,13 @@ class Delivery(Base):
 
     The body and ``webhook-id`` are derived from the redemption row, so every
     attempt sends the same message under the same id.
+
+    ``status``: ``pending`` (due at ``next_attempt_at``), ``delivered``,
+    ``failed``, or ``deciding``: a ``sync`` redemption whose receiver's verdict
+    the redeeming request awaits. The dispatcher never sends a ``deciding``
+    job; the request settles it (``delivered``, or the whole redemption given
+    back), and one whose lease expired unsettled is given back
+    (``service.sync``).
     """
 
     __tablename__ = "deliveries"
@@ -230,5 +244,11 @@ class Delivery(Base):
             "next_attempt_at",
             postgresql_where=text("status = 'pending'"),
             sqlite_where=text("status = 'pending'"),
+        ),
+        Index(
+            "ix_deliveries_deciding",
+            "leased_until",
+            postgresql_where=text("status = 'deciding'"),
+            sqlite_where=text("status = 'deciding'"),
         ),
     )

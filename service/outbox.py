@@ -62,10 +62,13 @@ async def requeue(store: Store, client_id: str, redemption_id: str, now: datetim
     """Queue a redemption's webhook again, from a fresh retry schedule, under the same id.
 
     Raises NotFound for an id this client has no redemption for, and Conflict
-    when the redemption's action delivers no webhooks.
+    when the redemption's action delivers no webhooks, or when it is a ``sync``
+    redemption whose receiver has not decided yet (it is accepted or given back).
     """
     match await store.requeue(client_id, redemption_id, now):
         case Requeued.NO_WEBHOOK:
             raise Conflict(f"redemption '{redemption_id}' belongs to an action without webhooks")
+        case Requeued.DECIDING:
+            raise Conflict(f"redemption '{redemption_id}' awaits its receiver's verdict")
         case Requeued.UNKNOWN:
             raise NotFound(f"no redemption '{redemption_id}'")

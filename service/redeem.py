@@ -3,13 +3,16 @@
 1. Verify the token (no I/O). Nothing in an untrusted token is used.
 2. Expired links are refused on their signature alone.
 3. The client and action come from the registry cache; disabled or deleted
-   ones refuse the link.
+   ones refuse the link, and so does a success URL no longer within the
+   client's ``allowed_redirects``: nothing may be claimed for a person who
+   cannot be sent where a success goes.
 4. One claim (``Store.claim``): revocations, the use counter, the audit row
    and the outbox job, committed together before anything is returned.
 5. Webhooks, after the commit and outside any transaction: ``async`` actions
    make one attempt (skipped while the receiver is known to be down) and the
    person succeeds whatever it answers; ``sync`` actions succeed only if the
-   receiver accepts, else the use is given back (``Store.give_back``).
+   receiver accepts, else the use is given back (``service.settle``: through
+   database blips, and by any process if this one cannot).
 6. The caller turns the result into a redirect or a page; a success carries
    an exchange code (``code=``) for the caller's backend (``service.exchange``),
    an expiry a resend hint (``resend=``) that buys a replacement (``service.resend``).
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from service import settle
 from service.delivery import Deliverer
 from service.errors import DatabaseUnavailable
 from service.redirects import is_allowed, with_query
@@ -114,6 +118,9 @@ class Redeemer:
         action = client.action(link.action) if client is not None else None
         if client is None or action is None or not client.enabled or not action.enabled:
             return Redemption(Outcome.DISABLED, link, client, action)
+        success_url = link.success_url or action.success_url
+        if not is_allowed(success_url, client.allowed_redirects):
+            return Redemption(Outcome.DISABLED, link, client, action)
         if link.is_expired(now):
             hint = self.codec.sign_resend(ResendClaims(link, int(now.timestamp())))
             return Redemption(Outcome.EXPIRED, link, client, action, resend_hint=hint)
@@ -142,7 +149,12 @@ class Redeemer:
         inline = self.deliverer.attempts_inline(delivery, checked.link.client_id)
         lease = self.deliverer.lease_until(now) if inline else None
         result = await self.store.claim(
-            checked.link, now, deliver=delivery != "none", lease=lease, via=via
+            checked.link,
+            now,
+            deliver=delivery != "none",
+            lease=lease,
+            via=via,
+            sync=delivery == "sync",
         )
         if result.revoked:
             return _with(checked, Outcome.REVOKED)
@@ -184,12 +196,14 @@ class Redeemer:
             log.exception("inline delivery of %s failed", job.redemption.redemption_id)
 
     async def _deliver_sync(self, redeemed: Redemption, job: Job) -> Redemption:
-        """The receiver decides: accepted → success; otherwise the use is given back."""
+        """The receiver decides: accepted → success; otherwise the use is given back.
+
+        ``DatabaseUnavailable`` when its acceptance could not be recorded in time."""
         attempt = await self.deliverer.attempt(job.redemption)
-        if attempt.delivered:
-            await self.deliverer.record(job, attempt)
+        if attempt.delivered and await settle.accept(self.store, job):
             return redeemed
-        await self.store.give_back(job.redemption.redemption_id)
+        if not attempt.delivered:
+            await settle.give_back(self.store, job)
         refused = attempt.verdict is Verdict.REJECTED
         return Redemption(
             Outcome.REJECTED if refused else Outcome.UNAVAILABLE,
@@ -207,7 +221,7 @@ def judged(checked: Redemption, state: LinkState) -> Redemption:
     assert checked.link is not None
     if state.revoked:
         return _with(checked, Outcome.REVOKED)
-    if checked.link.max_uses is not None and state.uses >= checked.link.max_uses:
+    if state.exhausted(checked.link.max_uses):
         return _with(checked, Outcome.USED)
     return Redemption(Outcome.SUCCESS, checked.link, checked.client, checked.action, use=state.uses)
 

@@ -3,10 +3,10 @@
 - ``body``: what one redemption (``store.RedemptionRecord``) tells the
   receiver. The body and the ``webhook-id`` are computed from the redemption
   alone, so every attempt by any process sends the same bytes under the same id.
-- ``webhook_id``: fixed per (client, use counter, use number). A ``sync``
-  redemption that was refused gives its use back; the next redemption of
-  that use carries the same id, so a receiver that did apply the first one
-  (and then timed out) recognises it.
+- ``webhook_id``: fixed per redemption (derived from its id), so every
+  attempt of one redemption carries the same id and no two redemptions share
+  one, not even when a ``sync`` refusal gave a use back and another request
+  took it: a receiver that deduplicates by id never drops a real redemption.
 - ``sign``: the ``webhook-signature`` header (``v1,`` + base64 HMAC-SHA256 of
   ``{id}.{timestamp}.{body}``, keyed with the base64-decoded ``whsec_`` secret).
 - ``attempt``: one POST, bounded in time (the whole exchange, not each read)
@@ -47,15 +47,12 @@ REASON_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 # 4xx answers that mean "not now" rather than "no".
 NOT_NOW = frozenset({408, 429})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
+WEBHOOK_ID_DOMAIN = "action-links webhook-id"
 
 
-def webhook_id(client_id: str, claim_key: str, use: int) -> str:
-    """``msg_`` + 144 bits of SHA-256 over (client, use number, counter).
-
-    The client id (a slug) and the use number contain no NUL, so the encoding
-    is unambiguous whatever the claim key holds.
-    """
-    material = f"{client_id}\x00{use}\x00{claim_key}".encode("utf-8", "surrogatepass")
+def webhook_id(redemption_id: str) -> str:
+    """``msg_`` + 144 bits of SHA-256 over the redemption id (unique per redemption)."""
+    material = f"{WEBHOOK_ID_DOMAIN}\x00{redemption_id}".encode()
     return "msg_" + base64.urlsafe_b64encode(hashlib.sha256(material).digest()[:18]).decode()
 
 
@@ -79,7 +76,7 @@ def _canonical(value: Any) -> Any:
 
 def message_id(redemption: RedemptionRecord) -> str:
     """The ``webhook-id`` of a redemption's message."""
-    return webhook_id(redemption.client_id, redemption.claim_key, redemption.use)
+    return webhook_id(redemption.redemption_id)
 
 
 def body(redemption: RedemptionRecord) -> bytes:

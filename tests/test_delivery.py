@@ -223,7 +223,7 @@ async def test_sync_accepted_is_success(
     assert (job["status"], job["attempts"], job["leased_until"]) == ("delivered", 1, None)
 
 
-async def test_sync_refused_gives_the_use_back_and_keeps_the_webhook_id(
+async def test_sync_refused_gives_the_use_back_under_a_new_webhook_id(
     http: httpx.AsyncClient, admin_headers: Headers, receiver: Receiver, database_url: str
 ) -> None:
     receiver.answer(Answer(409, json={"error": "out_of_stock"}))
@@ -240,11 +240,54 @@ async def test_sync_refused_gives_the_use_back_and_keeps_the_webhook_id(
     receiver.answer(Answer(200))
     assert "redemption_id" in query_of(await http.get(link_path(link)))
     refused, accepted = receiver.received
-    assert refused.webhook_id == accepted.webhook_id  # the same use, so the same message id
+    # Another redemption, so another message: a receiver that applied the refused
+    # one anyway (and answered too late) must not drop this one as a repeat.
+    assert refused.webhook_id != accepted.webhook_id
     first, second = verified([refused, accepted], shop.webhook_secret)
     assert first["data"]["redemption_id"] != second["data"]["redemption_id"]
+    assert (first["data"]["use"], second["data"]["use"]) == (1, 2)
     assert await uses(database_url) == 1
     assert query_of(await http.get(link_path(link)))["error"] == ["used"]
+
+
+async def test_a_use_given_back_and_taken_again_is_a_new_message(
+    http: httpx.AsyncClient, admin_headers: Headers, receiver: Receiver, database_url: str
+) -> None:
+    """Issue 13's race: A takes use 1 and its receiver thinks; B takes use 2 and is
+    accepted; A is refused and gives its use back; C takes a use and is accepted.
+    B and C must differ in ``webhook-id`` and ``use``, or a receiver that
+    deduplicates by id (as the README tells it to) drops C, told "success"."""
+    applied: set[str] = set()
+    thinking = asyncio.Event()
+
+    def script(request: Received, _seen: int) -> Answer:
+        if not receiver.received[:-1]:  # the first request: A
+            thinking.set()
+            return Answer(409, json={"error": "changed_my_mind"}, delay=0.5)
+        applied.add(request.webhook_id)  # a deduplicating receiver applies each id once
+        return Answer(200)
+
+    receiver.script = script
+    shop = await hooked_tenant(http, admin_headers, receiver.url, delivery="sync", max_uses=5)
+    link = await shop.mint()
+    a = asyncio.ensure_future(http.get(link_path(link)))
+    await asyncio.wait_for(thinking.wait(), 10)
+    b = query_of(await http.get(link_path(link)))
+    assert query_of(await a)["error"] == ["rejected"]
+    c = query_of(await http.get(link_path(link)))
+
+    accepted = [r for r in receiver.received if r.answer is not None and r.answer.status == 200]
+    payloads = verified(accepted, shop.webhook_secret)
+    assert [p["data"]["redemption_id"] for p in payloads] == [
+        b["redemption_id"][0],
+        c["redemption_id"][0],
+    ]
+    assert len({r.webhook_id for r in accepted}) == 2
+    assert applied == {r.webhook_id for r in accepted}
+    assert [p["data"]["use"] for p in payloads] == [2, 3]
+    rows = await fetch(database_url, "SELECT use FROM redemptions ORDER BY seq")
+    assert [r["use"] for r in rows] == [2, 3]
+    assert await uses(database_url) == 2
 
 
 @pytest.mark.parametrize("case", ["port closed", "503", "302", "429", "too slow", "bad reason"])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -17,6 +19,7 @@ from service.tokens import LinkClaims, new_link_id
 from tests.conftest import SHOP_ORIGIN, Tenant, link_path, make_tenant
 from tests.support.database import fetch
 from tests.support.proxy import TcpProxy
+from tests.support.receiver import Receiver
 
 Headers = dict[str, str]
 SECURITY_HEADERS = {
@@ -188,6 +191,59 @@ async def test_disabled_client_and_action(
     await http.patch("/v1/admin/clients/shop", json={"enabled": True}, headers=admin_headers)
     await shop.put_action("activate", admin_headers, enabled=False)
     assert redirect_of(await http.get(link_path(link)))[1]["error"] == ["disabled"]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    receiver = Receiver().up()
+    yield receiver
+    receiver.down()
+
+
+async def test_a_success_url_that_left_the_allowlist_disables_the_link_before_any_claim(
+    http: httpx.AsyncClient, admin_headers: Headers, database_url: str, receiver: Receiver
+) -> None:
+    """Nothing is claimed, recorded or delivered for a link whose success (the action's
+    or its own) can no longer be redirected to, whichever door it comes through."""
+    shop = await make_tenant(http, admin_headers, "shop", webhook_url=receiver.url)
+    await shop.put_action("activate", admin_headers, delivery="async", max_uses=3)
+    await shop.put_action("confirmed", admin_headers, delivery="sync", confirm="page")
+    own = await shop.mint(success_url=f"{SHOP_ORIGIN}/special")
+    plain, confirmed = await shop.mint(), await shop.mint("confirmed")
+
+    async def patch(allowed: list[str]) -> None:
+        body = {"allowed_redirects": allowed}
+        response = await http.patch("/v1/admin/clients/shop", json=body, headers=admin_headers)
+        assert response.status_code == 200, response.text
+
+    async def refused(link: dict[str, Any]) -> None:
+        path = link_path(link)
+        for response in (await http.get(path), await http.post(path), await http.head(path)):
+            _, query = redirect_of(response)
+            assert query == {"error": ["disabled"], "link_id": [link["id"]]}
+        inspected = await http.post(
+            "/v1/links/inspect", json={"token": link["token"]}, headers=shop.headers
+        )
+        assert (inspected.json()["valid"], inspected.json()["reason"]) == (False, "disabled")
+
+    # The link's own success URL left; the action's and the failure URL are still in.
+    await patch([f"{SHOP_ORIGIN}/welcome", f"{SHOP_ORIGIN}/oops"])
+    await refused(own)
+    assert "redemption_id" in redirect_of(await http.get(link_path(plain)))[1]
+    # The action's success URL left too.
+    await patch([f"{SHOP_ORIGIN}/oops"])
+    for link in (plain, confirmed):
+        await refused(link)
+    # With the failure URL gone as well, a page.
+    await patch(["https://elsewhere.example/"])
+    for link in (own, plain, confirmed):
+        assert (await http.get(link_path(link))).status_code == 410
+
+    assert await count(database_url, "claims") == 1
+    assert await count(database_url, "redemptions") == 1
+    assert await count(database_url, "deliveries") == 1
+    await asyncio.sleep(0.5)  # anything the dispatcher might have sent has arrived
+    assert len(receiver.received) == 1
 
 
 async def test_deleted_action_without_failure_url_is_a_410_page(

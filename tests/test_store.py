@@ -39,6 +39,7 @@ from service.store import (
     AttemptOutcome,
     Exchange,
     Filters,
+    Job,
     Requeued,
     Store,
     Via,
@@ -140,8 +141,47 @@ async def test_once_keys_share_one_budget_per_client(store: Store) -> None:
     assert await uses_of(store, first, 1) == [1]
     assert await uses_of(store, second, 2) == [2, None]
     assert await uses_of(store, link("mall", once_key="voucher:1"), 1) == [1]
-    # A later link of the same key that allows more uses draws on the same counter.
-    assert await uses_of(store, link(once_key="voucher:1", max_uses=3), 2) == [3, None]
+    # A later link of the same key that allows more uses draws on the same budget,
+    # whose size the first use fixed: none is left.
+    assert await uses_of(store, link(once_key="voucher:1", max_uses=3), 2) == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "expected"),
+    [
+        # max_uses of the key's links, in the order each is followed twice → the uses
+        # each one got
+        ((1, 3, None), (1, 0, 0)),
+        ((3, 1, None), (2, 0, 1)),
+        ((None, 1, 3, None), (2, 0, 1, 2)),  # an unlimited budget: each link's own limit
+        ((2, 5), (2, 0)),
+    ],
+    ids=["1 first", "3 first", "unlimited first", "2 then 5"],
+)
+async def test_a_once_keys_budget_is_sized_by_its_first_use(
+    store: Store, sizes: tuple[int | None, ...], expected: tuple[int, ...]
+) -> None:
+    key = f"voucher:{sizes}"
+    got = []
+    for size in sizes:
+        claims = link(once_key=key, max_uses=size)
+        taken = await uses_of(store, claims, 2)
+        got.append(sum(use is not None for use in taken))
+        if None in taken:  # what a peek (inspect, the confirm page) says agrees
+            assert (await store.peek(claims)).exhausted(claims.max_uses)
+    assert tuple(got) == expected
+    [counter] = await fetch(url_of(store), "SELECT uses, max_uses FROM claims")
+    assert (counter["uses"], counter["max_uses"]) == (sum(expected), sizes[0])
+
+
+async def test_concurrent_links_of_one_key_take_the_first_sized_budget(store: Store) -> None:
+    first = link(once_key="voucher:race", max_uses=2)
+    assert await uses_of(store, first, 1) == [1]
+    others = [link(once_key="voucher:race", max_uses=size) for size in (1, 3, 5, None)]
+    results = await asyncio.gather(
+        *(store.claim(c, utc(), deliver=False, lease=None) for c in others * 5)
+    )
+    assert sum(r.claimed for r in results) == 1
 
 
 async def test_concurrent_claims_take_exactly_the_allowed_uses(store: Store) -> None:
@@ -207,16 +247,83 @@ async def test_a_subject_revocation_refuses_links_issued_before_it(store: Store)
 # --- give back, peek, usage ------------------------------------------------------------
 
 
-async def test_a_given_back_use_can_be_claimed_again(store: Store) -> None:
-    claims = link()
-    result = await store.claim(claims, utc(), deliver=True, lease=None)
+async def sync_claim(store: Store, claims: LinkClaims, lease: datetime) -> Job:
+    """A sync redemption's claim: its job awaits the receiver's verdict until ``lease``."""
+    result = await store.claim(claims, utc(), deliver=True, lease=lease, sync=True)
     assert result.redemption is not None
-    assert await store.give_back(result.redemption.redemption_id)
-    assert not await store.give_back(result.redemption.redemption_id)
-    assert await store.redemption("shop", result.redemption.redemption_id) is None
+    return Job(result.redemption, 0, lease)
+
+
+async def test_a_given_back_use_can_be_claimed_again_under_a_new_number(store: Store) -> None:
+    claims = link()
+    job = await sync_claim(store, claims, utc() + LATER)
+    assert await store.give_back(job.redemption.redemption_id)
+    assert not await store.give_back(job.redemption.redemption_id)
+    assert await store.redemption("shop", job.redemption.redemption_id) is None
     assert (await store.peek(claims)).uses == 0
     assert await store.delivery_backlog(1.0) == (0, None)  # the job went with it
-    assert await uses_of(store, claims, 2) == [1, None]
+    assert await uses_of(store, claims, 2) == [2, None]
+
+
+async def test_use_numbers_never_repeat_among_redemptions_of_a_counter(store: Store) -> None:
+    """The race of issue 13: A takes use 1, B use 2, A is refused and gives its use
+    back, C takes the use; B and C are both accepted and must not share a number."""
+    claims = link(max_uses=5)
+    a, b = [await sync_claim(store, claims, utc() + LATER) for _ in range(2)]
+    assert await store.accept(b, utc())
+    assert await store.give_back(a.redemption.redemption_id)
+    c = await sync_claim(store, claims, utc() + LATER)
+    assert await store.accept(c, utc())
+    assert (b.redemption.use, c.redemption.use) == (2, 3)
+    assert await uses_of(store, claims, 4) == [4, 5, 6, None]
+    entries = await store.redemptions("shop", Filters(link_id=claims.link_id), None, 10)
+    assert sorted(e.redemption.use for e in entries) == [2, 3, 4, 5, 6]
+    [counter] = await fetch(url_of(store), "SELECT uses, issued FROM claims")
+    assert (counter["uses"], counter["issued"]) == (5, 6)
+
+
+async def test_only_an_undecided_sync_redemption_is_given_back(store: Store) -> None:
+    accepted = await sync_claim(store, link(), utc() + LATER)
+    assert await store.accept(accepted, utc())
+    assert await store.accept(accepted, utc())  # asked again (an answer was lost): still so
+    assert not await store.give_back(accepted.redemption.redemption_id)
+    plain = await store.claim(link(), utc(), deliver=True, lease=None)  # an async job
+    assert plain.redemption is not None
+    assert not await store.give_back(plain.redemption.redemption_id)
+    entry = await store.redemption("shop", accepted.redemption.redemption_id)
+    assert entry is not None
+    assert (entry.delivery.status, entry.delivery.attempts) == ("delivered", 1)
+    assert await store.requeue("shop", accepted.redemption.redemption_id, utc()) is (
+        Requeued.REQUEUED
+    )
+
+
+async def test_a_sync_job_is_never_leased_for_delivery(store: Store) -> None:
+    now = utc()
+    deciding = await sync_claim(store, link(), now - LATER)  # its lease long expired
+    assert await store.lease_due(now + LATER, now + 2 * LATER, 10) == []
+    assert await store.delivery_backlog(1.0) == (0, None)
+    assert await store.requeue("shop", deciding.redemption.redemption_id, now) is (
+        Requeued.DECIDING
+    )
+
+
+async def test_the_sweep_gives_back_what_nobody_settled_in_time(store: Store) -> None:
+    now = utc()
+    claims = link(max_uses=3)
+    abandoned = [await sync_claim(store, claims, now - timedelta(seconds=1)) for _ in range(2)]
+    held = await sync_claim(store, claims, now + LATER)
+    assert await store.give_back_abandoned(now, 1) == 1
+    assert await store.give_back_abandoned(now, 10) == 1
+    assert await store.give_back_abandoned(now, 10) == 0
+    for job in abandoned:
+        assert await store.redemption("shop", job.redemption.redemption_id) is None
+        # Its request, still trying to settle it, learns it was given back.
+        assert not await store.accept(job, now)
+    assert (await store.peek(claims)).uses == 1
+    assert await store.accept(held, now)
+    assert await store.give_back_abandoned(now + 2 * LATER, 10) == 0  # accepted stays
+    assert await uses_of(store, claims, 3) == [4, 5, None]
 
 
 async def test_peek_reads_without_writing(store: Store) -> None:

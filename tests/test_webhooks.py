@@ -85,18 +85,15 @@ def test_the_body_does_not_depend_on_key_order_or_time_of_sending() -> None:
     assert body(event()).isascii()
 
 
-def test_webhook_ids_are_fixed_per_use_and_distinct_otherwise() -> None:
-    first = webhook_id("shop", "l:L1", 1)
-    assert first == webhook_id("shop", "l:L1", 1) == message_id(event())
+def test_webhook_ids_are_fixed_per_redemption_and_distinct_otherwise() -> None:
+    first = message_id(event())
+    assert first == webhook_id("r1") == message_id(event(use=2, data=None))
     assert first.startswith("msg_")
-    others = {
-        webhook_id("shop", "l:L1", 2),
-        webhook_id("shop", "l:L2", 1),
-        webhook_id("mall", "l:L1", 1),
-        webhook_id("shop", "o:L1", 1),
-        webhook_id("shop", "l:L1\x001", 1),
-    }
-    assert len(others) == 5
+    assert len(first) == len("msg_") + 24
+    # Another redemption of the same use of the same link (a use given back and
+    # taken again) is another message.
+    others = {message_id(event(redemption_id=r)) for r in ("r2", "r1 ", "R1", "r1\x00")}
+    assert len(others) == 4
     assert first not in others
 
 

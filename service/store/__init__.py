@@ -82,11 +82,18 @@ class LinkState:
     ``uses`` is the counter the link draws on (0 before its first use).
     ``recorded_uses`` is what to tell a client: the counter while it exists,
     else (when asked for) the link's audit rows, which outlive a purged counter.
+    ``budget`` is the counter's size, fixed by its first use (None: unlimited,
+    or no counter yet); a once key's later links draw on it too.
     """
 
     uses: int
     revoked: bool
     recorded_uses: int
+    budget: int | None = None
+
+    def exhausted(self, max_uses: int | None) -> bool:
+        """Whether a link allowing ``max_uses`` has no use left on this counter."""
+        return any(limit is not None and self.uses >= limit for limit in (max_uses, self.budget))
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +164,7 @@ class AttemptOutcome:
 class Requeued(StrEnum):
     REQUEUED = "requeued"
     NO_WEBHOOK = "no_webhook"  # the redemption exists, its action delivers no webhooks
+    DECIDING = "deciding"  # a sync redemption whose receiver's verdict is awaited
     UNKNOWN = "unknown"  # no such redemption of this client
 
 
@@ -204,14 +212,31 @@ class Store(Protocol):
         deliver: bool,
         lease: datetime | None,
         via: Via = Via.LINK,
+        sync: bool = False,
     ) -> ClaimResult:
         """Take one use of ``link`` and record it (with its delivery job when ``deliver``,
-        leased until ``lease``; ``via`` the door), committed before returning; or say
-        why not."""
+        leased until ``lease``; ``via`` the door; ``sync``: the job is ``deciding``, its
+        receiver's verdict awaited), committed before returning; or say why not. The use
+        number is new: a counter never hands one out twice, not even after a give-back."""
+        ...
+
+    # a sync redemption's verdict
+
+    async def accept(self, job: Job, now: datetime) -> bool:
+        """The receiver accepted ``job``'s deciding redemption: record it as delivered,
+        if its lease still holds. Whether the redemption stands accepted (False: it was
+        given back, because the lease had expired)."""
         ...
 
     async def give_back(self, redemption_id: str) -> bool:
-        """Undo a claim: delete its audit row (and job), return the use. False if gone."""
+        """Undo the claim of a deciding redemption: delete its audit row (and job),
+        return the use, in one transaction. False if it is gone or was accepted."""
+        ...
+
+    async def give_back_abandoned(self, now: datetime, limit: int) -> int:
+        """Give back up to ``limit`` deciding redemptions whose lease expired before
+        ``now`` (nobody will settle them: their request's process died, or the
+        database was away too long); how many."""
         ...
 
     async def peek(self, link: LinkClaims, *, recorded: bool = False) -> LinkState:

@@ -3,7 +3,8 @@
 The claim is one statement in autocommit mode, so one round trip does all of
 it: the revocation checks, the counter, the audit row and, for webhook
 actions, the delivery job. The counter is bumped with a plain ``UPDATE …
-WHERE uses < max_uses``, which does not lock a used-up row, and only a first
+WHERE uses < max_uses`` (the link's, and the size the counter was given by
+its first use), which does not lock a used-up row, and only a first
 use inserts (``ON CONFLICT DO NOTHING``), so requests hammering an exhausted
 link never queue on a row lock (DESIGN.md, idea 2). Two first uses racing can
 make the loser's INSERT conflict with a row its snapshot does not show; the
@@ -111,36 +112,39 @@ existing AS (
     SELECT uses FROM claims WHERE client_id = :client_id AND key = :claim_key
 ),
 bumped AS (
-    UPDATE claims SET uses = uses + 1, last_used_at = :now
+    UPDATE claims SET uses = uses + 1, issued = issued + 1, last_used_at = :now
     WHERE client_id = :client_id AND key = :claim_key
       AND (CAST(:max_uses AS integer) IS NULL OR uses < CAST(:max_uses AS integer))
+      AND (claims.max_uses IS NULL OR uses < claims.max_uses)
       AND NOT (SELECT yes FROM revoked)
-    RETURNING uses
+    RETURNING issued
 ),
 created AS (
-    INSERT INTO claims (client_id, key, uses, max_uses, expires_at, first_used_at, last_used_at)
-    SELECT :client_id, :claim_key, 1, CAST(:max_uses AS integer),
+    INSERT INTO claims
+        (client_id, key, uses, issued, max_uses, expires_at, first_used_at, last_used_at)
+    SELECT :client_id, :claim_key, 1, 1, CAST(:max_uses AS integer),
            CAST(:expires_at AS timestamptz), :now, :now
     WHERE NOT EXISTS (SELECT 1 FROM existing) AND NOT (SELECT yes FROM revoked)
     ON CONFLICT DO NOTHING
-    RETURNING uses
+    RETURNING issued
 ),
 claimed AS (
-    SELECT uses FROM bumped UNION ALL SELECT uses FROM created
+    SELECT issued FROM bumped UNION ALL SELECT issued FROM created
 ),
 audit AS (
     INSERT INTO redemptions
         (id, client_id, link_id, claim_key, action, subject, data, use, max_uses, redeemed_at,
          once_key, via)
     SELECT :redemption_id, :client_id, :link_id, :claim_key, :action, :subject,
-           CAST(:data AS json), uses, CAST(:max_uses AS integer), :now, :once_key, :via
+           CAST(:data AS json), issued, CAST(:max_uses AS integer), :now, :once_key, :via
     FROM claimed
     RETURNING id, use
 ),
 job AS (
     INSERT INTO deliveries
         (redemption_id, client_id, status, attempts, next_attempt_at, leased_until, created_at)
-    SELECT id, :client_id, 'pending', 0, :now, CAST(:leased_until AS timestamptz), :now
+    SELECT id, :client_id, CAST(:job_status AS text), 0, :now,
+           CAST(:leased_until AS timestamptz), :now
     FROM audit WHERE CAST(:deliver AS boolean)
     RETURNING redemption_id
 )
@@ -233,8 +237,9 @@ class PostgresStore(SqlStore):
         deliver: bool,
         lease: datetime | None,
         via: Via = Via.LINK,
+        sync: bool = False,
     ) -> ClaimResult:
-        params = claim_params(link, now, deliver, lease, via)
+        params = claim_params(link, now, deliver, lease, via, sync)
         params["data"] = json.dumps(link.data)  # the json codec SQLAlchemy sets up takes text
         arguments = self._claim.arguments(params)
         async with self.driver() as driver:  # no transaction: autocommit
@@ -255,7 +260,7 @@ class PostgresStore(SqlStore):
         async with self.driver() as driver:
             row = await driver.fetchrow(statement.sql, *statement.arguments(peek_params(link)))
         assert row is not None
-        return link_state(row["uses"], row["revoked"], row["audited"])
+        return link_state(row)
 
     async def _limit_statement_time(self, conn: AsyncConnection, seconds: float) -> None:
         await conn.execute(text(f"SET LOCAL statement_timeout = {int(seconds * 1000)}"))

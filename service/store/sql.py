@@ -34,6 +34,7 @@ from sqlalchemy import (
     TextClause,
     and_,
     case,
+    delete,
     event,
     exists,
     func,
@@ -82,6 +83,7 @@ from service.tokens import LinkClaims
 UNAVAILABLE_SQLSTATES = ("08", "57P", "53300")
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+DECIDING = "deciding"  # a sync job: the redeeming request awaits the receiver's verdict
 
 
 def unavailable(exc: BaseException) -> bool:
@@ -146,9 +148,8 @@ def _record(row: Any) -> RedemptionRecord:
     )
 
 
-GIVE_BACK_AUDIT = text(
-    "DELETE FROM redemptions WHERE id = :redemption_id RETURNING client_id, claim_key"
-)
+# The counter's ``uses`` goes down, its ``issued`` does not: the next claim of a
+# given-back use takes a new use number.
 GIVE_BACK_USE = text(
     """
 UPDATE claims SET uses = uses - 1
@@ -184,23 +185,78 @@ class SqlStore(ABC):
         deliver: bool,
         lease: datetime | None,
         via: Via = Via.LINK,
+        sync: bool = False,
     ) -> ClaimResult: ...
 
     @abstractmethod
     async def peek(self, link: LinkClaims, *, recorded: bool = False) -> LinkState: ...
 
+    # --- sync redemptions: accepted, or given back ---------------------------------------
+    #
+    # A sync redemption's job is ``deciding`` until its request settles it: accepted
+    # (``delivered``, under the job's lease) or given back (the audit row deleted,
+    # its job with it by ON DELETE CASCADE, and the use returned). One whose lease
+    # expired unsettled (its process died, or the database was away) is given back
+    # by the sweep. Both give-backs lock the job row first, then the redemption's,
+    # so they never deadlock; the sweep skips jobs a request holds.
+
     async def give_back(self, redemption_id: str) -> bool:
-        """Deletes the audit row (its delivery job goes with it, ON DELETE CASCADE) and
-        decrements the counter, in one transaction."""
+        undecided = (
+            select(Delivery.redemption_id)
+            .where(Delivery.redemption_id == redemption_id, Delivery.status == DECIDING)
+            .with_for_update()
+        )
+        return await self._give_back(undecided) == 1
+
+    async def give_back_abandoned(self, now: datetime, limit: int) -> int:
+        abandoned = (
+            select(Delivery.redemption_id)
+            .where(Delivery.status == DECIDING, Delivery.leased_until < now)
+            .order_by(Delivery.leased_until)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return await self._give_back(abandoned)
+
+    async def _give_back(self, jobs: Select[Any]) -> int:
+        """Deletes the redemptions of ``jobs`` and returns their uses, in one transaction:
+        a crash leaves each give-back done or undone, never half."""
+        take = (
+            delete(Redemption)
+            .where(Redemption.id.in_(jobs.scalar_subquery()))
+            .returning(Redemption.client_id, Redemption.claim_key)
+        )
         async with self._engine.begin() as conn:
-            found = await conn.execute(GIVE_BACK_AUDIT, {"redemption_id": redemption_id})
-            row = found.first()
-            if row is None:
-                return False
-            await conn.execute(
-                GIVE_BACK_USE, {"client_id": row.client_id, "claim_key": row.claim_key}
+            rows = (await conn.execute(take)).all()
+            for row in rows:
+                await conn.execute(
+                    GIVE_BACK_USE, {"client_id": row.client_id, "claim_key": row.claim_key}
+                )
+        return len(rows)
+
+    async def accept(self, job: Job, now: datetime) -> bool:
+        """Marks the job delivered while it is ``deciding`` under ``job.lease``; else reads
+        what became of it: still there means accepted already (only its own request
+        accepts a deciding job: an earlier try whose answer was lost), gone means given
+        back (by the sweep, after the lease)."""
+        redemption_id = job.redemption.redemption_id
+        statement = (
+            update(Delivery)
+            .where(
+                Delivery.redemption_id == redemption_id,
+                Delivery.status == DECIDING,
+                Delivery.leased_until == job.lease,
             )
-        return True
+            .values(
+                status=DELIVERED, attempts=1, leased_until=None, delivered_at=now, last_error=None
+            )
+        )
+        status = select(Delivery.status).where(Delivery.redemption_id == redemption_id)
+        async with self._engine.begin() as conn:
+            if (await conn.execute(statement)).rowcount == 1:
+                return True
+            found = await conn.scalar(status)
+        return found is not None and found != DECIDING
 
     # --- finishing the flow in the caller's app -----------------------------------------
 
@@ -346,7 +402,9 @@ class SqlStore(ABC):
 
     @staticmethod
     def _entry(row: Any) -> AuditEntry:
-        delivery = DeliveryState(row.status, row.attempts or 0, row.last_error)
+        # A sync job awaiting its receiver's verdict is, to the client, pending.
+        status = PENDING if row.status == DECIDING else row.status
+        delivery = DeliveryState(status, row.attempts or 0, row.last_error)
         return AuditEntry(row.seq, _record(row), delivery)
 
     async def redemptions(
@@ -455,10 +513,15 @@ class SqlStore(ABC):
     async def requeue(self, client_id: str, redemption_id: str, now: datetime) -> Requeued:
         # An attempt in flight keeps its lease: no other process may send the job
         # meanwhile (one process per job at a time), and its outcome is still recorded.
+        # A sync job still deciding is its request's: it is accepted or given back.
         in_flight = Delivery.leased_until > now
         statement = (
             update(Delivery)
-            .where(Delivery.redemption_id == redemption_id, Delivery.client_id == client_id)
+            .where(
+                Delivery.redemption_id == redemption_id,
+                Delivery.client_id == client_id,
+                Delivery.status != DECIDING,
+            )
             .values(
                 status=PENDING,
                 attempts=0,
@@ -467,13 +530,17 @@ class SqlStore(ABC):
                 delivered_at=None,
             )
         )
-        known = exists().where(Redemption.id == redemption_id, Redemption.client_id == client_id)
+        known = select(Redemption.id, Delivery.status).outerjoin(
+            Delivery, Delivery.redemption_id == Redemption.id
+        )
+        known = known.where(Redemption.id == redemption_id, Redemption.client_id == client_id)
         async with self._engine.begin() as conn:
             if (await conn.execute(statement)).rowcount == 1:
                 return Requeued.REQUEUED
-            if await conn.scalar(select(known)):
-                return Requeued.NO_WEBHOOK
-        return Requeued.UNKNOWN
+            found = (await conn.execute(known)).first()
+        if found is None:
+            return Requeued.UNKNOWN
+        return Requeued.DECIDING if found.status == DECIDING else Requeued.NO_WEBHOOK
 
     async def delivery_backlog(self, timeout: float) -> tuple[int, datetime | None]:
         """Reads the pending rows only (a partial index covers them)."""
@@ -545,7 +612,8 @@ REVOKED = f"""
 """
 
 _PEEK = """
-SELECT counter.uses AS uses, ({revoked}) AS revoked, {audited} AS audited
+SELECT counter.uses AS uses, counter.max_uses AS budget, ({revoked}) AS revoked,
+       {audited} AS audited
 FROM (SELECT 1) AS one
 LEFT JOIN claims AS counter ON counter.client_id = :client_id AND counter.key = :claim_key
 """
@@ -572,16 +640,24 @@ def peek_params(link: LinkClaims) -> dict[str, object]:
     }
 
 
-def link_state(uses: int | None, revoked: object, audited: int | None) -> LinkState:
+def link_state(row: Mapping[Any, Any]) -> LinkState:
+    """The state of a peek's row (``uses``, ``budget``, ``revoked``, ``audited``)."""
+    uses = row["uses"]
     return LinkState(
         uses=uses or 0,
-        revoked=bool(revoked),
-        recorded_uses=uses if uses is not None else int(audited or 0),
+        revoked=bool(row["revoked"]),
+        recorded_uses=uses if uses is not None else int(row["audited"] or 0),
+        budget=row["budget"],
     )
 
 
 def claim_params(
-    link: LinkClaims, now: datetime, deliver: bool, lease: datetime | None, via: Via
+    link: LinkClaims,
+    now: datetime,
+    deliver: bool,
+    lease: datetime | None,
+    via: Via,
+    sync: bool,
 ) -> dict[str, object]:
     return {
         **peek_params(link),
@@ -592,6 +668,7 @@ def claim_params(
         "max_uses": link.max_uses,
         "now": now,
         "deliver": deliver,
+        "job_status": DECIDING if sync else PENDING,
         "leased_until": lease,
         "redemption_id": secrets.token_urlsafe(12),
     }

@@ -56,19 +56,21 @@ PEEK = {recorded: _sql(peek_sql(recorded)) for recorded in (False, True)}
 
 BUMP = _sql(
     """
-UPDATE claims SET uses = uses + 1, last_used_at = :now
+UPDATE claims SET uses = uses + 1, issued = issued + 1, last_used_at = :now
 WHERE client_id = :client_id AND key = :claim_key
   AND (:max_uses IS NULL OR uses < :max_uses)
-RETURNING uses
+  AND (claims.max_uses IS NULL OR uses < claims.max_uses)
+RETURNING issued
 """
 )
 
 CREATE = _sql(
     """
-INSERT INTO claims (client_id, key, uses, max_uses, expires_at, first_used_at, last_used_at)
-VALUES (:client_id, :claim_key, 1, :max_uses, :expires_at, :now, :now)
+INSERT INTO claims
+    (client_id, key, uses, issued, max_uses, expires_at, first_used_at, last_used_at)
+VALUES (:client_id, :claim_key, 1, 1, :max_uses, :expires_at, :now, :now)
 ON CONFLICT DO NOTHING
-RETURNING uses
+RETURNING issued
 """
 )
 
@@ -88,7 +90,7 @@ JOB = _sql(
     """
 INSERT INTO deliveries
     (redemption_id, client_id, status, attempts, next_attempt_at, leased_until, created_at)
-VALUES (:redemption_id, :client_id, 'pending', 0, :now, :leased_until, :now)
+VALUES (:redemption_id, :client_id, :job_status, 0, :now, :leased_until, :now)
 """
 )
 
@@ -125,8 +127,9 @@ class SqliteStore(SqlStore):
         deliver: bool,
         lease: datetime | None,
         via: Via = Via.LINK,
+        sync: bool = False,
     ) -> ClaimResult:
-        params = claim_params(link, now, deliver, lease, via)
+        params = claim_params(link, now, deliver, lease, via, sync)
         async with self._engine.connect() as conn:
             use = await self._bump_or_create(conn, params)
             revoked = bool((await conn.execute(IS_REVOKED, params)).scalar_one())
@@ -152,7 +155,7 @@ class SqliteStore(SqlStore):
     async def peek(self, link: LinkClaims, *, recorded: bool = False) -> LinkState:
         async with self._engine.connect() as conn:
             found = (await conn.execute(PEEK[recorded], peek_params(link))).one()
-        return link_state(found.uses, found.revoked, found.audited)
+        return link_state(found._mapping)
 
     async def _limit_statement_time(self, conn: AsyncConnection, seconds: float) -> None:
         """Nothing to set: a SQLite read is local, and the caller's timeout bounds it."""
