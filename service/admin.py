@@ -1,6 +1,9 @@
 """Admin use cases: clients, keys, actions. Shared by the admin API and the CLI.
 
 Functions work in the caller's session and only flush; the caller commits.
+Every write also announces the change in that transaction
+(``service.store.changes``), so every service process forgets the client's
+cached configuration as soon as the change commits.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from service.models import Action, ApiKey, Client
 from service.redirects import require_allowed
 from service.registry import hash_api_key, new_api_key
 from service.schemas import ActionPut, ClientCreate, ClientUpdate
+from service.store.changes import announce
 from service.webhooks import SECRET_PREFIX
 
 WEBHOOK_SECRET_BYTES = 24
@@ -61,6 +65,7 @@ async def create_client(session: AsyncSession, request: ClientCreate) -> Client:
         await session.flush()
     except IntegrityError:
         raise Conflict(f"client '{request.id}' already exists") from None
+    await announce(session, client.id)
     return client
 
 
@@ -76,6 +81,7 @@ async def update_client(session: AsyncSession, client_id: str, request: ClientUp
         client.webhook_url = changes["webhook_url"]
     client.updated_at = _now()
     await session.flush()
+    await announce(session, client_id)
     return client
 
 
@@ -94,6 +100,7 @@ async def delete_client(session: AsyncSession, client_id: str) -> None:
     client = await get_client(session, client_id)
     await session.delete(client)
     await session.flush()
+    await announce(session, client_id)
 
 
 async def rotate_webhook_secret(session: AsyncSession, client_id: str) -> Client:
@@ -101,6 +108,7 @@ async def rotate_webhook_secret(session: AsyncSession, client_id: str) -> Client
     client.webhook_secret = new_webhook_secret()
     client.updated_at = _now()
     await session.flush()
+    await announce(session, client_id)
     return client
 
 
@@ -117,6 +125,7 @@ async def create_key(session: AsyncSession, client_id: str) -> tuple[ApiKey, str
     )
     session.add(key)
     await session.flush()
+    await announce(session, client_id)
     return key, plain
 
 
@@ -132,6 +141,7 @@ async def delete_key(session: AsyncSession, client_id: str, key_id: str) -> None
     )
     if result.rowcount == 0:  # type: ignore[attr-defined]
         raise NotFound(f"client '{client_id}' has no key '{key_id}'")
+    await announce(session, client_id)
 
 
 async def put_action(
@@ -163,6 +173,7 @@ async def put_action(
         setattr(action, field, value)
     action.updated_at = now
     await session.flush()
+    await announce(session, client_id)
     return action
 
 
@@ -184,3 +195,4 @@ async def delete_action(session: AsyncSession, client_id: str, name: str) -> Non
     action = await get_action(session, client_id, name)
     await session.delete(action)
     await session.flush()
+    await announce(session, client_id)

@@ -131,6 +131,7 @@ async def run_standalone(settings: Settings) -> None:
         http, registry, store, settings.webhook_timeout, settings.webhook_retry_schedule
     )
     dispatcher = Dispatcher(store, deliverer)
+    store.watch(registry.forget)  # a rotated webhook secret signs the next attempt
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -1,9 +1,12 @@
 """Clients, API keys and actions as the hot paths see them: snapshots, cached briefly.
 
 A process may serve a client's configuration from memory for at most
-``cache_ttl`` seconds (API.md: 30 s at most), so an admin change made by any
-process or by the CLI reaches every process within that time. Changes made
-through this process also drop its own cache entries at once.
+``cache_ttl`` seconds (API.md: 30 s at most). On PostgreSQL every admin
+change, made by any process or by the CLI, is also announced to every process
+(``service.store.changes``), which drops the client's entries at once
+(``forget``); the lifetime is the fallback for a missed announcement, and all
+there is on SQLite. Changes made through this process drop its own entries
+at once too.
 
 API keys are looked up by their SHA-256 (keys carry 256 random bits, so a
 fast hash is as strong as a slow one), then the stored hash is compared in
@@ -135,7 +138,10 @@ class Registry:
         self._generation = 0  # bumped by forget(): a load begun before it stores nothing
 
     def forget(self, client_id: str | None = None) -> None:
-        """Drop cached entries after a change made in this process."""
+        """Drop the client's cached entries (None: all), after a change made anywhere.
+
+        Loads in flight began before the change: they store nothing (a new
+        generation), and later misses start loads of their own."""
         self._generation += 1
         self._client_loads.forget()
         self._key_loads.forget()

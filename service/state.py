@@ -64,7 +64,9 @@ class AppState:
         )
 
     async def start(self) -> None:
-        """Start the background work: the webhook dispatcher, unless configured off."""
+        """Start the background work: listening for configuration changes, and the
+        webhook dispatcher, unless configured off."""
+        self.store.watch(self.registry.forget)
         if self.settings.webhook_dispatcher:
             self.dispatcher.start()
 

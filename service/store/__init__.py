@@ -18,7 +18,7 @@ A new operation is one method here, one in each implementation (or one in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -201,6 +201,13 @@ class Store(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    def watch(self, on_change: Callable[[str | None], None]) -> None:
+        """Until ``close``, call ``on_change(client_id)`` when any process changes that
+        client's configuration, and ``on_change(None)`` when changes may have been
+        missed (PostgreSQL: ``LISTEN``, ``service.store.changes``). SQLite tells
+        nothing: there, the cache lifetime alone bounds how long a change takes."""
+        ...
 
     # redemption
 

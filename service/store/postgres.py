@@ -36,6 +36,9 @@ second wait is the cheaper risk.)
 
 Purge takes a session advisory lock, so one process at a time purges, and
 addresses rows by ``ctid``.
+
+Configuration changes reach this process through a connection of its own,
+listening (``service.store.changes``).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from service.errors import DatabaseUnavailable
 from service.json_depth import load_stored
 from service.models import UTCDateTime
 from service.store import ClaimResult, LinkState, PurgeTarget, Via
+from service.store.changes import ChangeListener, OnChange
 from service.store.sql import (
     REVOKED,
     GuardedPool,
@@ -75,6 +79,7 @@ from service.store.sql import (
 from service.tokens import LinkClaims
 
 POOL_TIMEOUT_SECONDS = 5.0
+LISTENER_CONNECT_TIMEOUT = 5.0
 MAX_RACE_RETRIES = 3
 ADVISORY_LOCK_KEY = 0x616C_7075_7267_6531  # "alpurge1": one purge per database
 
@@ -195,6 +200,7 @@ class PostgresStore(SqlStore):
 
     def __init__(self, engine: AsyncEngine) -> None:
         super().__init__(engine)
+        self._listener: ChangeListener | None = None
         size = getattr(engine.sync_engine.pool, "size", lambda: 1)()
         self._line = asyncio.Semaphore(max(1, size))
         self._claim = Positional.compile(CLAIM_SQL, engine.dialect)
@@ -202,6 +208,27 @@ class PostgresStore(SqlStore):
             recorded: Positional.compile(peek_sql(recorded), engine.dialect)
             for recorded in (False, True)
         }
+
+    def watch(self, on_change: OnChange) -> None:
+        """One connection of its own, outside the pool, listens for the whole process."""
+        assert self._listener is None, "one listener per store"
+        self._listener = ChangeListener(self._connect_listener, on_change)
+        self._listener.start()
+
+    async def _connect_listener(self) -> asyncpg.Connection[Any]:
+        url = self._engine.url.set(drivername="postgresql")
+        connection: asyncpg.Connection[Any] = await asyncpg.connect(
+            url.render_as_string(hide_password=False),
+            timeout=LISTENER_CONNECT_TIMEOUT,
+            server_settings={"application_name": "action-links-listener"},
+        )
+        return connection
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
+        await super().close()
 
     @asynccontextmanager
     async def driver(self) -> AsyncIterator[asyncpg.Connection[Any]]:

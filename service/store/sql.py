@@ -174,6 +174,9 @@ class SqlStore(ABC):
     async def close(self) -> None:
         await self._engine.dispose()
 
+    @abstractmethod
+    def watch(self, on_change: Callable[[str | None], None]) -> None: ...
+
     # --- redemption --------------------------------------------------------------------
 
     @abstractmethod

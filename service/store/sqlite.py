@@ -11,6 +11,7 @@ Purge needs no lock (there is one writer anyway) and addresses rows by ``rowid``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -118,6 +119,9 @@ def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
 
 class SqliteStore(SqlStore):
     insert = staticmethod(sqlite.insert)
+
+    def watch(self, on_change: Callable[[str | None], None]) -> None:
+        """Nobody to listen to: the registry's cache lifetime bounds a change's delay."""
 
     async def claim(
         self,

@@ -1,0 +1,65 @@
+"""Migrations that move existing data, on PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alembic import command
+from service.db import alembic_config
+from tests.support import database
+from tests.support.database import POSTGRES, SQLITE, fetch
+
+pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
+
+NOW = "'2026-11-25 16:00:00+00'"
+
+
+@pytest.fixture
+def blank_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A database no migration has run on."""
+    if backend == SQLITE:
+        yield database.SQLITE_PREFIX + str(tmp_path / "blank.db")
+        return
+    if not database.postgres_available():
+        pytest.skip("PostgreSQL is not reachable")
+    url = database.create_database(migrated=False)
+    yield url
+    database.drop_database(url)
+
+
+def run(url: str, query: str) -> list[Any]:
+    """A statement on the database (alembic runs its own event loop, so tests here are sync)."""
+    return asyncio.run(fetch(url, query))
+
+
+def test_0003_starts_each_counter_above_every_use_number_it_handed_out(blank_url: str) -> None:
+    config = alembic_config(blank_url)
+    command.upgrade(config, "0002")
+    # Before 0003 a given-back use was numbered again: a five-use link with uses 1
+    # whose audit row says use 2 (use 1 was refused and given back, then 2 taken).
+    run(
+        blank_url,
+        "INSERT INTO claims (client_id, key, uses, max_uses, expires_at, first_used_at,"
+        f" last_used_at) VALUES ('shop', 'l:a', 1, 5, NULL, {NOW}, {NOW}),"
+        f" ('shop', 'l:b', 2, 5, NULL, {NOW}, {NOW}), ('shop', 'l:c', 1, 1, NULL, {NOW}, {NOW})",
+    )
+    run(
+        blank_url,
+        "INSERT INTO redemptions (id, client_id, link_id, claim_key, action, use, redeemed_at)"
+        f" VALUES ('r1', 'shop', 'a', 'l:a', 'x', 2, {NOW}),"
+        f" ('r2', 'shop', 'b', 'l:b', 'x', 1, {NOW}), ('r3', 'shop', 'b', 'l:b', 'x', 2, {NOW})",
+    )
+    command.upgrade(config, "0003")
+    rows = run(blank_url, "SELECT key, uses, issued FROM claims ORDER BY key")
+    assert [(r["key"], r["uses"], r["issued"]) for r in rows] == [
+        ("l:a", 1, 2),  # above its audit row's number
+        ("l:b", 2, 2),
+        ("l:c", 1, 1),  # its audit rows were purged: its own count
+    ]
+    command.downgrade(config, "0002")
+    command.upgrade(config, "head")

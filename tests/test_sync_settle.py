@@ -1,0 +1,211 @@
+"""A ``sync`` refusal's give-back, against real service processes and a database that goes away.
+
+The database is cut (through ``tests/support/proxy.py``) the moment the
+receiver is called, so the give-back meets a dead database; a service
+process is SIGKILLed while its receiver thinks. Every time the person gets
+an honest answer, the use comes back, and the refused (or unsettled)
+redemption is never sent to the receiver again (API.md, *Webhooks*).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import SHOP_ORIGIN
+from tests.support.database import fetch
+from tests.support.fleet import follow
+from tests.support.hooks import eventually
+from tests.support.processes import running_service
+from tests.support.proxy import TcpProxy
+from tests.support.receiver import NEVER, Answer, Received, Receiver
+from tests.support.served import ADMIN, service_env
+
+pytestmark = pytest.mark.slow
+
+# Short, so that a re-sent refusal would show within the test: after 1 s, 1 s, 1 s.
+ENV = {
+    "WEBHOOK_TIMEOUT": "1",
+    "WEBHOOK_RETRY_SCHEDULE": "1,1,1",
+    "CACHE_TTL": "30",  # the receiver's address is known without the database
+}
+LEASE_SECONDS = 1 + 5  # WEBHOOK_TIMEOUT + the lease's grace (service.delivery)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    receiver = Receiver().up()
+    yield receiver
+    receiver.down()
+
+
+@pytest.fixture
+def proxy() -> Iterator[TcpProxy]:
+    proxy = TcpProxy().start()
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def restorations(proxy: TcpProxy) -> Iterator[list[threading.Timer]]:
+    """Timers that bring the database back; waited for before the proxy closes."""
+    timers: list[threading.Timer] = []
+    yield timers
+    for timer in timers:
+        timer.join()
+
+
+@dataclass
+class Shop:
+    base_url: str
+    headers: dict[str, str]
+
+    async def mint(self, http: httpx.AsyncClient) -> str:
+        """A single-use link of the sync action; its URL."""
+        response = await http.post(
+            f"{self.base_url}/v1/links", json={"action": "buy"}, headers=self.headers
+        )
+        assert response.status_code == 201, response.text
+        url: str = response.json()["url"]
+        return self.base_url + url[url.index("/r/") :]
+
+
+async def set_up(http: httpx.AsyncClient, base_url: str, webhook_url: str) -> Shop:
+    body = {
+        "id": "shop",
+        "name": "Shop",
+        "webhook_url": webhook_url,
+        "allowed_redirects": [f"{SHOP_ORIGIN}/"],
+    }
+    created = await http.post(f"{base_url}/v1/admin/clients", json=body, headers=ADMIN)
+    assert created.status_code == 201, created.text
+    action = {
+        "success_url": f"{SHOP_ORIGIN}/ok",
+        "failure_url": f"{SHOP_ORIGIN}/no",
+        "delivery": "sync",
+    }
+    path = f"{base_url}/v1/admin/clients/shop/actions/buy"
+    put = await http.put(path, json=action, headers=ADMIN)
+    assert put.status_code == 200, put.text
+    key = await http.post(f"{base_url}/v1/admin/clients/shop/keys", headers=ADMIN)
+    return Shop(base_url, {"Authorization": f"Bearer {key.json()['key']}"})
+
+
+def refuse_first_and_cut(
+    receiver: Receiver, proxy: TcpProxy, down_for: float, timers: list[threading.Timer]
+) -> None:
+    """The receiver's first call cuts the database for ``down_for`` s, then refuses."""
+
+    def script(request: Received, _seen: int) -> Answer:
+        if len(receiver.received) > 1:
+            return Answer(200)
+        proxy.cut()
+        timers.append(threading.Timer(down_for, proxy.restore))
+        timers[-1].start()
+        return Answer(409, json={"error": "sold_out"}, delay=0.2)
+
+    receiver.script = script
+
+
+async def redemptions(database_url: str) -> list[Any]:
+    return await fetch(database_url, "SELECT id FROM redemptions")
+
+
+def sends(receiver: Receiver) -> dict[str, int]:
+    """How often each message (by ``webhook-id``) reached the receiver."""
+    counts: dict[str, int] = {}
+    for request in receiver.received:
+        counts[request.webhook_id] = counts.get(request.webhook_id, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize(
+    ("down_for", "given_back_by"),
+    [(1.0, "the request"), (5.0, "the sweep")],
+    ids=["cut shorter than the request waits", "cut longer"],
+)
+async def test_a_refused_use_is_given_back_through_a_database_cut(
+    database_url: str,
+    tmp_path: Path,
+    receiver: Receiver,
+    proxy: TcpProxy,
+    restorations: list[threading.Timer],
+    down_for: float,
+    given_back_by: str,
+) -> None:
+    env = service_env(proxy.url_for(database_url), 3, **ENV)
+    with running_service(env, tmp_path) as service:
+        async with httpx.AsyncClient(timeout=30) as http:
+            shop = await set_up(http, service.base_url, receiver.url)
+            url = await shop.mint(http)
+            refuse_first_and_cut(receiver, proxy, down_for, restorations)
+
+            started = time.monotonic()
+            outcome, _ = await follow(url)
+            answered_after = time.monotonic() - started
+            # The receiver's verdict, whether or not the give-back is done yet.
+            assert outcome == "rejected", outcome
+            [refused] = receiver.received
+            assert answered_after < 1 + 3 + 1.5  # the call, the give-back's wait, slack
+
+            if given_back_by == "the request":
+                assert await redemptions(database_url) == []
+            else:
+                await asyncio.sleep(max(0.0, down_for + 0.5 - answered_after))
+
+            async def redeems_again() -> bool:
+                outcome, _ = await follow(url)
+                return outcome == "success"
+
+            await eventually(redeems_again, timeout=LEASE_SECONDS + 10, what="the use given back")
+            # Long enough for the whole retry schedule: the refusal is never sent again.
+            await asyncio.sleep(3.5)
+    counts = sends(receiver)
+    assert counts[refused.webhook_id] == 1
+    assert sorted(counts.values()) == [1, 1]
+    assert len(await redemptions(database_url)) == 1
+
+
+async def test_a_process_killed_mid_call_leaves_its_redemption_given_back(
+    database_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    """Nobody settles it, so every process applies the rule: after its lease the
+    redemption is given back (never delivered: the person was never told success)."""
+    env = service_env(database_url, 3, **ENV)
+    receiver.script = lambda _r, _s: Answer(delay=NEVER if len(receiver.received) == 1 else 0)
+    with (
+        running_service(env, tmp_path) as doomed,
+        running_service(env, tmp_path) as survivor,
+    ):
+        async with httpx.AsyncClient(timeout=30) as http:
+            shop = await set_up(http, doomed.base_url, receiver.url)
+            url = await shop.mint(http)
+            pending = asyncio.ensure_future(follow(url))
+            await receiver.wait_for(1)
+            doomed.process.kill()
+            doomed.process.wait(timeout=10)
+            assert (await pending)[0] == "transport"
+            [abandoned] = receiver.received
+            assert len(await redemptions(database_url)) == 1
+
+            survivor_url = survivor.base_url + url[url.index("/r/") :]
+
+            async def redeems_again() -> bool:
+                outcome, _ = await follow(survivor_url)
+                return outcome == "success"
+
+            await eventually(redeems_again, timeout=LEASE_SECONDS + 10, what="the use given back")
+            await asyncio.sleep(2.5)
+    counts = sends(receiver)
+    assert counts[abandoned.webhook_id] == 1
+    assert sorted(counts.values()) == [1, 1]
+    [row] = await fetch(database_url, "SELECT status FROM deliveries")
+    assert row["status"] == "delivered"
