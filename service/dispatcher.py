@@ -21,6 +21,7 @@ import random
 import signal
 from datetime import UTC, datetime
 
+from service import tracing
 from service.config import Settings
 from service.db import create_session_factory, open_store
 from service.delivery import Deliverer
@@ -117,11 +118,12 @@ class Dispatcher:
 
 async def run_standalone(settings: Settings) -> None:
     """``action-links dispatcher``: dispatch until SIGTERM or SIGINT."""
-    store = open_store(settings)
+    traced = tracing.from_environment()
+    store = open_store(settings, traced)
     http = new_http_client(settings.webhook_timeout)
     registry = Registry(create_session_factory(store.engine), ttl=settings.cache_ttl)
     deliverer = Deliverer(
-        http, registry, store, settings.webhook_timeout, settings.webhook_retry_schedule
+        http, registry, store, settings.webhook_timeout, settings.webhook_retry_schedule, traced
     )
     dispatcher = Dispatcher(store, deliverer)
     stop = asyncio.Event()
@@ -135,3 +137,4 @@ async def run_standalone(settings: Settings) -> None:
         await dispatcher.stop()
         await http.aclose()
         await store.close()
+        traced.shutdown()

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import JSONResponse, Response
 
-from service import metrics, request_context
+from service import metrics, process_metrics, request_context
 from service.api.deps import MetricsDep, StateDep
 from service.api.openapi import operation
 from service.errors import Unauthorized
@@ -83,5 +83,6 @@ async def readyz(state: StateDep) -> JSONResponse:
 )
 async def prometheus_metrics(state: StateDep) -> Response:
     """Prometheus text exposition, summed over every worker process."""
+    process_metrics.sample(state.store)  # this worker's figures, as of now
     body = await metrics.render(state.store)
     return Response(body, media_type=CONTENT_TYPE_LATEST, headers=NO_STORE)
