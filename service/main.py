@@ -24,6 +24,7 @@ from service.api import (
     links,
     ops,
     redirect,
+    routes,
     webhook_event,
 )
 from service.api.access import AccessMiddleware
@@ -54,14 +55,15 @@ NO_FASTAPI_TELEMETRY: TelemetryConfig = {
 }
 
 
-async def initialize_metrics(state: AppState) -> None:
+async def initialize_metrics(app: FastAPI, state: AppState) -> None:
     """This worker's label values known in advance, at 0 (``metrics.initialize``)."""
     try:
         actions = await state.registry.all_actions()
     except (DatabaseUnavailable, SQLAlchemyError) as exc:
         log.warning("actions not read for the metrics (%s): counted from their first mint", exc)
         actions = []
-    metrics.initialize((o.value for o in Outcome), ATTEMPT_KINDS, actions)
+    unavailable = routes.documenting(app.routes, 503)
+    metrics.initialize((o.value for o in Outcome), ATTEMPT_KINDS, actions, unavailable)
 
 
 def create_app(settings: Settings, traced: tracing.Tracing | None = None) -> FastAPI:
@@ -72,7 +74,7 @@ def create_app(settings: Settings, traced: tracing.Tracing | None = None) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = AppState.build(settings, spans)
         app.state.services = state
-        await initialize_metrics(state)
+        await initialize_metrics(app, state)
         sampling = PeriodicSampling(state.store).start()
         await state.start()
         # Everything built so far (modules, routes, the OpenAPI models) lives as

@@ -21,10 +21,11 @@ so a token can never become a label value.
 
 Every family is in the first scrape, and every label value known in advance
 at 0 (``initialize``, run by each worker as it starts: the outcomes, the
-credentials, each client's actions), so that ``rate()`` sees a counter go
-from 0 rather than appear at its first count. The request histogram's
-children appear with their first request: its ``status`` is not known in
-advance. No ``_created`` series (they doubled the count of series).
+credentials, each client's actions, the 503 of each route that documents
+one), so that ``rate()`` sees a counter go from 0 rather than appear at its
+first count. The request histogram's other children appear with their first
+request (pre-creating every documented answer of every route would be ~2,400
+series of zeros). No ``_created`` series (they doubled the count of series).
 
 Multiprocess mode: prometheus_client decides at import time, from
 ``PROMETHEUS_MULTIPROC_DIR``, whether values live in process memory or in
@@ -180,8 +181,14 @@ def initialize(
     redemption_outcomes: Iterable[str],
     attempt_outcomes: Iterable[str],
     actions: Iterable[tuple[str, str]],
+    unavailable_routes: Iterable[tuple[str, str]],
 ) -> None:
-    """Every label value known in advance, at 0, in this process (each worker calls it)."""
+    """Every label value known in advance, at 0, in this process (each worker calls it).
+
+    ``unavailable_routes``: (method, route) of every route that documents a 503, whose
+    503 count then starts at 0 (the share of 503s is what alerts watch)."""
+    for method, route in unavailable_routes:
+        REQUEST_DURATION.labels(method, route, "503")
     for outcome in redemption_outcomes:
         REDEMPTIONS.labels(outcome)
     for outcome in attempt_outcomes:

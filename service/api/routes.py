@@ -11,10 +11,10 @@ route's, never the path, so a token can never become a label or a span name.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from fastapi.routing import RouteContext, iter_route_contexts
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
 UNMATCHED = "unmatched"
@@ -41,3 +41,12 @@ def template(scope: Scope) -> str:
             return route.path
         partial = partial or route.path
     return partial or UNMATCHED
+
+
+def documenting(routes: Sequence[BaseRoute], status: int) -> Iterator[tuple[str, str]]:
+    """(method, template) of each route whose OpenAPI answers include ``status``."""
+    for route in iter_route_contexts(routes):
+        answers = getattr(route.original_route, "responses", None) or {}
+        if route.path is not None and (status in answers or str(status) in answers):
+            for method in sorted(route.methods or ()):
+                yield method, route.path
