@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import re
+import signal
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +25,13 @@ from service.redeem import Outcome
 from service.webhooks import ATTEMPT_KINDS
 from tests.conftest import Tenant, link_path, make_tenant
 from tests.support.database import fetch
-from tests.support.processes import REPO_ROOT, ServiceProcess, free_port, running_service
+from tests.support.processes import (
+    REPO_ROOT,
+    ServiceProcess,
+    free_port,
+    running_command,
+    running_service,
+)
 from tests.support.receiver import Answer, Receiver
 from tests.support.served import provision_shop, service_env
 from tests.test_delivery import serving
@@ -402,3 +410,44 @@ async def test_a_fresh_two_worker_serve_shows_everything_at_zero(
     for outcome in Outcome:
         assert value(samples, "action_links_redemptions_total", outcome=outcome.value) == 0
     assert value(samples, "action_links_build_info", version=__version__, revision="unknown") == 1
+
+
+@pytest.mark.slow
+async def test_a_standalone_dispatcher_serves_its_own_metrics(
+    settings: Settings, admin_headers: dict[str, str], database_url: str, tmp_path: Path
+) -> None:
+    """Retries made by ``action-links dispatcher``, and the delivery that ends failed there,
+    are counted where Prometheus can scrape them."""
+    closed = f"http://127.0.0.1:{free_port()}/hooks"
+    web = settings.model_copy(update={"webhook_dispatcher": False, "webhook_retry_schedule": [0.1]})
+    async with serving(web) as http:
+        shop = await make_tenant(http, admin_headers, "shop", webhook_url=closed)
+        await shop.put_action("activate", admin_headers, delivery="async")
+        await http.get(link_path(await shop.mint()))  # the inline attempt fails; one retry left
+    port = free_port()
+    command = [sys.executable, "-m", "service", "dispatcher", "--metrics-port", str(port)]
+    token = "metrics-token-0123456789abcdef"
+    env = service_env(database_url, 2, WEBHOOK_RETRY_SCHEDULE="", METRICS_TOKEN=token)
+    with running_command(command, env, tmp_path, port) as dispatcher:
+        refused = httpx.get(f"{dispatcher.base_url}/metrics")
+        assert refused.status_code == 401, "METRICS_TOKEN holds here too"
+        assert refused.headers["content-type"] == "application/problem+json"
+        bearer = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=dispatcher.base_url, headers=bearer) as scraper:
+            for _ in range(100):
+                text, samples = await scrape(scraper)
+                if value(samples, "action_links_deliveries_failed_total") == 1:
+                    break
+                await asyncio.sleep(0.1)
+        dispatcher.process.send_signal(signal.SIGTERM)
+        assert dispatcher.process.wait(timeout=15) == 0
+    assert value(samples, "action_links_deliveries_failed_total") == 1
+    assert value(samples, "action_links_webhook_attempts_total", outcome="unreachable") == 1
+    duration = "action_links_webhook_attempt_duration_seconds_count"
+    assert value(samples, duration, outcome="unreachable") == 1
+    assert value(samples, duration, outcome="delivered") == 0
+    assert ("action_links_webhook_attempts_total", frozenset({("outcome", "timeout")})) in samples
+    assert value(samples, "action_links_db_pool_size") == 2
+    assert value(samples, "action_links_auth_failures_total", credential="metrics_token") == 1
+    assert "process_resident_memory_bytes" in text
+    assert "_created" not in text
