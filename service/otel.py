@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
+from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -170,20 +171,32 @@ class _Attempt(AttemptSpan):
             _failed(self.span, outcome)
 
 
-def _database_attributes(url: URL) -> dict[str, Any]:
-    attributes: dict[str, Any] = {"db.system.name": url.get_backend_name()}
-    if url.database:
-        attributes["db.namespace"] = url.database
-    if url.host:
-        attributes["server.address"] = url.host
-    if url.port:
-        attributes["server.port"] = url.port
-    return attributes
+class _Database:
+    """A database's span attributes, from its URL (never its user or password)."""
+
+    def __init__(self, url: URL) -> None:
+        attributes: dict[str, Any] = {"db.system.name": url.get_backend_name()}
+        if url.database:
+            attributes["db.namespace"] = url.database
+        if url.host:
+            attributes["server.address"] = url.host
+        if url.port:
+            attributes["server.port"] = url.port
+        self.attributes = attributes
+        self.name = url.database or url.get_backend_name()
+
+    def span(self, sql: str, operation: str | None = None) -> tuple[str, dict[str, Any]]:
+        """A statement's span name and attributes (its SQL, with placeholders)."""
+        if operation is None:
+            words = sql.split(maxsplit=1)
+            operation = words[0].upper() if words else "SQL"
+        extra = {"db.operation.name": operation, "db.query.text": sql}
+        return f"{operation} {self.name}", {**self.attributes, **extra}
 
 
-def _operation(sql: str) -> str:
-    words = sql.split(maxsplit=1)
-    return words[0].upper() if words else "SQL"
+@cache
+def _database(url: URL) -> _Database:
+    return _Database(url)
 
 
 class OtelTracing(tracing.Tracing):
@@ -214,8 +227,7 @@ class OtelTracing(tracing.Tracing):
         return ServerSpans(app, self.tracer)
 
     def instrument(self, engine: AsyncEngine) -> None:
-        attributes = _database_attributes(engine.url)
-        name = attributes.get("db.namespace", attributes["db.system.name"])
+        database = _database(engine.url)
         tracer = self.tracer
 
         def before(
@@ -223,16 +235,8 @@ class OtelTracing(tracing.Tracing):
         ) -> None:
             if context is None:
                 return
-            operation = _operation(statement)
-            span = tracer.start_span(
-                f"{operation} {name}",
-                kind=SpanKind.CLIENT,
-                attributes={
-                    **attributes,
-                    "db.operation.name": operation,
-                    "db.query.text": statement,
-                },
-            )
+            name, attributes = database.span(statement)
+            span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
             setattr(context, _SPAN_KEY, span)
 
         def after(
@@ -255,12 +259,11 @@ class OtelTracing(tracing.Tracing):
 
     @contextmanager
     def _statement(self, engine: AsyncEngine, operation: str, sql: str) -> Iterator[None]:
-        attributes = _database_attributes(engine.url)
-        name = attributes.get("db.namespace", attributes["db.system.name"])
+        name, attributes = _database(engine.url).span(sql, operation)
         with self.tracer.start_as_current_span(
-            f"{operation} {name}",
+            name,
             kind=SpanKind.CLIENT,
-            attributes={**attributes, "db.operation.name": operation, "db.query.text": sql},
+            attributes=attributes,
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
