@@ -319,11 +319,13 @@ async def test_routes_without_a_fastapi_route_are_named_by_template(
     count = "action_links_http_request_duration_seconds_count"
     _, before = await scrape(http)
     assert (await http.get("/openapi.json")).status_code == 200
+    assert (await http.get("/docs")).status_code == 200
     assert (await http.delete("/healthz")).status_code == 405
     assert (await http.get("/v1/nothing")).status_code == 404
     _, after = await scrape(http)
     for method, route, status in (
         ("GET", "/openapi.json", "200"),
+        ("GET", "/docs", "200"),
         ("DELETE", "/healthz", "405"),
         ("GET", "unmatched", "404"),
     ):

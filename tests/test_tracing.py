@@ -115,13 +115,25 @@ async def test_no_secret_in_any_span_of_a_whole_flow(
         codes += query_of(posted).get("code", [])
         assert query_of(await http.get(link_path(link)))["error"] == ["used"]
 
-        # The success redirect's exchange code, where the service has one.
+        # The success redirects' exchange codes.
+        assert len(codes) == 2
         for code in codes:
             secrets.add(code)
             exchanged = await http.post(
                 "/v1/redemptions/exchange", json={"code": code}, headers=shop.headers
             )
             assert exchanged.status_code == 200, exchanged.text
+
+        # A typed code (a wrong one first), through the caller's backend.
+        typed = await shop.mint(code=True)
+        secrets |= {typed["token"], typed["code"]}
+        wrong = "000000" if typed["code"] != "000000" else "111111"
+        body = {"token": typed["token"], "code": wrong}
+        refused = await http.post("/v1/links/redeem", json=body, headers=shop.headers)
+        assert refused.status_code == 422, refused.text
+        body["code"] = typed["code"]
+        accepted = await http.post("/v1/links/redeem", json=body, headers=shop.headers)
+        assert accepted.status_code == 200, accepted.text
 
         # Refusals: a forged token, wrong credentials.
         assert (await http.get("/r/forged-" + link["token"][::-1])).status_code == 400
@@ -130,6 +142,7 @@ async def test_no_secret_in_any_span_of_a_whole_flow(
         wrong_admin = {"Authorization": f"Bearer {ADMIN_TOKEN}x"}
         assert (await http.get("/v1/admin/clients", headers=wrong_admin)).status_code == 401
         assert (await http.get("/openapi.json")).status_code == 200
+        assert (await http.get("/docs")).status_code == 200
     finally:
         receiver.down()
 
@@ -143,7 +156,8 @@ async def test_no_secret_in_any_span_of_a_whole_flow(
     # Named by route template; the link path was traced on every door.
     names = {s.name for s in spans if s.kind is SpanKind.SERVER}
     assert {f"GET {LINK_ROUTE}", f"POST {LINK_ROUTE}", f"HEAD {LINK_ROUTE}"} <= names
-    assert {"POST /v1/links", "POST /v1/links/inspect", "GET /openapi.json"} <= names
+    assert {"POST /v1/links", "POST /v1/links/inspect", "POST /v1/links/redeem"} <= names
+    assert {"POST /v1/redemptions/exchange", "GET /openapi.json", "GET /docs"} <= names
     follow = server_spans(spans, f"GET {LINK_ROUTE}")[0]
     assert follow.attributes is not None
     assert follow.attributes["http.route"] == LINK_ROUTE
@@ -164,19 +178,22 @@ async def test_no_secret_in_any_span_of_a_whole_flow(
     assert follow.context is not None
     assert claim.context.trace_id == follow.context.trace_id
 
-    # The webhook attempt: a span of the redemption's trace, whose context the receiver got.
+    # The webhook attempts (the followed link's, the typed code's): each a span of its
+    # redemption's trace, whose context the receiver got.
     attempts = [s for s in spans if s.name == "POST webhook"]
-    assert len(attempts) == 1
-    attempt = attempts[0]
-    assert attempt.kind is SpanKind.CLIENT
-    assert attempt.attributes is not None
-    assert attempt.attributes["action_links.webhook.outcome"] == "delivered"
-    assert attempt.attributes["server.address"] == "127.0.0.1"
+    assert len(attempts) == 2
+    for attempt in attempts:
+        assert attempt.kind is SpanKind.CLIENT
+        assert attempt.attributes is not None
+        assert attempt.attributes["action_links.webhook.outcome"] == "delivered"
+        assert attempt.attributes["server.address"] == "127.0.0.1"
     traceparent = TRACEPARENT.fullmatch(delivered[0].headers["traceparent"])
     assert traceparent is not None
+    (attempt,) = [
+        a for a in attempts if a.context and a.context.trace_id == follow.context.trace_id
+    ]
     assert attempt.context is not None
-    assert follow.context is not None
-    assert int(traceparent.group(1), 16) == follow.context.trace_id == attempt.context.trace_id
+    assert int(traceparent.group(1), 16) == follow.context.trace_id
     assert int(traceparent.group(2), 16) == attempt.context.span_id
 
 
