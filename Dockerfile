@@ -60,7 +60,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PORT=8000 \
-    WEB_CONCURRENCY=2
+    WEB_CONCURRENCY=2 \
+    ACTION_LINKS_REVISION=${REVISION}
 # The locked wheels, checked against the lock's hashes once more, then the package
 # without resolving anything (its dependencies are exactly the locked ones).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \

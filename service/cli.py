@@ -37,7 +37,6 @@ from service.config import (
 )
 from service.db import migrate, one_off_session, open_store, schema_head
 from service.devmode import prepare_dev_environment
-from service.dispatcher import run_standalone
 from service.errors import ApiError
 from service.http_limits import BoundedHttpToolsProtocol
 from service.preflight import DatabaseNotReady, check_database, database_errors, schema_problem
@@ -55,6 +54,7 @@ from service.schemas import (
     KeyOut,
     WebhookSecretOut,
 )
+from service.standalone import run_standalone
 
 log = logging.getLogger("service.cli")
 
@@ -137,8 +137,9 @@ def cmd_dispatcher(args: argparse.Namespace) -> int:
     # The same logging as `serve`: JSON lines, and the libraries that would log
     # statement parameters (webhook secrets) held at WARNING.
     logs.configure(settings.log_level, settings.log_format)
+    ops = None if args.metrics_port is None else (args.metrics_host, args.metrics_port)
     log.info("dispatching webhooks until SIGTERM")
-    asyncio.run(run_standalone(settings))
+    asyncio.run(run_standalone(settings, ops))
     return 0
 
 
@@ -441,13 +442,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows deleted per transaction",
     )
     purging.set_defaults(func=cmd_purge)
-    _command(
+    dispatching = _command(
         sub,
         "dispatcher",
         "deliver queued webhooks until SIGTERM",
         description="Every service process runs one too; run this beside the service\n"
         "when it runs with WEBHOOK_DISPATCHER=false.",
-    ).set_defaults(func=cmd_dispatcher)
+    )
+    dispatching.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve /healthz and /metrics on this port (default: no HTTP)",
+    )
+    dispatching.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="the address --metrics-port listens on (default: 127.0.0.1)",
+    )
+    dispatching.set_defaults(func=cmd_dispatcher)
 
     _client_commands(sub)
     _key_commands(sub)

@@ -16,14 +16,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from alembic import command
 from service.config import Settings
 from service.store import Store, postgres, sqlite
+from service.tracing import NO_TRACING, Tracing
 
 
-def open_store(settings: Settings, **engine_options: Any) -> Store:
+def open_store(settings: Settings, tracing: Tracing = NO_TRACING, **engine_options: Any) -> Store:
     """The store of the configured database, on an engine of its own (``engine_options``
-    override the engine's defaults). Every process builds its storage here."""
+    override the engine's defaults), its statements traced by ``tracing``. Every process
+    builds its storage here."""
     if settings.is_sqlite:
-        return sqlite.SqliteStore(sqlite.create_engine(settings, **engine_options))
-    return postgres.PostgresStore(postgres.create_engine(settings, **engine_options))
+        store: Store = sqlite.SqliteStore(sqlite.create_engine(settings, **engine_options))
+    else:
+        engine = postgres.create_engine(settings, **engine_options)
+        store = postgres.PostgresStore(engine, tracing)
+    tracing.instrument(store.engine)
+    return store
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

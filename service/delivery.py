@@ -24,6 +24,7 @@ from service import metrics, outbox, webhooks
 from service.errors import DatabaseUnavailable
 from service.registry import Registry
 from service.store import Job, RedemptionRecord, Store
+from service.tracing import NO_TRACING, Tracing
 from service.webhooks import Attempt, Verdict
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,14 @@ class Deliverer:
         store: Store,
         timeout: float,
         schedule: Sequence[float],
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.http = http
         self.registry = registry
         self.store = store
         self.timeout = timeout
         self.schedule = tuple(schedule)
+        self.tracing = tracing
         self.known_down = KnownDown()
 
     def lease_until(self, now: datetime) -> datetime:
@@ -79,18 +82,34 @@ class Deliverer:
         return delivery == "async" and client_id not in self.known_down
 
     async def attempt(self, redemption: RedemptionRecord) -> Attempt:
-        """One attempt, to the receiver the client has configured now."""
+        """One attempt, to the receiver the client has configured now (timed and traced
+        when a request is made)."""
         client = await self.registry.client(redemption.client_id)
+        seconds = None
         if client is None:
             result = Attempt(Verdict.UNAVAILABLE, "the client no longer exists")
         elif not client.webhook_url:
             result = Attempt(Verdict.UNAVAILABLE, "the client has no webhook_url")
         else:
-            result = await webhooks.attempt(
-                self.http, client.webhook_url, client.webhook_secret, redemption, self.timeout
-            )
+            span_attributes = {
+                "action_links.client": redemption.client_id,
+                "action_links.redemption_id": redemption.redemption_id,
+                "action_links.webhook_id": webhooks.message_id(redemption),
+            }
+            with self.tracing.webhook_attempt(client.webhook_url, span_attributes) as span:
+                started = time.perf_counter()
+                result = await webhooks.attempt(
+                    self.http,
+                    client.webhook_url,
+                    client.webhook_secret,
+                    redemption,
+                    self.timeout,
+                    span.headers,
+                )
+                seconds = time.perf_counter() - started
+                span.finished(result.kind, result.status)
         self.known_down.note(redemption.client_id, result)
-        metrics.webhook_attempt(result.kind)
+        metrics.webhook_attempt(result.kind, seconds)
         if not result.delivered:
             log.info("webhook for %s not delivered: %s", redemption.redemption_id, result.error)
         return result
@@ -99,12 +118,17 @@ class Deliverer:
         """Record the outcome; on failure the lease simply expires and the job is retried."""
         redemption_id = job.redemption.redemption_id
         try:
-            kept = await outbox.record(self.store, job, attempt, datetime.now(UTC), self.schedule)
+            recorded = await outbox.record(
+                self.store, job, attempt, datetime.now(UTC), self.schedule
+            )
         except DatabaseUnavailable:
             log.warning("outcome of %s not recorded: database unavailable", redemption_id)
             return
-        if not kept:
+        if recorded is None:
             log.info("outcome of %s not recorded: lease lost", redemption_id)
+        elif recorded.failed:
+            metrics.delivery_failed()
+            log.warning("webhook for %s failed: no attempt left", redemption_id)
 
     async def deliver(self, job: Job) -> Attempt:
         """Attempt and record: the whole life of one leased job."""

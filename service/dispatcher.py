@@ -2,7 +2,7 @@
 
 It runs inside every service process (started and stopped by the app's
 lifespan) and as ``action-links dispatcher`` for operators who want it
-separate. Any number of them share the work: each round leases a batch of
+separate (``service.standalone``). Any number of them share the work: each round leases a batch of
 due jobs (``Store.lease_due``), attempts them concurrently outside any
 transaction, and records each outcome in its own short transaction while it
 still holds the lease. A process that dies mid-delivery loses nothing: its
@@ -22,17 +22,12 @@ import asyncio
 import contextlib
 import logging
 import random
-import signal
 from datetime import UTC, datetime
 
 from service import settle
-from service.config import Settings
-from service.db import create_session_factory, open_store
 from service.delivery import Deliverer
 from service.errors import DatabaseUnavailable
-from service.registry import Registry
 from service.store import Job, Store
-from service.webhooks import new_http_client
 
 log = logging.getLogger(__name__)
 
@@ -120,26 +115,3 @@ class Dispatcher:
             async with asyncio.timeout(self.poll_interval * random.uniform(0.5, 1.0)):
                 await self._wake.wait()
         self._wake.clear()
-
-
-async def run_standalone(settings: Settings) -> None:
-    """``action-links dispatcher``: dispatch until SIGTERM or SIGINT."""
-    store = open_store(settings)
-    http = new_http_client(settings.webhook_timeout)
-    registry = Registry(create_session_factory(store.engine), ttl=settings.cache_ttl)
-    deliverer = Deliverer(
-        http, registry, store, settings.webhook_timeout, settings.webhook_retry_schedule
-    )
-    dispatcher = Dispatcher(store, deliverer)
-    store.watch(registry.forget)  # a rotated webhook secret signs the next attempt
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    dispatcher.start()
-    try:
-        await stop.wait()
-    finally:
-        await dispatcher.stop()
-        await http.aclose()
-        await store.close()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
+from sqlalchemy.exc import SQLAlchemyError
 
-from service import __version__, metrics
+from service import __version__, metrics, tracing
 from service.api import (
     admin,
     audit,
@@ -21,6 +24,7 @@ from service.api import (
     links,
     ops,
     redirect,
+    routes,
     webhook_event,
 )
 from service.api.access import AccessMiddleware
@@ -29,16 +33,49 @@ from service.api.openapi import install_openapi
 from service.api.problems import BodyLimitMiddleware, install_error_handlers
 from service.api.url_guard import NulInUrlMiddleware
 from service.config import Settings
+from service.errors import DatabaseUnavailable
 from service.pages import Pages
+from service.process_metrics import PeriodicSampling
 from service.purge import PeriodicPurge
+from service.redeem import Outcome
 from service.state import AppState
+from service.webhooks import ATTEMPT_KINDS
+
+log = logging.getLogger(__name__)
+
+# FastAPI's own telemetry, off whatever the environment says (FASTAPI_OTEL_AUTO_CONFIGURE
+# included): its server spans record the URL path, which holds a link's token. Traces
+# come from service.tracing, named by route template.
+NO_FASTAPI_TELEMETRY: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+    "auto_configure": False,
+}
 
 
-def create_app(settings: Settings) -> FastAPI:
+async def initialize_metrics(app: FastAPI, state: AppState) -> None:
+    """This worker's label values known in advance, at 0 (``metrics.initialize``)."""
+    try:
+        actions = await state.registry.all_actions()
+    except (DatabaseUnavailable, SQLAlchemyError) as exc:
+        log.warning("actions not read for the metrics (%s): counted from their first mint", exc)
+        actions = []
+    unavailable = routes.documenting(app.routes, 503)
+    metrics.initialize((o.value for o in Outcome), ATTEMPT_KINDS, actions, unavailable)
+
+
+def create_app(settings: Settings, traced: tracing.Tracing | None = None) -> FastAPI:
+    """The app; ``traced``: its tracing, by default what the ``OTEL_*`` variables ask for."""
+    spans = tracing.from_environment() if traced is None else traced
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = AppState.build(settings)
+        state = AppState.build(settings, spans)
         app.state.services = state
+        await initialize_metrics(app, state)
+        sampling = PeriodicSampling(state.store).start()
         await state.start()
         # Everything built so far (modules, routes, the OpenAPI models) lives as
         # long as the process: out of the collector's sight, a full collection
@@ -50,7 +87,9 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await purging.stop()
+            await sampling.stop()
             await state.close()
+            spans.shutdown()
             metrics.process_exiting()
 
     app = FastAPI(
@@ -59,6 +98,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        telemetry=NO_FASTAPI_TELEMETRY,
     )
     # The people-facing pages are built with the app, not in the lifespan: the
     # middleware in front of every route may answer with one at any time.
@@ -68,6 +108,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(LinkFastPath)  # inside the three below: logged, guarded, limited
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(NulInUrlMiddleware)
+    # Server spans (when traced) inside the access log, which then logs the trace id.
+    app.add_middleware(spans.middleware)
     app.add_middleware(AccessMiddleware)  # outermost of ours: sees every answer, 413s too
     app.include_router(links.router)
     app.include_router(lifecycle.router)

@@ -3,16 +3,29 @@
     action_links_links_minted_total{client, action}
     action_links_redemptions_total{outcome}            success, used, expired, invalid, …
     action_links_webhook_attempts_total{outcome}       delivered, rejected, failed, timeout, …
+    action_links_webhook_attempt_duration_seconds{outcome}
+    action_links_deliveries_failed_total               deliveries that used up their retries
     action_links_auth_failures_total{credential}       api_key, admin_token, metrics_token,
                                                        link_token, typed_code
     action_links_http_request_duration_seconds{method, route, status}
+    action_links_db_pool_size, action_links_db_pool_in_use
+    action_links_db_pool_wait_seconds                  waits for a pooled connection
     action_links_delivery_backlog                      pending webhook deliveries
     action_links_delivery_oldest_pending_age_seconds
+    action_links_build_info{version, revision}
 
 Labels only ever hold values from small, fixed sets or from configuration
 (client ids and action names exist before a link can be minted): ``route``
 is the route *template* (``/r/{token:path}``), never the requested path,
 so a token can never become a label value.
+
+Every family is in the first scrape, and every label value known in advance
+at 0 (``initialize``, run by each worker as it starts: the outcomes, the
+credentials, each client's actions, the 503 of each route that documents
+one), so that ``rate()`` sees a counter go from 0 rather than appear at its
+first count. The request histogram's other children appear with their first
+request (pre-creating every documented answer of every route would be ~2,400
+series of zeros). No ``_created`` series (they doubled the count of series).
 
 Multiprocess mode: prometheus_client decides at import time, from
 ``PROMETHEUS_MULTIPROC_DIR``, whether values live in process memory or in
@@ -20,10 +33,13 @@ files in that directory. ``action-links serve --workers N`` sets it to a
 fresh directory before the workers start (``prepare_multiprocess_dir``); an
 operator may set it instead (one directory per ``serve``; it is emptied at
 start). A scrape, served by any worker, then merges every process's files,
-so totals include workers that have since exited.
+so totals include workers that have since exited. The pool gauges are the
+sum over the live workers; each worker's process metrics carry its ``pid``
+(``service.process_metrics``).
 
 The delivery gauges are read from the ``deliveries`` table at scrape time
-(one short, time-limited query), not kept per process.
+(one short, time-limited query), not kept per process; the build info is
+written by whichever process answers.
 """
 
 from __future__ import annotations
@@ -36,29 +52,71 @@ from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
+from service import __version__
 from service.errors import DatabaseUnavailable
 from service.store import Store
 
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-UNMATCHED_ROUTE = "unmatched"
 BACKLOG_TIMEOUT_SECONDS = 1.0
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Up to WEBHOOK_TIMEOUT's ceiling (60 s), finer near its default (5 s): an alert on p95 > 4 s.
+WEBHOOK_BUCKETS = (
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    3.0,
+    4.0,
+    5.0,
+    7.5,
+    10.0,
+    30.0,
+    60.0,
+)
+# Up to the pool's timeout (5 s, then 503), and twice that (the line, then the pool).
+POOL_WAIT_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+REVISION_ENV = "ACTION_LINKS_REVISION"
+
+# Before any metric is created: a _created series per counter and histogram child
+# doubled the series a scrape returns, and nothing reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
 
 
 Credential = Literal["api_key", "admin_token", "metrics_token", "link_token", "typed_code"]
@@ -80,6 +138,71 @@ REQUEST_DURATION = Histogram(
     ["method", "route", "status"],
     buckets=LATENCY_BUCKETS,
 )
+WEBHOOK_DURATION = Histogram(
+    "action_links_webhook_attempt_duration_seconds",
+    "Time one webhook delivery attempt took, by outcome.",
+    ["outcome"],
+    buckets=WEBHOOK_BUCKETS,
+)
+DELIVERIES_FAILED = Counter(
+    "action_links_deliveries_failed",
+    "Webhook deliveries that used up their retry schedule and ended failed.",
+)
+POOL_SIZE = Gauge(
+    "action_links_db_pool_size",
+    "Database connections the pools may hold (summed over the live worker processes).",
+    multiprocess_mode="livesum",
+)
+POOL_IN_USE = Gauge(
+    "action_links_db_pool_in_use",
+    "Database connections checked out of the pools (summed over the live worker processes).",
+    multiprocess_mode="livesum",
+)
+POOL_WAIT = Histogram(
+    "action_links_db_pool_wait_seconds",
+    "Time from asking for a pooled database connection to having it (or giving up).",
+    buckets=POOL_WAIT_BUCKETS,
+)
+FAMILIES = (
+    LINKS_MINTED,
+    REDEMPTIONS,
+    WEBHOOK_ATTEMPTS,
+    AUTH_FAILURES,
+    REQUEST_DURATION,
+    WEBHOOK_DURATION,
+    DELIVERIES_FAILED,
+    POOL_SIZE,
+    POOL_IN_USE,
+    POOL_WAIT,
+)
+
+
+def initialize(
+    redemption_outcomes: Iterable[str],
+    attempt_outcomes: Iterable[str],
+    actions: Iterable[tuple[str, str]],
+    unavailable_routes: Iterable[tuple[str, str]],
+) -> None:
+    """Every label value known in advance, at 0, in this process (each worker calls it).
+
+    ``unavailable_routes``: (method, route) of every route that documents a 503, whose
+    503 count then starts at 0 (the share of 503s is what alerts watch)."""
+    for method, route in unavailable_routes:
+        REQUEST_DURATION.labels(method, route, "503")
+    for outcome in redemption_outcomes:
+        REDEMPTIONS.labels(outcome)
+    for outcome in attempt_outcomes:
+        WEBHOOK_ATTEMPTS.labels(outcome)
+        WEBHOOK_DURATION.labels(outcome)
+    for credential in get_args(Credential):
+        AUTH_FAILURES.labels(credential)
+    actions_known(actions)
+
+
+def actions_known(actions: Iterable[tuple[str, str]]) -> None:
+    """(client, action) pairs links may now be minted for, at 0 until they are."""
+    for client_id, action in actions:
+        LINKS_MINTED.labels(client_id, action)
 
 
 def link_minted(client_id: str, action: str) -> None:
@@ -95,11 +218,28 @@ def redemption(outcome: str) -> None:
     REDEMPTIONS.labels(outcome).inc()
 
 
-def webhook_attempt(outcome: str) -> None:
+def webhook_attempt(outcome: str, seconds: float | None = None) -> None:
     """Once per delivery attempt (inline, sync or background); ``outcome`` is ``Attempt.kind``:
     ``delivered`` 2xx; ``rejected`` 4xx; ``failed`` any other answer (3xx, 5xx,
-    garbage); ``timeout``; ``unreachable`` (refused, reset, no webhook_url)."""
+    garbage); ``timeout``; ``unreachable`` (refused, reset, no webhook_url).
+    ``seconds``: how long the HTTP exchange took (None: no request was made)."""
     WEBHOOK_ATTEMPTS.labels(outcome).inc()
+    if seconds is not None:
+        WEBHOOK_DURATION.labels(outcome).observe(seconds)
+
+
+def delivery_failed() -> None:
+    """A delivery's last scheduled attempt failed: its status is now ``failed``."""
+    DELIVERIES_FAILED.inc()
+
+
+def pool_waited(seconds: float) -> None:
+    POOL_WAIT.observe(seconds)
+
+
+def pool_sampled(size: int, in_use: int) -> None:
+    POOL_SIZE.set(size)
+    POOL_IN_USE.set(in_use)
 
 
 def auth_failed(credential: Credential) -> None:
@@ -177,18 +317,53 @@ async def delivery_backlog(store: Store) -> tuple[int, float] | None:
     return int(pending), max(age, 0.0)
 
 
+class _BuildInfo(Collector):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        info = GaugeMetricFamily(
+            "action_links_build_info",
+            "The running version, and the revision it was built from (ACTION_LINKS_REVISION).",
+            labels=["version", "revision"],
+        )
+        info.add_metric([__version__, os.environ.get(REVISION_ENV) or "unknown"], 1)
+        yield info
+
+
+class _Workers(Collector):
+    """Every worker's files merged, plus the families no process has written yet (empty)."""
+
+    def collect(self) -> Iterator[Metric]:
+        merged = multiprocess.MultiProcessCollector(None)  # type: ignore[no-untyped-call]  # untyped upstream
+        written = set()
+        for family in merged.collect():  # type: ignore[no-untyped-call]  # untyped upstream
+            written.add(family.name)
+            yield family
+        for metric in FAMILIES:
+            for family in metric.describe():
+                if family.name not in written:
+                    yield family
+
+
 def _exposition(backlog: tuple[int, float] | None) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
     if multiprocess_mode():
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped upstream
+        registry.register(_Workers())
         body = generate_latest(registry)
     else:
         body = generate_latest(REGISTRY)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_BuildInfo())
     if backlog is not None:
-        gauges = CollectorRegistry(auto_describe=False)
-        gauges.register(_Backlog(*backlog))
-        body += generate_latest(gauges)
-    return body
+        registry.register(_Backlog(*backlog))
+    return body + generate_latest(registry)
+
+
+def sample_pool(store: Store) -> None:
+    """This process's pool: its size and the connections checked out now."""
+    pool = store.engine.sync_engine.pool
+    size = getattr(pool, "size", None)
+    checked_out = getattr(pool, "checkedout", None)
+    if callable(size) and callable(checked_out):
+        pool_sampled(size(), checked_out())
 
 
 async def render(store: Store) -> bytes:

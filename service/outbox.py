@@ -47,15 +47,16 @@ async def record(
     attempt: Attempt,
     now: datetime,
     schedule: Sequence[float],
-) -> bool:
-    """Write the outcome of one attempt, if we still hold the lease. False if we lost it."""
+) -> AttemptOutcome | None:
+    """Write the outcome of one attempt, if we still hold the lease; what was written, or
+    None when the lease was lost (another process owns the job now)."""
     retry_at = None
     if not attempt.delivered:
         delay = retry_delay(job.attempts + 1, schedule, attempt.retry_after)
         retry_at = None if delay is None else now + timedelta(seconds=delay)
     error = None if attempt.delivered else attempt.error
     outcome = AttemptOutcome(attempt.delivered, error, retry_at)
-    return await store.record_attempt(job, now, outcome)
+    return outcome if await store.record_attempt(job, now, outcome) else None
 
 
 async def requeue(store: Store, client_id: str, redemption_id: str, now: datetime) -> None:

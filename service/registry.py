@@ -183,6 +183,12 @@ class Registry:
         client_id: str = row.client_id
         return client_id
 
+    async def all_actions(self) -> list[tuple[str, str]]:
+        """Every (client id, action name) configured, read now (not cached)."""
+        async with self._sessions() as session:
+            rows = await session.execute(select(Action.client_id, Action.name))
+            return [(row.client_id, row.name) for row in rows]
+
     async def authenticate(self, presented: str) -> ClientConfig | None:
         """The enabled client that owns this API key, or None."""
         if not presented.startswith(API_KEY_PREFIX) or len(presented) > API_KEY_MAX_LENGTH:

@@ -20,6 +20,7 @@ class RequestInfo:
     client_id: str | None = None
     link_id: str | None = None
     outcome: str | None = None
+    trace_id: str | None = None  # set when the request is traced (``service.otel``)
 
 
 _current: ContextVar[RequestInfo | None] = ContextVar("action_links_request", default=None)

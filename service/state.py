@@ -18,6 +18,7 @@ from service.redeem import Redeemer
 from service.registry import Registry
 from service.store import Store
 from service.tokens import TokenCodec
+from service.tracing import NO_TRACING, Tracing
 from service.typed_code import CodeDoor
 from service.webhooks import new_http_client
 
@@ -36,16 +37,23 @@ class AppState:
     readiness: Readiness
     http: httpx.AsyncClient
     dispatcher: Dispatcher
+    tracing: Tracing
 
     @classmethod
-    def build(cls, settings: Settings) -> AppState:
-        store = open_store(settings)  # the one place a process picks its database
+    def build(cls, settings: Settings, tracing: Tracing = NO_TRACING) -> AppState:
+        # The one place a process picks its database.
+        store = open_store(settings, tracing)
         sessions = create_session_factory(store.engine)
         registry = Registry(sessions, ttl=settings.cache_ttl)
         codec = TokenCodec(settings.signing_keys())
         http = new_http_client(settings.webhook_timeout)
         deliverer = Deliverer(
-            http, registry, store, settings.webhook_timeout, settings.webhook_retry_schedule
+            http,
+            registry,
+            store,
+            settings.webhook_timeout,
+            settings.webhook_retry_schedule,
+            tracing,
         )
         redeemer = Redeemer(codec, registry, store, deliverer)
         return cls(
@@ -61,6 +69,7 @@ class AppState:
             readiness=Readiness(store.engine, schema_head()),
             http=http,
             dispatcher=Dispatcher(store, deliverer),
+            tracing=tracing,
         )
 
     async def start(self) -> None:

@@ -26,6 +26,7 @@ import json
 import re
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -99,6 +100,10 @@ def body(redemption: RedemptionRecord) -> bytes:
     return json.dumps(envelope, separators=(",", ":")).encode()
 
 
+# ``Attempt.kind``: the outcome label of the attempt metrics.
+ATTEMPT_KINDS = ("delivered", "rejected", "failed", "timeout", "unreachable")
+
+
 class Verdict(StrEnum):
     DELIVERED = "delivered"  # 2xx
     REJECTED = "rejected"  # 4xx other than 408/429: the receiver said no
@@ -153,11 +158,19 @@ def headers_for(
 
 
 async def attempt(
-    http: httpx.AsyncClient, url: str, secret: str, redemption: RedemptionRecord, timeout: float
+    http: httpx.AsyncClient,
+    url: str,
+    secret: str,
+    redemption: RedemptionRecord,
+    timeout: float,
+    trace_headers: Mapping[str, str] | None = None,
 ) -> Attempt:
-    """POST the redemption's message once; the whole exchange takes at most ``timeout`` s."""
+    """POST the redemption's message once; the whole exchange takes at most ``timeout`` s.
+    ``trace_headers``: the attempt's trace context (``traceparent``), when traced."""
     content = body(redemption)
     headers = headers_for(redemption, secret, content, int(time.time()))
+    if trace_headers:
+        headers.update(trace_headers)
     try:
         request = http.build_request("POST", url, content=content, headers=headers)
     except httpx.InvalidURL:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from service import metrics
 from service.config import FILE_BACKED, Settings
 from tests.support.deployment import (
     SERVE_VARIABLES,
@@ -98,6 +99,8 @@ def test_image_carries_the_oci_labels_from_build_arguments(
         assert arg in defaults
     assert found["org.opencontainers.image.source"] == "${SOURCE}"
     assert defaults["VERSION"] == pyproject["project"]["version"]
+    # The revision reaches the running service too: action_links_build_info{revision}.
+    assert image_environment(stages)[metrics.REVISION_ENV] == "${REVISION}"
 
 
 def test_image_installs_exactly_the_lock(stages: list[Stage]) -> None:
@@ -327,6 +330,14 @@ def test_web_dispatcher_and_migration_run_the_right_commands(
     assert web.command == "serve"
     dispatcher, _ = commands["action-links-dispatcher"]
     assert dispatcher.command == "dispatcher"
+    # Its retries and failed deliveries are counted there: it serves /metrics, scraped.
+    deployment = resources[("Deployment", "action-links-dispatcher")]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(dispatcher.metrics_port)
+    assert dispatcher.metrics_host == "0.0.0.0"
+    (container,) = pod_spec(deployment)["containers"]
+    assert container["ports"][0]["containerPort"] == dispatcher.metrics_port
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     # The dispatcher runs on its own, so the web pods must not run one each.
     configured = Settings(webhook_dispatcher=web_env["WEBHOOK_DISPATCHER"])  # type: ignore[arg-type]
     assert configured.webhook_dispatcher is False

@@ -5,21 +5,36 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import signal
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import get_args
 
 import httpx
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import metrics
+from service import __version__, metrics
+from service.config import Settings
+from service.redeem import Outcome
+from service.webhooks import ATTEMPT_KINDS
 from tests.conftest import Tenant, link_path, make_tenant
 from tests.support.database import fetch
-from tests.support.processes import ServiceProcess, free_port, running_service
+from tests.support.processes import (
+    REPO_ROOT,
+    ServiceProcess,
+    free_port,
+    running_command,
+    running_service,
+)
 from tests.support.receiver import Answer, Receiver
 from tests.support.served import provision_shop, service_env
+from tests.test_delivery import serving
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -241,3 +256,200 @@ async def test_counts_webhook_attempts_by_outcome(
     for outcome in ("delivered", "rejected", "failed", "unreachable"):
         delta = value(after, name, outcome=outcome) - value(before, name, outcome=outcome)
         assert delta == 1, outcome
+
+
+# --- what a scrape holds ---------------------------------------------------------------------
+
+ALERTS = REPO_ROOT / "deploy" / "prometheus" / "alerts.yml"
+METRIC_NAME = re.compile(r"\b(action_links_[a-z0-9_]+|process_[a-z0-9_]+)\b")
+
+
+def alert_metric_names() -> set[str]:
+    """Every series name the example alert rules query."""
+    rules = yaml.safe_load(ALERTS.read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    return {name for expr in exprs for name in METRIC_NAME.findall(expr)}
+
+
+def assert_zeros_from_the_start(text: str, samples: Samples) -> None:
+    """Each family declared, and each label value known in advance present at 0."""
+    for family in metrics.FAMILIES:
+        for described in family.describe():
+            declared = re.compile(rf"^# TYPE {described.name}(_total)? ", re.M)
+            assert declared.search(text), described.name
+    for outcome in Outcome:
+        labels = frozenset({("outcome", outcome.value)})
+        assert ("action_links_redemptions_total", labels) in samples
+    for kind in ATTEMPT_KINDS:
+        labels = frozenset({("outcome", kind)})
+        assert ("action_links_webhook_attempts_total", labels) in samples
+        assert ("action_links_webhook_attempt_duration_seconds_count", labels) in samples
+    for credential in get_args(metrics.Credential):
+        labels = frozenset({("credential", credential)})
+        assert ("action_links_auth_failures_total", labels) in samples
+    assert ("action_links_deliveries_failed_total", frozenset()) in samples
+    assert ("action_links_db_pool_wait_seconds_count", frozenset()) in samples
+    assert "_created" not in text
+    assert all(name in {n for n, _ in samples} for name in alert_metric_names())
+
+
+async def test_every_family_and_known_value_in_a_fresh_scrape(
+    http: httpx.AsyncClient, settings: Settings
+) -> None:
+    text, samples = await scrape(http)
+    assert_zeros_from_the_start(text, samples)
+    assert value(samples, "action_links_db_pool_size") == settings.database_pool_size
+    build = {"version": __version__, "revision": "unknown"}
+    assert value(samples, "action_links_build_info", **build) == 1
+    assert "process_resident_memory_bytes" in text  # one process: the library's own collector
+
+
+async def test_minted_counts_from_zero_for_each_action(
+    http: httpx.AsyncClient, shop: Tenant, admin_headers: dict[str, str]
+) -> None:
+    await shop.put_action("unsubscribe", admin_headers)
+    _, samples = await scrape(http)
+    minted = "action_links_links_minted_total"
+    assert (minted, frozenset({("client", "shop"), ("action", "unsubscribe")})) in samples
+
+
+async def test_routes_without_a_fastapi_route_are_named_by_template(
+    http: httpx.AsyncClient,
+) -> None:
+    count = "action_links_http_request_duration_seconds_count"
+    _, before = await scrape(http)
+    assert (await http.get("/openapi.json")).status_code == 200
+    assert (await http.get("/docs")).status_code == 200
+    assert (await http.delete("/healthz")).status_code == 405
+    assert (await http.get("/v1/nothing")).status_code == 404
+    _, after = await scrape(http)
+    for method, route, status in (
+        ("GET", "/openapi.json", "200"),
+        ("GET", "/docs", "200"),
+        ("DELETE", "/healthz", "405"),
+        ("GET", "unmatched", "404"),
+    ):
+        labels = {"method": method, "route": route, "status": status}
+        assert value(after, count, **labels) - value(before, count, **labels) == 1, labels
+
+
+async def test_pool_waits_are_timed_and_the_pool_sampled(
+    http: httpx.AsyncClient, shop: Tenant
+) -> None:
+    waits = "action_links_db_pool_wait_seconds_count"
+    _, before = await scrape(http)
+    await http.get(link_path(await shop.mint()))  # the claim on the direct line
+    _, after = await scrape(http)
+    assert value(after, waits) - value(before, waits) >= 2  # the claim, the scrape's backlog
+    assert 0 <= value(after, "action_links_db_pool_in_use") <= 10
+
+
+async def test_attempt_latency_and_deliveries_that_end_failed(
+    settings: Settings, admin_headers: dict[str, str]
+) -> None:
+    receiver = Receiver().up()
+    receiver.answer(Answer(503, delay=0.2))
+    no_retries = settings.model_copy(update={"webhook_retry_schedule": [0.05]})
+    try:
+        async with serving(no_retries) as http:
+            shop = await make_tenant(http, admin_headers, "shop", webhook_url=receiver.url)
+            await shop.put_action("activate", admin_headers, delivery="async")
+            _, before = await scrape(http)
+            await http.get(link_path(await shop.mint()))
+            await receiver.wait_for(2)  # the inline attempt, and the one retry
+            for _ in range(100):
+                _, after = await scrape(http)
+                failed = "action_links_deliveries_failed_total"
+                if value(after, failed) - value(before, failed) == 1:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        receiver.down()
+    assert value(after, failed) - value(before, failed) == 1
+    name = "action_links_webhook_attempt_duration_seconds"
+    counted = value(after, f"{name}_count", outcome="failed")
+    assert counted - value(before, f"{name}_count", outcome="failed") == 2
+    slow = value(after, f"{name}_bucket", outcome="failed", le="0.1")
+    assert slow == value(before, f"{name}_bucket", outcome="failed", le="0.1"), "took >= 0.2 s"
+
+
+@pytest.fixture
+def fresh_two_workers(database_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
+    env = service_env(database_url, 3, LOG_LEVEL="debug")
+    with running_service(env, tmp_path, "--workers", "2") as service:
+        yield service
+
+
+@pytest.mark.slow
+async def test_a_fresh_two_worker_serve_shows_everything_at_zero(
+    http: httpx.AsyncClient, admin_headers: dict[str, str], database_url: str, tmp_path: Path
+) -> None:
+    """Configured before the serve starts (in-process), then scraped before any link traffic."""
+    await provision_shop(http)
+    env = service_env(database_url, 3, LOG_LEVEL="debug")
+    with running_service(env, tmp_path, "--workers", "2") as service:
+        no_reuse = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=service.base_url, limits=no_reuse) as scraper:
+            for _ in range(100):  # until both workers have started and sampled themselves
+                text, samples = await scrape(scraper)
+                pids = {
+                    dict(labels)["pid"]
+                    for name, labels in samples
+                    if name == "process_resident_memory_bytes"
+                }
+                if len(pids) == 2 and value(samples, "action_links_db_pool_size") == 6:
+                    break
+                await asyncio.sleep(0.2)
+    assert len(pids) == 2, "each worker's process metrics"
+    for pid in pids:
+        assert value(samples, "process_resident_memory_bytes", pid=pid) > 10_000_000
+        assert value(samples, "process_open_fds", pid=pid) > 0
+        assert value(samples, "process_cpu_seconds_total", pid=pid) > 0
+    assert value(samples, "action_links_db_pool_size") == 6, "3 per worker"
+    assert_zeros_from_the_start(text, samples)
+    minted = ("action_links_links_minted_total", frozenset({("client", "shop"), ("action", "go")}))
+    assert samples[minted] == 0
+    for outcome in Outcome:
+        assert value(samples, "action_links_redemptions_total", outcome=outcome.value) == 0
+    assert value(samples, "action_links_build_info", version=__version__, revision="unknown") == 1
+
+
+@pytest.mark.slow
+async def test_a_standalone_dispatcher_serves_its_own_metrics(
+    settings: Settings, admin_headers: dict[str, str], database_url: str, tmp_path: Path
+) -> None:
+    """Retries made by ``action-links dispatcher``, and the delivery that ends failed there,
+    are counted where Prometheus can scrape them."""
+    closed = f"http://127.0.0.1:{free_port()}/hooks"
+    web = settings.model_copy(update={"webhook_dispatcher": False, "webhook_retry_schedule": [0.1]})
+    async with serving(web) as http:
+        shop = await make_tenant(http, admin_headers, "shop", webhook_url=closed)
+        await shop.put_action("activate", admin_headers, delivery="async")
+        await http.get(link_path(await shop.mint()))  # the inline attempt fails; one retry left
+    port = free_port()
+    command = [sys.executable, "-m", "service", "dispatcher", "--metrics-port", str(port)]
+    token = "metrics-token-0123456789abcdef"
+    env = service_env(database_url, 2, WEBHOOK_RETRY_SCHEDULE="", METRICS_TOKEN=token)
+    with running_command(command, env, tmp_path, port) as dispatcher:
+        refused = httpx.get(f"{dispatcher.base_url}/metrics")
+        assert refused.status_code == 401, "METRICS_TOKEN holds here too"
+        assert refused.headers["content-type"] == "application/problem+json"
+        bearer = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=dispatcher.base_url, headers=bearer) as scraper:
+            for _ in range(100):
+                text, samples = await scrape(scraper)
+                if value(samples, "action_links_deliveries_failed_total") == 1:
+                    break
+                await asyncio.sleep(0.1)
+        dispatcher.process.send_signal(signal.SIGTERM)
+        assert dispatcher.process.wait(timeout=15) == 0
+    assert value(samples, "action_links_deliveries_failed_total") == 1
+    assert value(samples, "action_links_webhook_attempts_total", outcome="unreachable") == 1
+    duration = "action_links_webhook_attempt_duration_seconds_count"
+    assert value(samples, duration, outcome="unreachable") == 1
+    assert value(samples, duration, outcome="delivered") == 0
+    assert ("action_links_webhook_attempts_total", frozenset({("outcome", "timeout")})) in samples
+    assert value(samples, "action_links_db_pool_size") == 2
+    assert value(samples, "action_links_auth_failures_total", credential="metrics_token") == 1
+    assert "process_resident_memory_bytes" in text
+    assert "_created" not in text

@@ -37,10 +37,10 @@ def run(url: str, query: str) -> list[Any]:
     return asyncio.run(fetch(url, query))
 
 
-def test_0003_starts_each_counter_above_every_use_number_it_handed_out(blank_url: str) -> None:
+def test_0004_starts_each_counter_above_every_use_number_it_handed_out(blank_url: str) -> None:
     config = alembic_config(blank_url)
-    command.upgrade(config, "0002")
-    # Before 0003 a given-back use was numbered again: a five-use link with uses 1
+    command.upgrade(config, "0003")
+    # Before 0004 a given-back use was numbered again: a five-use link with uses 1
     # whose audit row says use 2 (use 1 was refused and given back, then 2 taken).
     run(
         blank_url,
@@ -54,12 +54,12 @@ def test_0003_starts_each_counter_above_every_use_number_it_handed_out(blank_url
         f" VALUES ('r1', 'shop', 'a', 'l:a', 'x', 2, {NOW}),"
         f" ('r2', 'shop', 'b', 'l:b', 'x', 1, {NOW}), ('r3', 'shop', 'b', 'l:b', 'x', 2, {NOW})",
     )
-    command.upgrade(config, "0003")
+    command.upgrade(config, "0004")
     rows = run(blank_url, "SELECT key, uses, issued FROM claims ORDER BY key")
     assert [(r["key"], r["uses"], r["issued"]) for r in rows] == [
         ("l:a", 1, 2),  # above its audit row's number
         ("l:b", 2, 2),
         ("l:c", 1, 1),  # its audit rows were purged: its own count
     ]
-    command.downgrade(config, "0002")
+    command.downgrade(config, "0003")
     command.upgrade(config, "head")

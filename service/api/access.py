@@ -2,9 +2,10 @@
 
 It replaces uvicorn's access log, which writes the raw request line and so
 every token that arrives in a ``/r/…`` path. Here a request is identified by
-its route *template* (``/r/{token:path}``, ``unmatched`` when no route
-matched), never by its path or query string, plus what the handlers noted in
-``service.request_context``: client id, link id, outcome.
+its route *template* (``/r/{token:path}``, ``unmatched`` when no route's path
+matched: ``service.api.routes``), never by its path or query string, plus
+what the handlers noted in ``service.request_context``: client id, link id,
+outcome, and the trace id when the request is traced.
 
 Each request gets an id: the caller's ``X-Request-ID`` when it looks like an
 id (1-64 characters of ``A-Z a-z 0-9 . _ : -``), otherwise a fresh random
@@ -25,6 +26,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics, request_context
+from service.api import routes
 from service.logs import FIELDS
 from service.request_context import RequestInfo
 
@@ -44,11 +46,6 @@ def request_id_from(scope: Scope) -> str:
                 return str(value, "ascii")
             break
     return secrets.token_hex(8)
-
-
-def route_template(scope: Scope) -> str:
-    path = getattr(scope.get("route"), "path", None)
-    return path if isinstance(path, str) else metrics.UNMATCHED_ROUTE
 
 
 class AccessMiddleware:
@@ -81,7 +78,7 @@ class AccessMiddleware:
     @staticmethod
     def _finished(scope: Scope, info: RequestInfo, status: int, seconds: float) -> None:
         method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
-        route = route_template(scope)
+        route = routes.template(scope)
         metrics.request_finished(method, route, status, seconds)
         if status >= 500:
             level = logging.WARNING
@@ -104,6 +101,8 @@ class AccessMiddleware:
             fields["link_id"] = info.link_id
         if info.outcome is not None:
             fields["outcome"] = info.outcome
+        if info.trace_id is not None:
+            fields["trace_id"] = info.trace_id
         # makeRecord + handle: what log.log() does, minus the stack walk for the caller's line.
         record = log.makeRecord(
             log.name,

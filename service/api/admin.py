@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
-from service import admin
+from service import admin, metrics
 from service.api import examples
 from service.api.deps import AdminDep, SessionDep, StateDep
 from service.api.json_body import JsonRoute
@@ -205,6 +205,7 @@ async def put_action(
     action = await admin.put_action(session, client_id, name, request)
     await session.commit()
     state.registry.forget(client_id)
+    metrics.actions_known([(client_id, name)])  # its mints count from 0 in the next scrape
     return _action_out(action)
 
 

@@ -6,18 +6,16 @@ Only ``/metrics`` may ask for a credential: a ``METRICS_TOKEN``, when one is con
 from __future__ import annotations
 
 from fastapi import APIRouter
-from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import JSONResponse, Response
 
-from service import metrics, request_context
+from service import request_context
 from service.api.deps import MetricsDep, StateDep
 from service.api.openapi import operation
+from service.api.scrape import NO_STORE, exposition
 from service.errors import Unauthorized
 from service.schemas import Health, NotReady, Ready
 
 router = APIRouter(tags=["operations"])
-
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 @router.get(
@@ -83,5 +81,4 @@ async def readyz(state: StateDep) -> JSONResponse:
 )
 async def prometheus_metrics(state: StateDep) -> Response:
     """Prometheus text exposition, summed over every worker process."""
-    body = await metrics.render(state.store)
-    return Response(body, media_type=CONTENT_TYPE_LATEST, headers=NO_STORE)
+    return await exposition(state.store)

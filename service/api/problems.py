@@ -10,13 +10,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.problem_json import HTTP_CODES, problem, refusal
+from service.api.routes import matches
 from service.errors import ApiError, DatabaseUnavailable
 from service.pages import error_page, pages_of
 
@@ -64,10 +63,8 @@ def allowed_methods(request: Request) -> str:
     must list what the resource supports (RFC 9110).
     """
     methods: set[str] = set()
-    for route in iter_route_contexts(request.app.routes):
-        match, _ = route.matches(dict(request.scope))
-        if match is not Match.NONE:
-            methods.update(route.methods or ())
+    for _, route in matches(request.scope):
+        methods.update(route.methods or ())
     return ", ".join(sorted(methods))
 
 

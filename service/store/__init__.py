@@ -160,6 +160,11 @@ class AttemptOutcome:
     error: str | None
     retry_at: datetime | None
 
+    @property
+    def failed(self) -> bool:
+        """The last attempt the schedule allows failed: the delivery ends ``failed``."""
+        return not self.delivered and self.retry_at is None
+
 
 class Requeued(StrEnum):
     REQUEUED = "requeued"

@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from service import metrics
 from service.config import Settings
 from service.errors import DatabaseUnavailable
 from service.json_depth import load_stored
@@ -75,8 +77,10 @@ from service.store.sql import (
     peek_sql,
     unavailable,
     unavailable_sqlstate,
+    waiting_since,
 )
 from service.tokens import LinkClaims
+from service.tracing import NO_TRACING, Tracing
 
 POOL_TIMEOUT_SECONDS = 5.0
 LISTENER_CONNECT_TIMEOUT = 5.0
@@ -198,9 +202,10 @@ def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
 class PostgresStore(SqlStore):
     insert = staticmethod(postgresql.insert)
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, tracing: Tracing = NO_TRACING) -> None:
         super().__init__(engine)
         self._listener: ChangeListener | None = None
+        self._tracing = tracing
         size = getattr(engine.sync_engine.pool, "size", lambda: 1)()
         self._line = asyncio.Semaphore(max(1, size))
         self._claim = Positional.compile(CLAIM_SQL, engine.dialect)
@@ -237,13 +242,16 @@ class PostgresStore(SqlStore):
         Only for autocommit statements: nothing here begins or ends a
         transaction, so returning the connection to the pool needs no round trip.
         """
+        asked_at = time.perf_counter()
         try:
             async with asyncio.timeout(POOL_TIMEOUT_SECONDS):
                 await self._line.acquire()
         except TimeoutError:
+            metrics.pool_waited(time.perf_counter() - asked_at)
             raise DatabaseUnavailable("no database connection free in time") from None
         try:
-            pooled = await self._engine.raw_connection()
+            with waiting_since(asked_at):  # the pool's checkout times the whole wait
+                pooled = await self._engine.raw_connection()
             try:
                 yield pooled.driver_connection
             except BaseException as exc:
@@ -269,12 +277,14 @@ class PostgresStore(SqlStore):
         params = claim_params(link, now, deliver, lease, via, sync)
         params["data"] = json.dumps(link.data)  # the json codec SQLAlchemy sets up takes text
         arguments = self._claim.arguments(params)
+        traced = self._tracing.statement(self._engine, "claim", self._claim.sql)
         async with self.driver() as driver:  # no transaction: autocommit
-            for _ in range(MAX_RACE_RETRIES):
-                row = await driver.fetchrow(self._claim.sql, *arguments)
-                assert row is not None
-                if row["revoked"] or row["use"] is not None or row["existed"]:
-                    break
+            with traced:
+                for _ in range(MAX_RACE_RETRIES):
+                    row = await driver.fetchrow(self._claim.sql, *arguments)
+                    assert row is not None
+                    if row["revoked"] or row["use"] is not None or row["existed"]:
+                        break
         if row["use"] is None:
             return ClaimResult(revoked=bool(row["revoked"]), redemption=None)
         redemption_id = str(params["redemption_id"])
@@ -285,7 +295,8 @@ class PostgresStore(SqlStore):
     async def peek(self, link: LinkClaims, *, recorded: bool = False) -> LinkState:
         statement = self._peek[recorded]
         async with self.driver() as driver:
-            row = await driver.fetchrow(statement.sql, *statement.arguments(peek_params(link)))
+            with self._tracing.statement(self._engine, "peek", statement.sql):
+                row = await driver.fetchrow(statement.sql, *statement.arguments(peek_params(link)))
         assert row is not None
         return link_state(row)
 

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -49,6 +51,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection
 
+from service import metrics
 from service.errors import DatabaseUnavailable
 from service.models import (
     ALL_ACTIONS,
@@ -111,16 +114,37 @@ def _on_error(context: ExceptionContext) -> BaseException | None:
     return None
 
 
+# When the caller began waiting for a connection, if before the pool's own checkout
+# (the PostgreSQL store's line): SQLAlchemy runs the checkout in a greenlet that
+# shares the caller's context, so the pool sees it.
+_asked_at: ContextVar[float | None] = ContextVar("action_links_pool_asked_at", default=None)
+
+
+@contextmanager
+def waiting_since(asked_at: float) -> Iterator[None]:
+    """Checkouts in this block count their wait from ``asked_at`` (``time.perf_counter``)."""
+    token = _asked_at.set(asked_at)
+    try:
+        yield
+    finally:
+        _asked_at.reset(token)
+
+
 class GuardedPool(AsyncAdaptedQueuePool):
-    """The pool, whose checkout failures are ``DatabaseUnavailable`` when they mean so."""
+    """The pool, whose checkout failures are ``DatabaseUnavailable`` when they mean so, and
+    whose every checkout is timed (``action_links_db_pool_wait_seconds``), failed ones too."""
 
     def connect(self) -> PoolProxiedConnection:
+        asked_at = _asked_at.get()
+        started = time.perf_counter() if asked_at is None else asked_at
         try:
             return super().connect()
         except Exception as exc:
             if unavailable(exc):
                 raise DatabaseUnavailable() from exc
             raise
+        finally:
+            metrics.pool_waited(time.perf_counter() - started)
 
 
 def guard(engine: AsyncEngine) -> AsyncEngine:
