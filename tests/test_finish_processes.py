@@ -64,7 +64,9 @@ def services(
 
 @pytest.fixture
 async def http(services: list[ServiceProcess]) -> AsyncIterator[Spread]:
-    limits = httpx.Limits(max_connections=400)
+    # Idle connections are given up well before the server's keep-alive timeout (5 s):
+    # reusing one the server is closing at that moment is a ReadError, not an answer.
+    limits = httpx.Limits(max_connections=400, keepalive_expiry=2.0)
     async with AsyncExitStack() as stack:
         clients = [
             await stack.enter_async_context(
