@@ -25,6 +25,7 @@ import pytest
 
 from tests.conftest import SHOP_ORIGIN
 from tests.support.database import fetch
+from tests.support.fleet import report
 from tests.support.processes import REPO_ROOT, ServiceProcess, running_service
 from tests.support.proxy import TcpProxy
 from tests.support.served import ADMIN, service_env
@@ -171,6 +172,12 @@ async def test_admin_changes_reach_every_process_within_two_seconds(
     assert max(disabled) < BOUND, disabled
     assert max(keys_stop) < BOUND, keys_stop
     assert enabled < BOUND * len(processes), enabled
+    report(
+        "admin changes reach every process",
+        seconds_key_deleted=rounded(deleted),
+        seconds_client_disabled_links=rounded(disabled),
+        seconds_client_disabled_keys=rounded(keys_stop),
+    )
 
 
 async def test_changes_still_arrive_after_the_listener_lost_the_database(
@@ -217,3 +224,13 @@ async def test_changes_still_arrive_after_the_listener_lost_the_database(
     assert max(after_cut) < BOUND, after_cut
     assert max(heard) < BOUND, heard
     assert max(restarted) < BOUND, restarted
+    report(
+        "admin changes after the listener lost the database",
+        seconds_after_restore=rounded(after_cut),
+        seconds_once_listening_again=rounded(heard),
+        seconds_after_its_connection_was_terminated=rounded(restarted),
+    )
+
+
+def rounded(seconds: list[float]) -> list[float]:
+    return [round(s, 2) for s in seconds]
