@@ -10,6 +10,9 @@ import httpx
 import pytest
 
 from tests.conftest import SHOP_ORIGIN, Tenant
+from tests.support.database import POSTGRES, SQLITE
+
+pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
 
 Headers = dict[str, str]
 

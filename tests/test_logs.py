@@ -15,8 +15,11 @@ from service import request_context
 from service.logs import FIELDS, ConsoleFormatter, JsonFormatter, logging_config
 from service.request_context import RequestInfo
 from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN, Tenant, link_path
+from tests.support.database import POSTGRES, SQLITE
 from tests.support.logcheck import leaks
 from tests.support.processes import running_service
+
+pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
 
 
 def _with_fields(message: str, exc_info: Any, fields: dict[str, Any]) -> logging.LogRecord:
@@ -101,6 +104,7 @@ async def test_access_log_names_route_templates_and_ids_never_tokens(
 
 
 @pytest.mark.slow
+@pytest.mark.backends(POSTGRES)  # a real process: the in-process tests run on SQLite too
 def test_a_debug_log_holds_no_token_key_or_secret(database_url: str, tmp_path: Path) -> None:
     """Everything secret the service handles, through a real process at LOG_LEVEL=debug."""
     env = {

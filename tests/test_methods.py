@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from service.pages import PAGES
 from tests.conftest import Tenant
+from tests.support.database import POSTGRES, SQLITE
+
+pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
 
 
 async def test_allow_lists_the_methods_of_every_route_at_the_path(http: httpx.AsyncClient) -> None:

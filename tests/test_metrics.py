@@ -24,7 +24,7 @@ from service.config import Settings
 from service.redeem import Outcome
 from service.webhooks import ATTEMPT_KINDS
 from tests.conftest import Tenant, link_path, make_tenant
-from tests.support.database import fetch
+from tests.support.database import POSTGRES, SQLITE, fetch
 from tests.support.processes import (
     REPO_ROOT,
     ServiceProcess,
@@ -35,6 +35,8 @@ from tests.support.processes import (
 from tests.support.receiver import Answer, Receiver
 from tests.support.served import provision_shop, service_env
 from tests.test_delivery import serving
+
+pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -183,6 +185,7 @@ def pids_serving(service: ServiceProcess, route: str) -> set[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.backends(POSTGRES)  # a real process: the in-process tests run on SQLite too
 async def test_totals_add_up_across_two_workers(two_workers: ServiceProcess) -> None:
     """Every request on a new connection, so both workers take some; every scrape,
     whichever worker answers it, reports the totals of both."""

@@ -72,6 +72,7 @@ async def test_security_schemes_name_who_may_call(http: httpx.AsyncClient) -> No
     assert schemes["ApiKey"] == schemes["ApiKey"] | {"type": "http", "scheme": "bearer"}
     assert schemes["AdminToken"] == schemes["AdminToken"] | {"type": "http", "scheme": "bearer"}
     for method, path, operation in operations(doc):
+        expected: list[dict[str, list[str]]] | None
         if path.startswith("/v1/admin/"):
             expected = [{"AdminToken": []}]
         elif path.startswith("/v1/"):

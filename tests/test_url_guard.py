@@ -6,7 +6,9 @@ import httpx
 import pytest
 
 from tests.conftest import Tenant
-from tests.support.database import fetch
+from tests.support.database import POSTGRES, SQLITE, fetch
+
+pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
 
 
 @pytest.mark.parametrize(
