@@ -434,7 +434,8 @@ async def test_a_standalone_dispatcher_serves_its_own_metrics(
     token = "metrics-token-0123456789abcdef"
     env = service_env(database_url, 2, WEBHOOK_RETRY_SCHEDULE="", METRICS_TOKEN=token)
     with running_command(command, env, tmp_path, port) as dispatcher:
-        refused = httpx.get(f"{dispatcher.base_url}/metrics")
+        async with httpx.AsyncClient() as anonymous:
+            refused = await anonymous.get(f"{dispatcher.base_url}/metrics")
         assert refused.status_code == 401, "METRICS_TOKEN holds here too"
         assert refused.headers["content-type"] == "application/problem+json"
         bearer = {"Authorization": f"Bearer {token}"}
