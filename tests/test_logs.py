@@ -1,4 +1,8 @@
-"""Logs: one JSON object per line, a request id, route templates, and never a secret."""
+"""Logs: one JSON object per line, a request id, route templates, and never a secret.
+
+On PostgreSQL only: what is logged does not depend on the database. Storage is tested on
+both databases by ``tests/test_store.py`` and the suites marked ``backends``.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +19,8 @@ from service import request_context
 from service.logs import FIELDS, ConsoleFormatter, JsonFormatter, logging_config
 from service.request_context import RequestInfo
 from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN, Tenant, link_path
-from tests.support.database import POSTGRES, SQLITE
 from tests.support.logcheck import leaks
 from tests.support.processes import running_service
-
-pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
 
 
 def _with_fields(message: str, exc_info: Any, fields: dict[str, Any]) -> logging.LogRecord:
@@ -104,7 +105,6 @@ async def test_access_log_names_route_templates_and_ids_never_tokens(
 
 
 @pytest.mark.slow
-@pytest.mark.backends(POSTGRES)  # a real process: the in-process tests run on SQLite too
 def test_a_debug_log_holds_no_token_key_or_secret(database_url: str, tmp_path: Path) -> None:
     """Everything secret the service handles, through a real process at LOG_LEVEL=debug."""
     env = {

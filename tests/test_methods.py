@@ -1,15 +1,15 @@
-"""A method a path does not answer: 405, and ``Allow`` names every method it does."""
+"""A method a path does not answer: 405, and ``Allow`` names every method it does.
+
+On PostgreSQL only: a 405 is decided by the routes alone. Storage is tested on both
+databases by ``tests/test_store.py`` and the suites marked ``backends``.
+"""
 
 from __future__ import annotations
 
 import httpx
-import pytest
 
 from service.pages import PAGES
 from tests.conftest import Tenant
-from tests.support.database import POSTGRES, SQLITE
-
-pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
 
 
 async def test_allow_lists_the_methods_of_every_route_at_the_path(http: httpx.AsyncClient) -> None:

@@ -36,8 +36,6 @@ from tests.support.receiver import Answer, Receiver
 from tests.support.served import provision_shop, service_env
 from tests.test_delivery import serving
 
-pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
-
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -114,6 +112,7 @@ async def test_unmatched_paths_and_odd_methods_get_fixed_labels(
         assert value(after, count, **labels) - value(before, count, **labels) == 1
 
 
+@pytest.mark.backends(POSTGRES, SQLITE)  # the one read of storage here
 async def test_delivery_backlog_is_read_from_the_outbox(
     http: httpx.AsyncClient, database_url: str
 ) -> None:
@@ -185,7 +184,6 @@ def pids_serving(service: ServiceProcess, route: str) -> set[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.backends(POSTGRES)  # a real process: the in-process tests run on SQLite too
 async def test_totals_add_up_across_two_workers(two_workers: ServiceProcess) -> None:
     """Every request on a new connection, so both workers take some; every scrape,
     whichever worker answers it, reports the totals of both."""

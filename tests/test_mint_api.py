@@ -1,4 +1,9 @@
-"""Minting through the API: every rule of API.md and its error code."""
+"""Minting through the API: every rule of API.md and its error code.
+
+On PostgreSQL only: minting writes nothing, it reads a client's configuration. Storage
+is tested on both databases by ``tests/test_store.py`` and the suites marked
+``backends``.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,6 @@ import pytest
 
 from service.state import AppState
 from tests.conftest import PUBLIC_BASE_URL, SHOP_ORIGIN, Tenant, make_tenant
-from tests.support.database import POSTGRES, SQLITE
-
-pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
 
 Headers = dict[str, str]
 

@@ -1,4 +1,8 @@
-"""The OpenAPI document says what the service really answers (the fuzz tests rely on it)."""
+"""The OpenAPI document says what the service really answers (the fuzz tests rely on it).
+
+On PostgreSQL only: the document does not depend on the database. Storage is tested on
+both databases by ``tests/test_store.py`` and the suites marked ``backends``.
+"""
 
 from __future__ import annotations
 
