@@ -4,12 +4,15 @@ Functions work in the caller's session and only flush; the caller commits.
 Every write also announces the change in that transaction
 (``service.store.changes``), so every service process forgets the client's
 cached configuration as soon as the change commits.
+They answer with the HTTP contract's objects (``service.schemas``), mapped
+from the rows here and nowhere else, so the API and the CLI show the same.
 """
 
 from __future__ import annotations
 
 import base64
 import secrets
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, select
@@ -19,8 +22,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.errors import Conflict, NotFound, ValidationFailed
 from service.models import Action, ApiKey, Client
 from service.redirects import require_allowed
-from service.registry import hash_api_key, new_api_key
-from service.schemas import ActionPut, ClientCreate, ClientUpdate
+from service.registry import ActionConfig, hash_api_key, new_api_key
+from service.schemas import (
+    ActionOut,
+    ActionPut,
+    ClientCreate,
+    ClientCreated,
+    ClientOut,
+    ClientUpdate,
+    KeyCreated,
+    KeyOut,
+    WebhookSecretOut,
+)
 from service.store.changes import announce
 from service.webhooks import SECRET_PREFIX
 
@@ -35,18 +48,38 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def get_client(session: AsyncSession, client_id: str) -> Client:
+def client_out(client: Client) -> ClientOut:
+    return ClientOut.model_validate(client, from_attributes=True)
+
+
+def action_out(action: Action) -> ActionOut:
+    """An action's settings as the registry reads them (``ActionConfig.from_row``), with
+    the fields only the admin sees."""
+    return ActionOut(
+        client_id=action.client_id,
+        **asdict(ActionConfig.from_row(action)),
+        created_at=action.created_at,
+        updated_at=action.updated_at,
+    )
+
+
+async def _client(session: AsyncSession, client_id: str) -> Client:
     client = await session.get(Client, client_id)
     if client is None:
         raise NotFound(f"no client '{client_id}'")
     return client
 
 
-async def list_clients(session: AsyncSession) -> list[Client]:
-    return list((await session.scalars(select(Client).order_by(Client.id))).all())
+async def get_client(session: AsyncSession, client_id: str) -> ClientOut:
+    return client_out(await _client(session, client_id))
 
 
-async def create_client(session: AsyncSession, request: ClientCreate) -> Client:
+async def list_clients(session: AsyncSession) -> list[ClientOut]:
+    clients = (await session.scalars(select(Client).order_by(Client.id))).all()
+    return [client_out(client) for client in clients]
+
+
+async def create_client(session: AsyncSession, request: ClientCreate) -> ClientCreated:
     if await session.get(Client, request.id) is not None:
         raise Conflict(f"client '{request.id}' already exists")
     now = _now()
@@ -66,11 +99,11 @@ async def create_client(session: AsyncSession, request: ClientCreate) -> Client:
     except IntegrityError:
         raise Conflict(f"client '{request.id}' already exists") from None
     await announce(session, client.id)
-    return client
+    return ClientCreated.model_validate(client, from_attributes=True)
 
 
-async def update_client(session: AsyncSession, client_id: str, request: ClientUpdate) -> Client:
-    client = await get_client(session, client_id)
+async def update_client(session: AsyncSession, client_id: str, request: ClientUpdate) -> ClientOut:
+    client = await _client(session, client_id)
     changes = request.model_dump(exclude_unset=True)
     for field in ("name", "allowed_redirects", "enabled"):
         if changes.get(field) is not None:
@@ -82,7 +115,7 @@ async def update_client(session: AsyncSession, client_id: str, request: ClientUp
     client.updated_at = _now()
     await session.flush()
     await announce(session, client_id)
-    return client
+    return client_out(client)
 
 
 async def _refuse_if_actions_deliver(session: AsyncSession, client_id: str) -> None:
@@ -97,24 +130,24 @@ async def _refuse_if_actions_deliver(session: AsyncSession, client_id: str) -> N
 
 
 async def delete_client(session: AsyncSession, client_id: str) -> None:
-    client = await get_client(session, client_id)
+    client = await _client(session, client_id)
     await session.delete(client)
     await session.flush()
     await announce(session, client_id)
 
 
-async def rotate_webhook_secret(session: AsyncSession, client_id: str) -> Client:
-    client = await get_client(session, client_id)
+async def rotate_webhook_secret(session: AsyncSession, client_id: str) -> WebhookSecretOut:
+    client = await _client(session, client_id)
     client.webhook_secret = new_webhook_secret()
     client.updated_at = _now()
     await session.flush()
     await announce(session, client_id)
-    return client
+    return WebhookSecretOut(webhook_secret=client.webhook_secret)
 
 
-async def create_key(session: AsyncSession, client_id: str) -> tuple[ApiKey, str]:
+async def create_key(session: AsyncSession, client_id: str) -> KeyCreated:
     """A new API key; the plain key is returned here and never stored."""
-    await get_client(session, client_id)
+    await _client(session, client_id)
     plain = new_api_key()
     key = ApiKey(
         id="key_" + secrets.token_urlsafe(9),
@@ -126,13 +159,14 @@ async def create_key(session: AsyncSession, client_id: str) -> tuple[ApiKey, str
     session.add(key)
     await session.flush()
     await announce(session, client_id)
-    return key, plain
+    return KeyCreated(id=key.id, key=plain, prefix=key.prefix, created_at=key.created_at)
 
 
-async def list_keys(session: AsyncSession, client_id: str) -> list[ApiKey]:
-    await get_client(session, client_id)
+async def list_keys(session: AsyncSession, client_id: str) -> list[KeyOut]:
+    await _client(session, client_id)
     query = select(ApiKey).where(ApiKey.client_id == client_id).order_by(ApiKey.created_at)
-    return list((await session.scalars(query)).all())
+    keys = (await session.scalars(query)).all()
+    return [KeyOut.model_validate(key, from_attributes=True) for key in keys]
 
 
 async def delete_key(session: AsyncSession, client_id: str, key_id: str) -> None:
@@ -146,8 +180,8 @@ async def delete_key(session: AsyncSession, client_id: str, key_id: str) -> None
 
 async def put_action(
     session: AsyncSession, client_id: str, name: str, request: ActionPut
-) -> Action:
-    client = await get_client(session, client_id)
+) -> ActionOut:
+    client = await _client(session, client_id)
     if request.max_ttl < request.ttl:
         raise ValidationFailed(
             "max_ttl must be at least ttl",
@@ -174,25 +208,29 @@ async def put_action(
     action.updated_at = now
     await session.flush()
     await announce(session, client_id)
-    return action
+    return action_out(action)
 
 
-async def get_action(session: AsyncSession, client_id: str, name: str) -> Action:
-    await get_client(session, client_id)
+async def _action(session: AsyncSession, client_id: str, name: str) -> Action:
+    await _client(session, client_id)
     action = await session.get(Action, (client_id, name))
     if action is None:
         raise NotFound(f"client '{client_id}' has no action '{name}'")
     return action
 
 
-async def list_actions(session: AsyncSession, client_id: str) -> list[Action]:
-    await get_client(session, client_id)
+async def get_action(session: AsyncSession, client_id: str, name: str) -> ActionOut:
+    return action_out(await _action(session, client_id, name))
+
+
+async def list_actions(session: AsyncSession, client_id: str) -> list[ActionOut]:
+    await _client(session, client_id)
     query = select(Action).where(Action.client_id == client_id).order_by(Action.name)
-    return list((await session.scalars(query)).all())
+    return [action_out(action) for action in (await session.scalars(query)).all()]
 
 
 async def delete_action(session: AsyncSession, client_id: str, name: str) -> None:
-    action = await get_action(session, client_id, name)
+    action = await _action(session, client_id, name)
     await session.delete(action)
     await session.flush()
     await announce(session, client_id)

@@ -44,15 +44,9 @@ from service.purge import BATCH_SIZE, purge
 from service.schemas import (
     DEFAULT_MAX_TTL,
     DEFAULT_TTL,
-    ActionOut,
     ActionPut,
     ClientCreate,
-    ClientCreated,
-    ClientOut,
     ClientUpdate,
-    KeyCreated,
-    KeyOut,
-    WebhookSecretOut,
 )
 from service.standalone import run_standalone
 
@@ -231,9 +225,7 @@ def _client_create(a: argparse.Namespace) -> Callable[[Any], Awaitable[Any]]:
     )
 
     async def op(s: Any) -> Any:
-        return ClientCreated.model_validate(
-            await admin.create_client(s, request), from_attributes=True
-        )
+        return await admin.create_client(s, request)
 
     return op
 
@@ -251,8 +243,7 @@ def _client_update(a: argparse.Namespace) -> Callable[[Any], Awaitable[Any]]:
     request = ClientUpdate(**fields)
 
     async def op(s: Any) -> Any:
-        client = await admin.update_client(s, a.client, request)
-        return ClientOut.model_validate(client, from_attributes=True)
+        return await admin.update_client(s, a.client, request)
 
     return op
 
@@ -267,8 +258,7 @@ def _action_put(a: argparse.Namespace) -> Callable[[Any], Awaitable[Any]]:
     request = ActionPut(**fields)
 
     async def op(s: Any) -> Any:
-        action = await admin.put_action(s, a.client, a.name, request)
-        return ActionOut.model_validate(action, from_attributes=True)
+        return await admin.put_action(s, a.client, a.name, request)
 
     return op
 
@@ -277,17 +267,14 @@ def _client_ops(a: argparse.Namespace) -> Callable[[Any], Awaitable[Any]]:
     async def op(s: Any) -> Any:
         match a.op:
             case "list":
-                clients = await admin.list_clients(s)
-                return [ClientOut.model_validate(c, from_attributes=True) for c in clients]
+                return await admin.list_clients(s)
             case "show":
-                client = await admin.get_client(s, a.client)
-                return ClientOut.model_validate(client, from_attributes=True)
+                return await admin.get_client(s, a.client)
             case "delete":
                 await admin.delete_client(s, a.client)
                 return {"deleted": a.client}
             case "rotate-secret":
-                client = await admin.rotate_webhook_secret(s, a.client)
-                return WebhookSecretOut(webhook_secret=client.webhook_secret)
+                return await admin.rotate_webhook_secret(s, a.client)
         raise AssertionError(a.op)
 
     return op
@@ -297,13 +284,9 @@ def _key_ops(a: argparse.Namespace) -> Callable[[Any], Awaitable[Any]]:
     async def op(s: Any) -> Any:
         match a.op:
             case "create":
-                key, plain = await admin.create_key(s, a.client)
-                return KeyCreated(
-                    id=key.id, key=plain, prefix=key.prefix, created_at=key.created_at
-                )
+                return await admin.create_key(s, a.client)
             case "list":
-                keys = await admin.list_keys(s, a.client)
-                return [KeyOut.model_validate(k, from_attributes=True) for k in keys]
+                return await admin.list_keys(s, a.client)
             case "delete":
                 await admin.delete_key(s, a.client, a.key_id)
                 return {"deleted": a.key_id}
@@ -316,11 +299,9 @@ def _action_ops(a: argparse.Namespace) -> Callable[[Any], Awaitable[Any]]:
     async def op(s: Any) -> Any:
         match a.op:
             case "list":
-                actions = await admin.list_actions(s, a.client)
-                return [ActionOut.model_validate(x, from_attributes=True) for x in actions]
+                return await admin.list_actions(s, a.client)
             case "show":
-                action = await admin.get_action(s, a.client, a.name)
-                return ActionOut.model_validate(action, from_attributes=True)
+                return await admin.get_action(s, a.client, a.name)
             case "delete":
                 await admin.delete_action(s, a.client, a.name)
                 return {"deleted": a.name}

@@ -80,7 +80,7 @@ async def _seed_demo(settings: Settings, known_key: str | None) -> str:
             or await session.scalar(select(ApiKey.id).where(ApiKey.key_hash == hash_api_key(key)))
             is None
         ):
-            _, key = await admin.create_key(session, DEMO_CLIENT)
+            key = (await admin.create_key(session, DEMO_CLIENT)).key
         await session.commit()
         return key
 

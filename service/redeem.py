@@ -35,7 +35,7 @@ from service.delivery import Deliverer
 from service.errors import DatabaseUnavailable
 from service.redirects import is_allowed, with_query
 from service.registry import ActionConfig, ClientConfig, Registry
-from service.store import Job, LinkState, Store, Via
+from service.store import Job, LinkState, RedemptionRecord, Store, Via
 from service.tokens import BadData, ExchangeClaims, LinkClaims, ResendClaims, TokenCodec
 from service.webhooks import Verdict
 
@@ -61,8 +61,7 @@ class Redemption:
     link: LinkClaims | None = None
     client: ClientConfig | None = None
     action: ActionConfig | None = None
-    redemption_id: str | None = None
-    use: int | None = None
+    record: RedemptionRecord | None = None  # of a SUCCESS that claimed a use
     reason: str | None = None
     exchange_code: str | None = None  # a success's ``code=``: what the caller's backend trades
     resend_hint: str | None = None  # an expiry's ``resend=``: what buys a replacement link
@@ -75,7 +74,7 @@ class Redemption:
             url = self.link.success_url or (self.action.success_url if self.action else None)
             params = {
                 "link_id": self.link.link_id,
-                "redemption_id": self.redemption_id or "",
+                "redemption_id": self.record.redemption_id if self.record else "",
                 "code": self.exchange_code or "",
             }
         else:
@@ -128,8 +127,7 @@ class Redeemer:
 
     async def inspect_resolved(self, checked: Redemption) -> Redemption:
         """What redeeming would answer now, for what ``resolve`` answered, without
-        claiming or recording anything. A redeemable link comes back as SUCCESS
-        with ``use`` = the uses so far.
+        claiming or recording anything (a redeemable link comes back as SUCCESS).
         """
         if checked.outcome is not Outcome.SUCCESS:
             return checked
@@ -165,8 +163,7 @@ class Redeemer:
             checked.link,
             checked.client,
             checked.action,
-            redemption_id=result.redemption.redemption_id,
-            use=result.redemption.use,
+            result.redemption,
             exchange_code=self.codec.sign_exchange(
                 ExchangeClaims(
                     checked.link.client_id, result.redemption.redemption_id, int(now.timestamp())
@@ -223,7 +220,7 @@ def judged(checked: Redemption, state: LinkState) -> Redemption:
         return _with(checked, Outcome.REVOKED)
     if state.exhausted(checked.link.max_uses):
         return _with(checked, Outcome.USED)
-    return Redemption(Outcome.SUCCESS, checked.link, checked.client, checked.action, use=state.uses)
+    return checked
 
 
 def _with(base: Redemption, outcome: Outcome) -> Redemption:

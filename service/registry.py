@@ -41,6 +41,8 @@ API_KEY_MAX_LENGTH = 200
 
 @dataclass(frozen=True, slots=True)
 class ActionConfig:
+    """An action's settings: read from its row here, for the hot paths and the admin alike."""
+
     name: str
     label: str | None
     success_url: str

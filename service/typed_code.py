@@ -83,8 +83,10 @@ class CodeDoor:
         if result.outcome is not Outcome.SUCCESS:
             raise refusal(result)
         assert result.link is not None
-        assert result.redemption_id is not None
-        entry = await self.redeemer.store.redemption(result.link.client_id, result.redemption_id)
+        assert result.record is not None
+        entry = await self.redeemer.store.redemption(
+            result.link.client_id, result.record.redemption_id
+        )
         if entry is None:  # purged between the claim and this read: a retention of ~0 days
             raise NotFound("the redemption is no longer in the audit log")
         return entry

@@ -162,7 +162,7 @@ async def attempt(
     url: str,
     secret: str,
     redemption: RedemptionRecord,
-    timeout: float,
+    timeout: float,  # noqa: ASYNC109 - one deadline over two phases, and it is reported
     trace_headers: Mapping[str, str] | None = None,
 ) -> Attempt:
     """POST the redemption's message once; the whole exchange takes at most ``timeout`` s.

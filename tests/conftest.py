@@ -178,4 +178,4 @@ async def shop(http: httpx.AsyncClient, admin_headers: dict[str, str]) -> Tenant
 
 def link_path(link: dict[str, Any]) -> str:
     """The path part of a minted URL, to request it from the in-process app."""
-    return "/r/" + link["token"]
+    return "/r/" + str(link["token"])

@@ -9,7 +9,9 @@ from asgi_lifespan import LifespanManager
 from service.config import Settings
 from service.main import create_app
 from tests.conftest import SHOP_ORIGIN, make_tenant
-from tests.support.database import fetch
+from tests.support.database import POSTGRES, SQLITE, fetch
+
+pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
 
 Headers = dict[str, str]
 
@@ -195,7 +197,7 @@ async def test_unknown_client_is_404_everywhere(
         ("GET", "/v1/admin/clients/nope/actions"),
         ("POST", "/v1/admin/clients/nope/webhook-secret"),
     ]:
-        kwargs = {"json": {}} if method == "PATCH" else {}
-        response = await http.request(method, path, headers=admin_headers, **kwargs)
+        body: dict[str, object] | None = {} if method == "PATCH" else None
+        response = await http.request(method, path, headers=admin_headers, json=body)
         assert response.status_code == 404, (method, path)
         assert response.json()["code"] == "not_found"

@@ -11,8 +11,10 @@ from service.audit import encode_cursor
 from service.state import AppState
 from service.store import Filters
 from tests.conftest import Tenant, make_tenant
-from tests.support.database import fetch
+from tests.support.database import POSTGRES, SQLITE, fetch
 from tests.support.links import redeem, redemption_id_of
+
+pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
 
 Headers = dict[str, str]
 REDEMPTION_FIELDS = {
@@ -149,7 +151,8 @@ async def test_a_redemption_and_its_delivery(
     await fetch(
         database_url,
         "INSERT INTO deliveries (redemption_id, client_id, status, attempts, next_attempt_at,"
-        " created_at, last_error) VALUES ($1, 'shop', 'failed', 10, now(), now(), 'HTTP 500')",
+        " created_at, last_error)"
+        " VALUES ($1, 'shop', 'failed', 10, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'HTTP 500')",
         redemption_id,
     )
     delivered = (await http.get(f"/v1/redemptions/{redemption_id}", headers=shop.headers)).json()

@@ -213,7 +213,7 @@ class Tab:
 
 async def screenshot(page: Page, path: Path) -> None:
     await page.screenshot(path=str(path), full_page=True)
-    data = path.read_bytes()
+    data = await asyncio.to_thread(path.read_bytes)
     assert data.startswith(PNG_SIGNATURE)
     assert len(data) > 2000
 

@@ -52,7 +52,9 @@ def test_admin_operations(cli_env: str, capsys: pytest.CaptureFixture[str]) -> N
     )
     assert isinstance(action, dict)
     assert (action["max_uses"], action["confirm"], action["one_click"]) == (None, "page", True)
-    assert [a["name"] for a in run(capsys, "action", "list", "shop")] == ["activate"]  # type: ignore[union-attr]
+    actions = run(capsys, "action", "list", "shop")
+    assert isinstance(actions, list)
+    assert [a["name"] for a in actions] == ["activate"]
     keys = run(capsys, "key", "list", "shop")
     assert isinstance(keys, list)
     assert "key" not in keys[0]

@@ -18,7 +18,10 @@ from service.pages import PAGES, Pages, csp_source
 from service.state import AppState
 from service.tokens import BadData, ConfirmClaims, LinkClaims, Purpose, TokenCodec, new_link_id
 from tests.conftest import SHOP_ORIGIN, Tenant, link_path, make_tenant
+from tests.support.database import POSTGRES, SQLITE
 from tests.test_redeem import SECURITY_HEADERS, count, redirect_of
+
+pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
 
 Headers = dict[str, str]
 NONCE_FIELD = re.compile(r'<input type="hidden" name="confirm" value="([^"]+)">')

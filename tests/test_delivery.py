@@ -12,25 +12,25 @@ import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from sqlalchemy import text
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from service import outbox
 from service.config import Settings
-from service.db import migrate, open_store
+from service.db import open_store
 from service.main import create_app
 from service.webhooks import Attempt, Verdict
-from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN, Tenant, link_path, make_tenant
-from tests.support.database import fetch
+from tests.conftest import SHOP_ORIGIN, Tenant, link_path, make_tenant
+from tests.support.database import POSTGRES, SQLITE, fetch
 from tests.support.hooks import all_delivered, deliveries, eventually, query_of
 from tests.support.processes import free_port
 from tests.support.receiver import NEVER, Answer, RawReceiver, Received, Receiver
+
+pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
 
 Headers = dict[str, str]
 SCHEDULE = [0.2, 0.5, 1.0, 1.0, 1.0, 1.0]
@@ -428,10 +428,12 @@ async def test_webhooks_after_rotation_use_the_new_secret(
     new_secret = rotated.json()["webhook_secret"]
     assert new_secret != shop.webhook_secret
     query_of(await http.get(link_path(await shop.mint())))
-    [request] = await receiver.wait_for(1)
-    request.verify(new_secret)
-    with pytest.raises(WebhookVerificationError):
-        request.verify(shop.webhook_secret)
+    # One request, or more if the machine was slow enough for a retry: each one signed
+    # with the new secret only.
+    for request in await receiver.wait_for(1):
+        request.verify(new_secret)
+        with pytest.raises(WebhookVerificationError):
+            request.verify(shop.webhook_secret)
 
 
 # --- receivers that misbehave -----------------------------------------------------------
@@ -502,55 +504,6 @@ async def test_answers_that_are_not_http(
 # --- the embedded SQLite default ------------------------------------------------------------
 
 
-@pytest.fixture
-def sqlite_settings(tmp_path: Path) -> Settings:
-    settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path}/links.db",
-        secret_keys=SECRET,
-        admin_token=ADMIN_TOKEN,
-        public_base_url="https://links.example.com",
-        webhook_timeout=1.0,
-        webhook_retry_schedule=SCHEDULE,
-        cache_ttl=0.0,
-    )
-    migrate(settings)
-    return settings
-
-
-async def test_outbox_and_give_back_on_sqlite(
-    sqlite_settings: Settings, admin_headers: Headers, receiver: Receiver
-) -> None:
-    store = open_store(sqlite_settings)
-
-    async def scalar(query: str) -> Any:
-        async with store.engine.connect() as conn:
-            return (await conn.execute(text(query))).scalar()
-
-    receiver.script = lambda _request, seen: Answer(503) if seen == 0 else Answer(200)
-    try:
-        async with serving(sqlite_settings) as http:
-            shop = await hooked_tenant(http, admin_headers, receiver.url)
-            await shop.put_action("buy", admin_headers, delivery="sync")
-            assert "redemption_id" in query_of(await http.get(link_path(await shop.mint())))
-
-            async def delivered() -> bool:
-                return bool(await scalar("SELECT status = 'delivered' FROM deliveries"))
-
-            await eventually(delivered, what="retry delivered on SQLite")
-
-            receiver.answer(Answer(409, json={"error": "sold_out"}))
-            link = await shop.mint("buy")
-            query = query_of(await http.get(link_path(link)))
-            assert (query["error"], query["reason"]) == (["rejected"], ["sold_out"])
-            assert await scalar("SELECT count(*) FROM redemptions") == 1
-            assert await scalar("SELECT count(*) FROM deliveries") == 1
-            receiver.answer(Answer(200))
-            assert "redemption_id" in query_of(await http.get(link_path(link)))
-    finally:
-        await store.close()
-    verified(receiver.received, shop.webhook_secret)
-
-
 async def test_shutdown_hands_back_the_leases_it_holds(
     settings: Settings, admin_headers: Headers, receiver: Receiver, database_url: str
 ) -> None:
@@ -560,7 +513,9 @@ async def test_shutdown_hands_back_the_leases_it_holds(
         query_of(await http.get(link_path(await shop.mint())))
 
         async def leased_by_dispatcher() -> bool:
-            rows = await fetch(database_url, "SELECT 1 FROM deliveries WHERE leased_until > now()")
+            rows = await fetch(
+                database_url, "SELECT 1 FROM deliveries WHERE leased_until IS NOT NULL"
+            )
             return len(receiver.received) == 2 and len(rows) == 1
 
         await eventually(leased_by_dispatcher, what="the dispatcher to hold the job")

@@ -339,7 +339,7 @@ def test_web_dispatcher_and_migration_run_the_right_commands(
     assert container["ports"][0]["containerPort"] == dispatcher.metrics_port
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     # The dispatcher runs on its own, so the web pods must not run one each.
-    configured = Settings(webhook_dispatcher=web_env["WEBHOOK_DISPATCHER"])  # type: ignore[arg-type]
+    configured = Settings(webhook_dispatcher=web_env["WEBHOOK_DISPATCHER"])
     assert configured.webhook_dispatcher is False
 
 

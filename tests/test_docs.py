@@ -77,7 +77,8 @@ async def browser(service: ServiceProcess) -> AsyncIterator[Browser]:
 async def test_the_docs_render_every_operation_offline(
     browser: Browser, service: ServiceProcess, tmp_path: Path
 ) -> None:
-    operations = httpx.get(f"{service.base_url}/openapi.json").json()["paths"]
+    async with httpx.AsyncClient() as http:
+        operations = (await http.get(f"{service.base_url}/openapi.json")).json()["paths"]
     ids = [op["operationId"] for methods in operations.values() for op in methods.values()]
     tab = await Tab.open(browser, DESKTOP)
     elsewhere: list[str] = []

@@ -176,8 +176,8 @@ async def test_wrong_codes_lock_across_processes_and_supersede_races_redemptions
         await asyncio.sleep(0.05)  # lands among the redemptions
         return await mint(http, headers, subject="7", supersede=True)
 
-    *followed, newest = await asyncio.gather(
-        *(http.get(old_path) for _ in range(RACING)), superseding()
+    followed, newest = await asyncio.gather(
+        asyncio.gather(*(http.get(old_path) for _ in range(RACING))), superseding()
     )
     before = Counter(map(outcome, followed))
     assert set(before) <= {"success", "revoked"}, before

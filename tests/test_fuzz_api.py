@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -138,7 +139,7 @@ def anonymous(service: ServiceProcess, database_url: str) -> BaseSchema:
     return load(service, fuzz_config(auth={}, seeded=None, examples=max_examples() // 2))
 
 
-def call(case: Case, http: requests.Session, tally: Tally) -> None:
+def call(case: Case[Any], http: requests.Session, tally: Tally) -> None:
     response = case.call_and_validate(session=http)
     tally[(case.operation.label, response.status_code)] += 1
 
@@ -149,15 +150,15 @@ any_api = schemathesis.pytest.from_fixture("anonymous")
 
 
 @client_api.parametrize()
-def test_client_api(case: Case, http: requests.Session, tally: Tally) -> None:
+def test_client_api(case: Case[Any], http: requests.Session, tally: Tally) -> None:
     call(case, http, tally)
 
 
 @admin_api.parametrize()
-def test_admin_api(case: Case, http: requests.Session, tally: Tally) -> None:
+def test_admin_api(case: Case[Any], http: requests.Session, tally: Tally) -> None:
     call(case, http, tally)
 
 
 @any_api.parametrize()
-def test_without_credentials(case: Case, http: requests.Session, tally: Tally) -> None:
+def test_without_credentials(case: Case[Any], http: requests.Session, tally: Tally) -> None:
     call(case, http, tally)

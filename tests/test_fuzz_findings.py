@@ -2,6 +2,9 @@
 
 Each was a 500 or an answer the OpenAPI document did not describe; each test
 here failed before its fix.
+
+On PostgreSQL only: each finding was in request handling, not in storage. Storage is
+tested on both databases by ``tests/test_store.py`` and the suites marked ``backends``.
 """
 
 from __future__ import annotations

@@ -164,6 +164,12 @@ def body(chunked: bool, total: int = BODY_BYTES) -> Callable[[], bytes | None]:
     return next_chunk
 
 
+async def quiet(seconds: float) -> Counter[str]:
+    """No attack: the latency of probes alone, for comparison."""
+    await asyncio.sleep(seconds)
+    return Counter()
+
+
 async def slowloris(port: int, connections: int) -> Counter[str]:
     """Half finish their request within the head timeout, half never would."""
     fast = SLOW_REQUEST
@@ -260,7 +266,7 @@ async def test_hostile_clients_get_4xx_and_others_keep_being_served(
         watch = Watch(process.process.pid, process.base_url, links)
         idle_rss = rss_mb(watch.pid)
 
-        _, baseline = await watch.during(asyncio.sleep(3))
+        _, baseline = await watch.during(quiet(3))
         slow, slow_latency = await watch.during(slowloris(port, connections))
         bodies, body_latency = await watch.during(
             repeat_for(seconds, lambda: huge_bodies(port, shop.key))

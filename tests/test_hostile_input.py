@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import Tenant, link_path
-from tests.support.database import fetch
+from tests.support.database import POSTGRES, SQLITE, fetch
 
 Headers = dict[str, str]
 
@@ -53,6 +53,7 @@ async def post_json(
 
 @pytest.mark.parametrize("field", ["subject", "once_key", "action"])
 @pytest.mark.parametrize("value", NASTY_STRINGS)
+@pytest.mark.backends(POSTGRES, SQLITE)  # odd strings stored and read back
 async def test_any_string_mints_a_working_link_or_is_refused(
     shop: Tenant, http: httpx.AsyncClient, field: str, value: str
 ) -> None:
@@ -109,6 +110,7 @@ async def test_data_that_is_not_portable_json_is_422(
         "\\u0000",
     ],
 )
+@pytest.mark.backends(POSTGRES, SQLITE)
 async def test_unusual_but_valid_data_round_trips(
     shop: Tenant, http: httpx.AsyncClient, data: Any, database_url: str
 ) -> None:
@@ -116,7 +118,7 @@ async def test_unusual_but_valid_data_round_trips(
     assert minted.status_code == 201, minted.text
     redeemed = await http.get(link_path(minted.json()))
     assert "redemption_id=" in redeemed.headers["location"]
-    stored = await fetch(database_url, "SELECT data::text AS data FROM redemptions")
+    stored = await fetch(database_url, "SELECT CAST(data AS TEXT) AS data FROM redemptions")
     assert json.loads(stored[0]["data"]) == data
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import iter_route_contexts
 
 from service.api import redirect
 from service.api.link_fast_path import LinkFastPath
@@ -22,6 +24,9 @@ from service.config import Settings
 from service.confirm import Gate
 from service.main import create_app
 from tests.conftest import Tenant, link_path
+from tests.support.database import POSTGRES, SQLITE
+
+pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
 
 NONCE = re.compile(r"nonce-[A-Za-z0-9_-]+|nonce=\"[^\"]+\"|value=\"[^\"]+\"|[0-9a-f]{16}")
 
@@ -31,7 +36,7 @@ async def routed(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The same app without the fast path: every link request goes through the router."""
     application = create_app(settings)
     application.user_middleware = [
-        m for m in application.user_middleware if m.cls is not LinkFastPath
+        m for m in application.user_middleware if cast(object, m.cls) is not LinkFastPath
     ]
     async with LifespanManager(application):
         transport = httpx.ASGITransport(app=application)
@@ -85,7 +90,7 @@ async def test_every_outcome_answers_alike_through_both(
 
     await shop.put_action("confirmed", admin_headers, confirm="page")
     await shop.put_action("nowhere", admin_headers, failure_url=None)
-    cases = [
+    cases: list[tuple[str, dict[str, Any]]] = [
         ("first use", {}),
         ("expired", {"expires_in": 1}),
         ("confirm page", {"action": "confirmed"}),
@@ -108,3 +113,25 @@ async def test_every_outcome_answers_alike_through_both(
     fast, slow = await get_fast(link_path(used)), await get_routed(link_path(used))
     assert shape(fast) == shape(slow)
     assert fast.status_code == 410
+
+
+def test_the_route_takes_nothing_the_fast_path_does_not_give() -> None:
+    """The fast path calls ``open_answer`` with the path's token and nothing else, so the
+    route must need nothing else either: no dependency (its own, its router's or the
+    app's), no query, header, cookie or body parameter. A route that gained one would
+    behave differently behind the fast path, which skips FastAPI altogether."""
+    app = create_app(Settings(database_url="sqlite+aiosqlite:///unused.db"))
+    # The route as the app serves it: with its router's and the app's dependencies.
+    [route] = [
+        r
+        for r in iter_route_contexts(app.routes)
+        if r.path == redirect.LINK_PATH and "GET" in (r.methods or ())
+    ]
+    assert route.endpoint is redirect.open_link
+    dependant: Dependant = route.dependant
+    assert [p.name for p in dependant.path_params] == ["token"]
+    assert dependant.request_param_name == "request"
+    assert dependant.dependencies == []
+    assert dependant.query_params == dependant.header_params == []
+    assert dependant.cookie_params == dependant.body_params == []
+    assert app.router.dependencies == []

@@ -1,4 +1,8 @@
-"""Logs: one JSON object per line, a request id, route templates, and never a secret."""
+"""Logs: one JSON object per line, a request id, route templates, and never a secret.
+
+On PostgreSQL only: what is logged does not depend on the database. Storage is tested on
+both databases by ``tests/test_store.py`` and the suites marked ``backends``.
+"""
 
 from __future__ import annotations
 

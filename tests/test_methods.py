@@ -1,4 +1,8 @@
-"""A method a path does not answer: 405, and ``Allow`` names every method it does."""
+"""A method a path does not answer: 405, and ``Allow`` names every method it does.
+
+On PostgreSQL only: a 405 is decided by the routes alone. Storage is tested on both
+databases by ``tests/test_store.py`` and the suites marked ``backends``.
+"""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from service.config import Settings
 from service.redeem import Outcome
 from service.webhooks import ATTEMPT_KINDS
 from tests.conftest import Tenant, link_path, make_tenant
-from tests.support.database import fetch
+from tests.support.database import POSTGRES, SQLITE, fetch
 from tests.support.processes import (
     REPO_ROOT,
     ServiceProcess,
@@ -112,6 +112,7 @@ async def test_unmatched_paths_and_odd_methods_get_fixed_labels(
         assert value(after, count, **labels) - value(before, count, **labels) == 1
 
 
+@pytest.mark.backends(POSTGRES, SQLITE)  # the one read of storage here
 async def test_delivery_backlog_is_read_from_the_outbox(
     http: httpx.AsyncClient, database_url: str
 ) -> None:
@@ -431,7 +432,8 @@ async def test_a_standalone_dispatcher_serves_its_own_metrics(
     token = "metrics-token-0123456789abcdef"
     env = service_env(database_url, 2, WEBHOOK_RETRY_SCHEDULE="", METRICS_TOKEN=token)
     with running_command(command, env, tmp_path, port) as dispatcher:
-        refused = httpx.get(f"{dispatcher.base_url}/metrics")
+        async with httpx.AsyncClient() as anonymous:
+            refused = await anonymous.get(f"{dispatcher.base_url}/metrics")
         assert refused.status_code == 401, "METRICS_TOKEN holds here too"
         assert refused.headers["content-type"] == "application/problem+json"
         bearer = {"Authorization": f"Bearer {token}"}

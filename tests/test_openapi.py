@@ -1,4 +1,8 @@
-"""The OpenAPI document says what the service really answers (the fuzz tests rely on it)."""
+"""The OpenAPI document says what the service really answers (the fuzz tests rely on it).
+
+On PostgreSQL only: the document does not depend on the database. Storage is tested on
+both databases by ``tests/test_store.py`` and the suites marked ``backends``.
+"""
 
 from __future__ import annotations
 
@@ -72,6 +76,7 @@ async def test_security_schemes_name_who_may_call(http: httpx.AsyncClient) -> No
     assert schemes["ApiKey"] == schemes["ApiKey"] | {"type": "http", "scheme": "bearer"}
     assert schemes["AdminToken"] == schemes["AdminToken"] | {"type": "http", "scheme": "bearer"}
     for method, path, operation in operations(doc):
+        expected: list[dict[str, list[str]]] | None
         if path.startswith("/v1/admin/"):
             expected = [{"AdminToken": []}]
         elif path.startswith("/v1/"):

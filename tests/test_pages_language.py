@@ -157,7 +157,7 @@ async def test_every_door_to_a_page_speaks_the_language(http: httpx.AsyncClient)
 
 async def test_a_10_kb_garbage_header_gets_the_english_page(http: httpx.AsyncClient) -> None:
     started = time.perf_counter()
-    garbage = {"Accept-Language": GARBAGE_10KB.encode("utf-8")}
+    garbage = {b"Accept-Language": GARBAGE_10KB.encode("utf-8")}
     response = await http.get("/r/garbage", headers=garbage)
     assert time.perf_counter() - started < 2.0
     html = assert_people_page(response, 400)

@@ -125,7 +125,7 @@ def test_a_413_on_a_keep_alive_connection_says_close(service: ServiceProcess) ->
     """A client reusing connections (httpx, one at a time) gets every answer."""
     headers = asyncio.run(provision(service.base_url))
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    outcomes = []
+    outcomes: list[object] = []
     with httpx.Client(base_url=service.base_url, limits=limits, timeout=30) as http:
         for attempt in range(8):
             size = (1_600_000, 2_200_000)[attempt % 2]

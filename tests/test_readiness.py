@@ -1,4 +1,8 @@
-"""/readyz: ready only when the database answers and its schema is the newest migration."""
+"""/readyz: ready only when the database answers and its schema is the newest migration.
+
+On PostgreSQL only: the tests need a database created without its schema, and
+a TCP proxy to cut; SQLite has neither (a missing file is created empty).
+"""
 
 from __future__ import annotations
 

@@ -17,9 +17,11 @@ from service.main import create_app
 from service.state import AppState
 from service.tokens import LinkClaims, new_link_id
 from tests.conftest import SHOP_ORIGIN, Tenant, link_path, make_tenant
-from tests.support.database import fetch
+from tests.support.database import POSTGRES, SQLITE, fetch
 from tests.support.proxy import TcpProxy
 from tests.support.receiver import Receiver
+
+pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
 
 Headers = dict[str, str]
 SECURITY_HEADERS = {
@@ -42,6 +44,11 @@ def redirect_of(response: httpx.Response) -> tuple[str, dict[str, list[str]]]:
     assert_link_headers(response)
     parts = urlsplit(response.headers["location"])
     return f"{parts.scheme}://{parts.netloc}{parts.path}", parse_qs(parts.query)
+
+
+async def revoke(shop: Tenant, link: dict[str, Any]) -> None:
+    response = await shop.http.delete(f"/v1/links/{link['id']}", headers=shop.headers)
+    assert response.status_code == 204
 
 
 async def count(database_url: str, table: str) -> int:
@@ -165,17 +172,10 @@ async def test_revoked_link_and_subject(
 ) -> None:
     link = await shop.mint(subject="42")
     spared = await shop.mint(subject="43")
-    await fetch(
-        database_url,
-        "INSERT INTO revocations VALUES ('shop', $1, now(), now() + interval '1 day')",
-        link["id"],
-    )
+    await revoke(shop, link)
     assert redirect_of(await http.get(link_path(link)))[1]["error"] == ["revoked"]
-    await fetch(
-        database_url,
-        "INSERT INTO subject_revocations"
-        " VALUES ('shop', '43', '*', now(), now() + interval '1 day')",
-    )
+    revoked = await http.post("/v1/revocations", json={"subject": "43"}, headers=shop.headers)
+    assert revoked.status_code == 201
     assert redirect_of(await http.get(link_path(spared)))[1]["error"] == ["revoked"]
     later = await shop.mint(subject="43")
     assert "redemption_id" in redirect_of(await http.get(link_path(later)))[1]
@@ -274,11 +274,7 @@ async def test_failures_without_failure_url_are_410_pages(
     elif outcome == "expired":
         token = sign(state, expires_at=int(time.time()) - 5)
     else:
-        await fetch(
-            database_url,
-            "INSERT INTO revocations VALUES ('shop', $1, now(), now() + interval '1 day')",
-            link["id"],
-        )
+        await revoke(shop, link)
     response = await http.get(f"/r/{token}")
     assert response.status_code == 410
     assert_link_headers(response)
@@ -331,6 +327,7 @@ def proxy() -> Iterator[TcpProxy]:
     proxy.close()
 
 
+@pytest.mark.backends(POSTGRES)  # the proxy cuts a TCP connection: SQLite has none
 async def test_database_unreachable_is_503_and_recovers(
     settings: Settings, proxy: TcpProxy, database_url: str, admin_headers: Headers
 ) -> None:

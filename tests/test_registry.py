@@ -14,6 +14,9 @@ from service import registry
 from service.registry import ClientConfig, SingleFlight
 from service.state import AppState
 from tests.conftest import Tenant
+from tests.support.database import POSTGRES, SQLITE
+
+pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
 
 
 @pytest.fixture

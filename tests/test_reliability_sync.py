@@ -214,6 +214,11 @@ async def no_decision_left(database_url: str) -> bool:
     return int(rows[0]["n"]) == 0
 
 
+def service_logs(directory: Path) -> str:
+    """Every service process's log in ``directory``, as one text."""
+    return "".join(path.read_text(errors="replace") for path in directory.glob("service-*.log"))
+
+
 async def test_the_sync_veto_race_never_shares_a_webhook_id(
     database_url: str, tmp_path: Path, receiver: Receiver
 ) -> None:
@@ -302,7 +307,7 @@ async def test_give_backs_through_database_cuts_lose_nothing(
                 what="every decision settled",
             )
             await asyncio.sleep(2.5)  # a re-sent message would arrive within the schedule
-        log = "".join(path.read_text(errors="replace") for path in tmp_path.glob("service-*.log"))
+        log = await asyncio.to_thread(service_logs, tmp_path)
 
     answers = Counter(a for p in people for a in p.answers)
     seen = Deliveries.of(receiver)

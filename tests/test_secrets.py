@@ -3,7 +3,9 @@
 Every test that starts service processes through ``tests.support.fleet``
 also searches their logs for every secret it used (signing key, admin token,
 API keys, webhook secrets, minted tokens); this module adds the brute-force
-burst and the checks that need no process.
+burst and the checks that need no process. Those run on both databases; the
+burst starts processes and snapshots tables with PostgreSQL's SQL, and the
+parameter check is about PostgreSQL's error messages.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from service.config import Settings
 from service.db import open_store
 from service.tokens import LinkClaims, TokenCodec
 from tests.conftest import ADMIN_TOKEN, Tenant
-from tests.support.database import TABLES, fetch
+from tests.support.database import POSTGRES, SQLITE, TABLES, fetch
 from tests.support.fleet import (
     Link,
     SecretLedger,
@@ -43,6 +45,7 @@ from tests.support.scale import scaled
 Headers = dict[str, str]
 
 
+@pytest.mark.backends(POSTGRES, SQLITE)
 async def test_api_keys_are_found_by_hash_and_compared_in_constant_time(
     shop: Tenant,
     http: httpx.AsyncClient,
@@ -69,6 +72,7 @@ async def test_api_keys_are_found_by_hash_and_compared_in_constant_time(
     assert compare_digest_calls == []  # no row has that hash: nothing to compare
 
 
+@pytest.mark.backends(POSTGRES, SQLITE)
 async def test_the_admin_token_is_compared_in_constant_time(
     http: httpx.AsyncClient, compare_digest_calls: list[tuple[Any, Any]]
 ) -> None:

@@ -16,18 +16,22 @@ and its mapping of asyncpg's errors.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 
 from service.config import Settings
-from service.db import open_store
+from service.db import create_session_factory, open_store
 from service.errors import DatabaseUnavailable
 from service.models import ALL_ACTIONS
 from service.store import (
@@ -47,7 +51,9 @@ from service.store import (
 )
 from service.store.postgres import Positional, PostgresStore, driver_unavailable
 from service.tokens import LinkClaims, new_link_id
-from tests.support.database import POSTGRES, SQLITE, fetch
+from tests.support.database import POSTGRES, SQLITE, SQLITE_PREFIX, fetch
+from tests.support.hooks import eventually
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
 
@@ -97,6 +103,63 @@ async def uses_of(store: Store, claims: LinkClaims, times: int) -> list[int | No
         result = await store.claim(claims, utc(), deliver=False, lease=None)
         found.append(result.redemption.use if result.redemption else None)
     return found
+
+
+# --- the boundary --------------------------------------------------------------------
+
+
+@pytest.fixture
+async def unreachable(backend: str, tmp_path: Path) -> AsyncIterator[Store]:
+    """A store whose database cannot be reached: a closed port, or a directory that is
+    not there."""
+    if backend == SQLITE:
+        url = f"{SQLITE_PREFIX}{tmp_path / 'missing' / 'links.db'}"
+    else:
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/none"
+    opened = open_store(Settings(database_url=url))
+    yield opened
+    await opened.close()
+
+    # aiosqlite ends a failed connection's thread by a future on this loop: let the
+    # threads hand it back before the loop closes (else they raise in the void).
+    async def threads_ended() -> bool:
+        return not any("_connection_worker_thread" in t.name for t in threading.enumerate())
+
+    await eventually(threads_ended, timeout=5, what="aiosqlite's threads to end")
+
+
+async def test_an_unreachable_database_is_database_unavailable(unreachable: Store) -> None:
+    """Whatever the driver raised, every operation (and a session) says the same."""
+    operations: list[Callable[[], Awaitable[object]]] = [
+        lambda: unreachable.claim(link(), utc(), deliver=False, lease=None),
+        lambda: unreachable.peek(link()),
+        lambda: unreachable.give_back("r1"),
+        lambda: unreachable.revoke_link("shop", new_link_id(), utc(), utc()),
+        lambda: unreachable.redemptions("shop", Filters(), None, 10),
+        lambda: unreachable.lease_due(utc(), utc(), 10),
+        lambda: unreachable.delivery_backlog(5.0),
+        lambda: one_session_query_of(unreachable, "SELECT 1"),
+    ]
+    for operation in operations:
+        with pytest.raises(DatabaseUnavailable) as raised:
+            await operation()
+        assert raised.value.__cause__ is not None  # the driver's error, kept
+
+
+async def test_other_database_errors_are_not_unavailability(store: Store) -> None:
+    """A bug (here a duplicate primary key) surfaces as the driver's error, not a 503."""
+    insert = (
+        "INSERT INTO claims (client_id, key, uses, first_used_at, last_used_at)"
+        " VALUES ('shop', 'l:x', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+    )
+    with pytest.raises(IntegrityError):
+        await one_session_query_of(store, insert, insert)
+
+
+async def one_session_query_of(store: Store, *statements: str) -> None:
+    async with create_session_factory(store.engine)() as session:
+        for sql in statements:
+            await session.execute(text(sql))
 
 
 # --- claims ----------------------------------------------------------------------------

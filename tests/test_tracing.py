@@ -63,7 +63,8 @@ async def traced_http(
 
 def dump(span: ReadableSpan) -> str:
     """Everything a span carries to a tracing backend, as text."""
-    return span.to_json(indent=None)
+    text: str = span.to_json(indent=None)
+    return text
 
 
 def server_spans(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:

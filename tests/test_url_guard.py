@@ -1,4 +1,9 @@
-"""A NUL character anywhere in a URL is refused up front: 400, never a 500 from PostgreSQL."""
+"""A NUL character anywhere in a URL is refused up front: 400, never a 500 from PostgreSQL.
+
+On PostgreSQL only: a NUL is refused before any handler, let alone a database, is
+reached. Storage is tested on both databases by ``tests/test_store.py`` and the suites
+marked ``backends``.
+"""
 
 from __future__ import annotations
 

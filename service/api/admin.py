@@ -12,7 +12,6 @@ from service.api.deps import AdminDep, SessionDep, StateDep
 from service.api.json_body import JsonRoute
 from service.api.openapi import ADMIN_API, JSON_BODY, operation
 from service.errors import Conflict
-from service.models import Action, Client
 from service.schemas import (
     ACTION_NAME_PATTERN,
     ActionOut,
@@ -35,14 +34,6 @@ WITH_BODY = (*ADMIN_API, *JSON_BODY)
 ActionName = Annotated[str, Path(pattern=ACTION_NAME_PATTERN)]
 
 
-def _client_out(client: Client) -> ClientOut:
-    return ClientOut.model_validate(client, from_attributes=True)
-
-
-def _action_out(action: Action) -> ActionOut:
-    return ActionOut.model_validate(action, from_attributes=True)
-
-
 @router.post(
     "/clients",
     **operation(
@@ -63,7 +54,7 @@ async def create_client(
     client = await admin.create_client(session, request)
     await session.commit()
     state.registry.forget(client.id)
-    return ClientCreated.model_validate(client, from_attributes=True)
+    return client
 
 
 @router.get(
@@ -74,7 +65,7 @@ async def create_client(
 )
 async def list_clients(session: SessionDep) -> list[ClientOut]:
     """Every client, without secrets."""
-    return [_client_out(c) for c in await admin.list_clients(session)]
+    return await admin.list_clients(session)
 
 
 @router.get(
@@ -83,7 +74,7 @@ async def list_clients(session: SessionDep) -> list[ClientOut]:
 )
 async def get_client(client_id: str, session: SessionDep) -> ClientOut:
     """One client, without secrets."""
-    return _client_out(await admin.get_client(session, client_id))
+    return await admin.get_client(session, client_id)
 
 
 @router.patch(
@@ -105,7 +96,7 @@ async def update_client(
     client = await admin.update_client(session, client_id, request)
     await session.commit()
     state.registry.forget(client_id)
-    return _client_out(client)
+    return client
 
 
 @router.delete(
@@ -135,10 +126,10 @@ async def rotate_webhook_secret(
     """A new `whsec_…` secret; every process signs with it within `CACHE_TTL`
     seconds, so accept both secrets for that long.
     """
-    client = await admin.rotate_webhook_secret(session, client_id)
+    rotated = await admin.rotate_webhook_secret(session, client_id)
     await session.commit()
     state.registry.forget(client_id)
-    return WebhookSecretOut(webhook_secret=client.webhook_secret)
+    return rotated
 
 
 @router.post(
@@ -153,9 +144,9 @@ async def rotate_webhook_secret(
 )
 async def create_key(client_id: str, session: SessionDep) -> KeyCreated:
     """A new API key (`alk_…`), shown only in this answer; only its hash is stored."""
-    key, plain = await admin.create_key(session, client_id)
+    key = await admin.create_key(session, client_id)
     await session.commit()
-    return KeyCreated(id=key.id, key=plain, prefix=key.prefix, created_at=key.created_at)
+    return key
 
 
 @router.get(
@@ -169,8 +160,7 @@ async def create_key(client_id: str, session: SessionDep) -> KeyCreated:
 )
 async def list_keys(client_id: str, session: SessionDep) -> list[KeyOut]:
     """Ids and prefixes, never the keys."""
-    keys = await admin.list_keys(session, client_id)
-    return [KeyOut.model_validate(k, from_attributes=True) for k in keys]
+    return await admin.list_keys(session, client_id)
 
 
 @router.delete(
@@ -206,7 +196,7 @@ async def put_action(
     await session.commit()
     state.registry.forget(client_id)
     metrics.actions_known([(client_id, name)])  # its mints count from 0 in the next scrape
-    return _action_out(action)
+    return action
 
 
 @router.get(
@@ -220,7 +210,7 @@ async def put_action(
 )
 async def list_actions(client_id: str, session: SessionDep) -> list[ActionOut]:
     """Every action of the client."""
-    return [_action_out(a) for a in await admin.list_actions(session, client_id)]
+    return await admin.list_actions(session, client_id)
 
 
 @router.get(
@@ -229,7 +219,7 @@ async def list_actions(client_id: str, session: SessionDep) -> list[ActionOut]:
 )
 async def get_action(client_id: str, name: str, session: SessionDep) -> ActionOut:
     """One action of the client."""
-    return _action_out(await admin.get_action(session, client_id, name))
+    return await admin.get_action(session, client_id, name)
 
 
 @router.delete(

@@ -8,20 +8,17 @@ redemption itself (bench/README.md, "Profiling").
 
 This middleware sits inside the access log, the NUL guard and the body limit,
 so a link request is logged, counted and checked exactly as before, and
-answers it with the same functions as the FastAPI route it stands in front
-of (``service.api.redirect``). That route stays: it is what the OpenAPI
-document describes, and HEAD and POST still go through it.
+answers it with the same function as the FastAPI route it stands in front
+of (``redirect.open_answer``, the 503 page included). That route stays: it is
+what the OpenAPI document describes, and HEAD and POST still go through it.
 """
 
 from __future__ import annotations
 
-from starlette.responses import Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.problems import unavailable_page
-from service.api.redirect import LINK_PATH, LINK_ROUTE, answer, counted
-from service.errors import DatabaseUnavailable
+from service.api.redirect import LINK_PATH, LINK_ROUTE, open_answer
 from service.state import AppState
 
 # The route's own pattern, so the fast path takes exactly the requests the route
@@ -45,11 +42,5 @@ class LinkFastPath:
             return
         scope["route"] = LINK_ROUTE  # the access log and metrics name the route template
         state: AppState = scope["app"].state.services
-        response: Response
-        try:
-            result = await state.gate.open(matched["token"])
-        except DatabaseUnavailable as exc:
-            response = unavailable_page(scope, exc)
-        else:
-            response = answer(counted(result), scope)
+        response = await open_answer(state.gate, matched["token"], scope)
         await response(scope, receive, send)

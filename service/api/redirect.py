@@ -18,7 +18,9 @@ from starlette.types import Scope
 
 from service import metrics, request_context
 from service.api.openapi import one_click_response, operation, page_responses
+from service.api.problems import unavailable_page
 from service.confirm import Confirmation, Gate
+from service.errors import DatabaseUnavailable
 from service.mint import ONE_CLICK_BODY
 from service.pages import LINK_HEADERS, confirm_page, error_page, one_click_done, page_headers
 from service.pages.headers import language_headers
@@ -148,6 +150,15 @@ def counted(result: Redemption | Confirmation) -> Redemption | Confirmation:
     return result
 
 
+async def open_answer(gate: Gate, token: str, scope: Scope) -> Response:
+    """The answer to a GET, the 503 page included: the route's and the fast path's."""
+    try:
+        result = await gate.open(token)
+    except DatabaseUnavailable as exc:
+        return unavailable_page(scope, exc)
+    return answer(counted(result), scope)
+
+
 @router.get(
     LINK_PATH,
     response_class=Response,
@@ -166,9 +177,10 @@ async def open_link(token: str, request: Request) -> Response:
     is a 400 page, never a redirect.
     \f
     Answered by ``service.api.link_fast_path`` in the app; here for the OpenAPI
-    document and for an app mounted under a root path.
+    document and for an app mounted under a root path. Takes nothing the fast path
+    does not give it (``tests/test_link_fast_path.py`` checks).
     """
-    return answer(counted(await gate_of(request).open(token)), request.scope)
+    return await open_answer(gate_of(request), token, request.scope)
 
 
 @router.post(

@@ -326,7 +326,10 @@ class Store(Protocol):
         """Queue a job again from a fresh schedule; an attempt in flight keeps its lease."""
         ...
 
-    async def delivery_backlog(self, timeout: float) -> tuple[int, datetime | None]:
+    async def delivery_backlog(
+        self,
+        timeout: float,  # noqa: ASYNC109 - the server is told the limit too
+    ) -> tuple[int, datetime | None]:
         """(pending jobs, creation time of the oldest), read within ``timeout`` seconds."""
         ...
 

@@ -569,7 +569,10 @@ class SqlStore(ABC):
             return Requeued.UNKNOWN
         return Requeued.DECIDING if found.status == DECIDING else Requeued.NO_WEBHOOK
 
-    async def delivery_backlog(self, timeout: float) -> tuple[int, datetime | None]:
+    async def delivery_backlog(
+        self,
+        timeout: float,  # noqa: ASYNC109 - the server is told the limit too
+    ) -> tuple[int, datetime | None]:
         """Reads the pending rows only (a partial index covers them)."""
         query = select(func.count(), func.min(Delivery.created_at)).where(
             Delivery.status == PENDING

@@ -8,6 +8,7 @@ import os
 import secrets
 import shutil
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,22 @@ def copy_sqlite_database(template: Path, path: Path) -> str:
     return SQLITE_PREFIX + str(path)
 
 
+def _utc(stored: bytes) -> datetime:
+    """A timestamp column as SQLAlchemy writes it on SQLite (UTC, without offset)."""
+    return datetime.fromisoformat(stored.decode()).replace(tzinfo=UTC)
+
+
+# Read only by connections opened with ``detect_types`` (the ones below), so
+# timestamps compare as on PostgreSQL; the service's own connections parse them
+# through SQLAlchemy.
+sqlite3.register_converter("DATETIME", _utc)
+
+
 def _fetch_sqlite(url: str, query: str, args: tuple[object, ...]) -> list[Any]:
     # ``$1`` is PostgreSQL's numbered parameter; SQLite spells it ``?1``.
-    connection = sqlite3.connect(url.removeprefix(SQLITE_PREFIX), timeout=30)
+    connection = sqlite3.connect(
+        url.removeprefix(SQLITE_PREFIX), timeout=30, detect_types=sqlite3.PARSE_DECLTYPES
+    )
     connection.row_factory = sqlite3.Row
     try:
         with connection:

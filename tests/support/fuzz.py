@@ -176,7 +176,9 @@ def seed(base_url: str, admin_token: str) -> Seed:
 def _links(http: httpx.Client, seeded: Seed) -> None:
     """Links of every action, half of them redeemed; one revoked, one subject revoked."""
     client = {"Authorization": f"Bearer {seeded.api_key}"}
-    minted = [{"action": name, "subject": s} for name in ACTIONS for s in seeded.values["subjects"]]
+    minted: list[dict[str, Any]] = [
+        {"action": name, "subject": s} for name in ACTIONS for s in seeded.values["subjects"]
+    ]
     minted.append({"action": "unlimited", "once_key": "voucher:1", "max_uses": 2, "data": {"n": 1}})
     for body in minted:
         link = _ok(http.post("/v1/links", json=body, headers=client), 201)
