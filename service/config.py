@@ -12,6 +12,9 @@ adding the new one, moving its users over, then removing the old one.
 ``load_settings()`` is how commands read them: a value that does not validate
 is a ``ConfigurationError`` whose one line names the environment variable
 (``LOG_LEVEL: must be one of …``), never pydantic's list of field names.
+
+Abuse limits (``RATE_LIMIT_*``) are written as the ``limits`` library parses
+them (``20/minute``, ``100 per hour``, ``5/second``), or ``off``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+import limits
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
@@ -47,6 +51,7 @@ LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 EVERY_INTERFACE = frozenset({"", "0.0.0.0", "::"})
 MIN_OPERATOR_TOKEN_LENGTH = 16
 _TOKEN_SEPARATORS = re.compile(r"[,\s]+")
+RATE_LIMIT_OFF = frozenset({"", "off", "none", "0"})
 
 
 class ConfigurationError(Exception):
@@ -69,6 +74,33 @@ class FileSecretsSource(PydanticBaseSettingsSource):
                 except OSError as exc:
                     raise ConfigurationError(f"cannot read {name}_FILE={path}: {exc}") from exc
         return values
+
+
+def _rate_limit(value: Any) -> Any:
+    """``off`` (or empty) is None; anything else must parse as a rate limit of at least 1."""
+    if value is None or not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.lower() in RATE_LIMIT_OFF:
+        return None
+    try:
+        item = limits.parse(text)
+    except ValueError:
+        raise ValueError("must be a rate limit such as 20/minute or 100 per hour, or off") from None
+    if item.amount < 1:
+        raise ValueError("allows nothing; write off to turn the limit off")
+    return text
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address or network (CIDR)") from None
+
+
+RateLimit = Annotated[str | None, BeforeValidator(_rate_limit)]
+Networks = Annotated[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -99,6 +131,13 @@ class Settings(BaseSettings):
     cache_ttl: float = Field(default=10.0, ge=0, le=30)
     # A directory of templates and style that replace the built-in people-facing pages'.
     pages_dir: Path | None = None
+    # Abuse limits (README, "Abuse limits"): failures counted in the database, per client
+    # address, across every process; mints per API key, in each process.
+    rate_limit_auth_failures: RateLimit = "100/minute"
+    rate_limit_link_failures: RateLimit = "600/minute"
+    rate_limit_mints: RateLimit = None
+    # Proxies whose X-Forwarded-For names the client (IPs or CIDRs, comma-separated).
+    trusted_proxies: Networks = ()
     # Set by `serve --dev`; relaxes the secret checks and enables the demo pages.
     dev: bool = Field(default=False, validation_alias="ACTION_LINKS_DEV")
 
@@ -143,6 +182,13 @@ class Settings(BaseSettings):
     def _non_negative(cls, value: list[float]) -> list[float]:
         if any(delay < 0 for delay in value):
             raise ValueError("retry delays must be >= 0")
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(_network(part.strip()) for part in value.split(",") if part.strip())
         return value
 
     @field_validator("public_base_url")
@@ -267,6 +313,10 @@ class Settings(BaseSettings):
             "database_pool_size": self.database_pool_size,
             "cache_ttl": self.cache_ttl,
             "pages_dir": str(self.pages_dir) if self.pages_dir else None,
+            "rate_limit_auth_failures": self.rate_limit_auth_failures or "off",
+            "rate_limit_link_failures": self.rate_limit_link_failures or "off",
+            "rate_limit_mints": self.rate_limit_mints or "off",
+            "trusted_proxies": [str(network) for network in self.trusted_proxies],
             "dev": self.dev,
         }
 

@@ -17,6 +17,7 @@
     │   └── ValidationFailed      validation_error (with ``errors``)
     ├── CodeLocked            429 code_locked
     ├── LinkRefused           403/409/410/503, the redirect's ``error`` word as code
+    ├── RateLimited           429 rate_limited (with ``Retry-After``)
     └── DatabaseUnavailable   503 unavailable
 
 One handler in ``api.problems`` renders them as RFC 9457 problem details
@@ -146,6 +147,20 @@ class LinkRefused(ApiError):
     def __init__(self, status: int, code: str, title: str, detail: str, **extra: Any) -> None:
         super().__init__(detail, **extra)
         self.status, self.code, self.title = status, code, title
+
+
+class RateLimited(ApiError):
+    """Too many failed authentications from this address, or too many links minted with
+    this API key: wait `Retry-After` seconds.
+
+    Raised by ``service.rate_limits``; ``retry_after`` is those seconds.
+    """
+
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class DatabaseUnavailable(ApiError):

@@ -7,6 +7,7 @@
     action_links_deliveries_failed_total               deliveries that used up their retries
     action_links_auth_failures_total{credential}       api_key, admin_token, metrics_token,
                                                        link_token, typed_code
+    action_links_rate_limited_total{limit}             auth, link, mint: answered 429
     action_links_http_request_duration_seconds{method, route, status}
     action_links_db_pool_size, action_links_db_pool_in_use
     action_links_db_pool_wait_seconds                  waits for a pooled connection
@@ -132,6 +133,11 @@ AUTH_FAILURES = Counter(
     "token, or a wrong or locked typed code.",
     ["credential"],
 )
+RATE_LIMITED = Counter(
+    "action_links_rate_limited",
+    "Requests answered 429 by an abuse limit, by limit.",
+    ["limit"],
+)
 REQUEST_DURATION = Histogram(
     "action_links_http_request_duration_seconds",
     "Time from receiving a request to the end of its response, by route template.",
@@ -244,6 +250,11 @@ def pool_sampled(size: int, in_use: int) -> None:
 
 def auth_failed(credential: Credential) -> None:
     AUTH_FAILURES.labels(credential).inc()
+
+
+def rate_limited(limit: str) -> None:
+    """``limit``: ``auth``, ``link`` (``rate_limits.Limited``) or ``mint``."""
+    RATE_LIMITED.labels(limit).inc()
 
 
 def request_finished(method: str, route: str, status: int, seconds: float) -> None:

@@ -6,6 +6,7 @@
 - ``redemptions``: the audit log, one row per accepted use.
 - ``deliveries``: the webhook outbox, one job per redemption of a webhook action.
 - ``code_failures``: wrong typed codes per link, until the link expires.
+- ``failure_counters``: failed attempts per client address, for the abuse limits.
 """
 
 from __future__ import annotations
@@ -252,3 +253,21 @@ class Delivery(Base):
             sqlite_where=text("status = 'deciding'"),
         ),
     )
+
+
+class FailureCounter(Base):
+    """Failed attempts of one kind (``scope``: ``auth``, ``link``) from one client address.
+
+    Written only when an attempt fails (``service.rate_limits``), so genuine
+    traffic never touches it. The window starts at the first failure and ends
+    at ``expires_at``; the next failure after that starts a new one. Bounded:
+    ``service.purge`` deletes counters whose window has passed.
+    """
+
+    __tablename__ = "failure_counters"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)

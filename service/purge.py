@@ -13,6 +13,8 @@ What goes, and when (``now`` is a parameter, so tests and operators can move it)
   expired, like its use counter.
 - ``redemptions`` older than ``REDEMPTION_RETENTION_DAYS``, with their
   delivery jobs (``ON DELETE CASCADE``).
+- ``failure_counters`` (the abuse limits' failed attempts per client
+  address), once their window has ended: the next failure starts a new one.
 
 Rows that expire by time are kept ``CLOCK_SKEW_GRACE`` longer, so a process
 whose clock lags a little behind the purging one never finds the counter of
@@ -40,6 +42,7 @@ from service.errors import DatabaseUnavailable
 from service.store import (
     CLAIMS,
     CODE_FAILURES,
+    FAILURE_COUNTERS,
     REDEMPTIONS,
     REVOCATIONS,
     SUBJECT_REVOCATIONS,
@@ -64,6 +67,7 @@ class PurgeReport:
     subject_revocations: int = 0
     code_failures: int = 0
     redemptions: int = 0
+    failure_counters: int = 0
     batches: int = 0
     largest_batch: int = 0
     longest_batch_seconds: float = 0.0
@@ -78,6 +82,7 @@ class PurgeReport:
             + self.subject_revocations
             + self.code_failures
             + self.redemptions
+            + self.failure_counters
         )
 
     def summary(self) -> dict[str, object]:
@@ -101,6 +106,7 @@ async def purge(
         SUBJECT_REVOCATIONS: now - CLOCK_SKEW_GRACE,
         CODE_FAILURES: now - CLOCK_SKEW_GRACE,
         REDEMPTIONS: now - retention,
+        FAILURE_COUNTERS: now - CLOCK_SKEW_GRACE,
     }
     async with store.purging() as batches:
         if batches is None:

@@ -13,6 +13,7 @@ from service.db import create_session_factory, open_store, schema_head
 from service.delivery import Deliverer
 from service.dispatcher import Dispatcher
 from service.mint import Minter
+from service.rate_limits import AbuseLimits
 from service.readiness import Readiness
 from service.redeem import Redeemer
 from service.registry import Registry
@@ -38,6 +39,7 @@ class AppState:
     http: httpx.AsyncClient
     dispatcher: Dispatcher
     tracing: Tracing
+    limits: AbuseLimits
 
     @classmethod
     def build(cls, settings: Settings, tracing: Tracing = NO_TRACING) -> AppState:
@@ -70,6 +72,7 @@ class AppState:
             http=http,
             dispatcher=Dispatcher(store, deliverer),
             tracing=tracing,
+            limits=AbuseLimits.build(settings, store),
         )
 
     async def start(self) -> None:

@@ -24,6 +24,10 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "ALLOW_INSECURE_PUBLIC_BASE_URL",
         "LOG_LEVEL",
         "WEBHOOK_TIMEOUT",
+        "RATE_LIMIT_AUTH_FAILURES",
+        "RATE_LIMIT_LINK_FAILURES",
+        "RATE_LIMIT_MINTS",
+        "TRUSTED_PROXIES",
     ):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(f"{name}_FILE", raising=False)
@@ -39,6 +43,10 @@ def test_defaults_are_the_embedded_ones() -> None:
     assert settings.webhook_timeout == 5
     assert settings.webhook_retry_schedule[:3] == [5, 300, 1800]
     assert (settings.log_level, settings.log_format) == ("info", "json")
+    assert settings.rate_limit_auth_failures == "100/minute"
+    assert settings.rate_limit_link_failures == "600/minute"
+    assert settings.rate_limit_mints is None  # off: see the README's "Abuse limits"
+    assert settings.trusted_proxies == ()
 
 
 def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,6 +62,35 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.webhook_retry_schedule == [1, 2, 3]
     assert settings.log_format == "console"
     assert "u:p" not in str(settings.masked())
+
+
+def test_abuse_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RATE_LIMIT_AUTH_FAILURES", "20 per hour")
+    monkeypatch.setenv("RATE_LIMIT_LINK_FAILURES", "off")
+    monkeypatch.setenv("RATE_LIMIT_MINTS", "100000/minute")
+    monkeypatch.setenv("TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7")
+    settings = Settings()
+    assert settings.rate_limit_auth_failures == "20 per hour"
+    assert settings.rate_limit_link_failures is None
+    assert settings.rate_limit_mints == "100000/minute"
+    assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "192.0.2.7/32"]
+    assert settings.masked()["rate_limit_link_failures"] == "off"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RATE_LIMIT_AUTH_FAILURES", "lots"),
+        ("RATE_LIMIT_MINTS", "0/minute"),
+        ("TRUSTED_PROXIES", "10.0.0.0/8, the load balancer"),
+    ],
+)
+def test_a_limit_that_does_not_parse_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=name.lower()):
+        Settings()
 
 
 def test_file_variants(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -45,7 +45,9 @@ def service(
     """One process for the module; each test empties the database and seeds it again.
 
     ``CACHE_TTL=0``: the process keeps no client, key or action from one test's
-    data into the next.
+    data into the next. The abuse limits are off: the fuzzer sends thousands of
+    wrong credentials and tokens from one address, and the 429s after the limit
+    (tested in ``test_rate_limits*.py``) would hide the answers under test.
     """
     env = {
         "DATABASE_URL": postgres_url,
@@ -57,6 +59,8 @@ def service(
         "CACHE_TTL": "0",
         "WEBHOOK_TIMEOUT": "1",
         "LOG_LEVEL": "info",
+        "RATE_LIMIT_AUTH_FAILURES": "off",
+        "RATE_LIMIT_LINK_FAILURES": "off",
     }
     with running_service(env, tmp_path_factory.mktemp("fuzz")) as process:
         yield process

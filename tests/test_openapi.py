@@ -54,7 +54,8 @@ async def test_json_errors_are_problem_details(http: httpx.AsyncClient) -> None:
         if not path.startswith("/v1/"):
             continue
         responses = operation["responses"]
-        assert {"400", "401", "503"} <= set(responses), (method, path)
+        # 429: every route that takes a credential has an abuse limit in front of it.
+        assert {"400", "401", "429", "503"} <= set(responses), (method, path)
         for status, response in responses.items():
             if int(status) >= 400:
                 assert set(response["content"]) == {"application/problem+json"}
@@ -68,6 +69,13 @@ async def test_json_errors_are_problem_details(http: httpx.AsyncClient) -> None:
                     assert example["value"]["code"] == code
                     assert f"`{code}`" in response["description"]
         assert "Retry-After" in responses["503"]["headers"]
+        assert "Retry-After" in responses["429"]["headers"]
+        assert (
+            "rate_limited"
+            in responses["429"]["content"]["application/problem+json"]["schema"]["properties"][
+                "code"
+            ]["enum"]
+        )
 
 
 async def test_security_schemes_name_who_may_call(http: httpx.AsyncClient) -> None:
@@ -109,12 +117,13 @@ async def test_link_answers_are_redirects_and_pages(http: httpx.AsyncClient) -> 
     link = (await document(http))["paths"]["/r/{token}"]
     assert set(link) == {"get", "post", "head"}
     for method, statuses in {
-        "get": {"200", "303", "400", "404", "409", "410", "503"},
-        "post": {"200", "303", "400", "403", "404", "409", "410", "503"},
-        "head": {"200", "303", "400", "404", "410", "503"},
+        "get": {"200", "303", "400", "404", "409", "410", "429", "503"},
+        "post": {"200", "303", "400", "403", "404", "409", "410", "429", "503"},
+        "head": {"200", "303", "400", "404", "410", "429", "503"},
     }.items():
         responses = link[method]["responses"]
         assert set(responses) == statuses
+        assert "Retry-After" in responses["429"]["headers"]
         assert "Location" in responses["303"]["headers"]
         one_click = responses["200"] if method == "post" else None  # RFC 8058's text answer
         if one_click is not None:

@@ -117,6 +117,27 @@ async def test_a_purged_link_still_refuses_by_its_signature(
     assert body["link"]["uses"] == 1
 
 
+async def test_failure_counters_go_once_their_window_has_passed(
+    http: httpx.AsyncClient, state: AppState, database_url: str
+) -> None:
+    """The abuse limits' counters are bounded state too: a window that has ended is
+    worth nothing (the next failure starts a new one)."""
+    wrong = {"Authorization": "Bearer alk_" + "x" * 43}
+    for _ in range(3):
+        assert (await http.get("/v1/redemptions", headers=wrong)).status_code == 401
+    assert (await http.get("/r/forged.token")).status_code == 400
+    assert await count(database_url, "failure_counters") == 2  # auth and link, one address
+    now = datetime.now(UTC)
+
+    # The window (a minute, by default) is running: nothing goes.
+    report = await purge(state.store, now, RETENTION)
+    assert (report.failure_counters, report.deleted) == (0, 0)
+    # A minute on, and the grace for clock skew: both go.
+    report = await purge(state.store, now + timedelta(minutes=1) + CLOCK_SKEW_GRACE, RETENTION)
+    assert (report.failure_counters, report.deleted) == (2, 2)
+    assert await count(database_url, "failure_counters") == 0
+
+
 async def test_retention_keeps_recent_audit_rows(
     shop: Tenant, http: httpx.AsyncClient, state: AppState, database_url: str
 ) -> None:

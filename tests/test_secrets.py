@@ -180,7 +180,15 @@ async def test_a_brute_force_burst_changes_nothing(database_url: str, tmp_path: 
     count = scaled(1000, 10_000)
     rng = random.Random(8)
     # Debug logging: the most a process ever writes, searched for secrets at the end.
-    with fleet({"DATABASE_URL": database_url, "LOG_LEVEL": "debug"}, tmp_path, 1) as group:
+    # The abuse limits are off: this is about what the attempts themselves do (nothing);
+    # with limits, they would answer 429 and count (test_rate_limits_processes.py).
+    env = {
+        "DATABASE_URL": database_url,
+        "LOG_LEVEL": "debug",
+        "RATE_LIMIT_AUTH_FAILURES": "off",
+        "RATE_LIMIT_LINK_FAILURES": "off",
+    }
+    with fleet(env, tmp_path, 1) as group:
         base = group.url(0)
         async with http_client() as http:
             shop = await setup_shop(http, base, group)

@@ -4,8 +4,9 @@ Every test here takes the ``store`` of the test's backend and checks what the
 use cases rely on: claims never exceed their limits (also when many run at
 once), once keys share one budget per client, revocations of a link and of a
 subject refuse claims, a given-back use is claimed again, peeks read without
-writing, purge deletes in bounded batches, and the audit log and the outbox
-read back the redemption the claim recorded. A new storage operation gets its
+writing, purge deletes in bounded batches, the audit log and the outbox
+read back the redemption the claim recorded, and failed attempts are counted
+per address in windows that start over once they have ended. A new storage operation gets its
 contract test here, and so runs on both databases.
 
 Below them, the PostgreSQL store's own parts: its direct asyncpg line (a fair
@@ -37,6 +38,7 @@ from service.models import ALL_ACTIONS
 from service.store import (
     CLAIMS,
     CODE_FAILURES,
+    FAILURE_COUNTERS,
     REDEMPTIONS,
     REVOCATIONS,
     SUBJECT_REVOCATIONS,
@@ -567,6 +569,55 @@ async def test_wrong_code_counts_are_purged_with_their_link(store: Store) -> Non
         assert await batches.delete_batch(CODE_FAILURES, now, 10) == 1
     assert await store.code_failures("shop", "gone") == 0
     assert await store.code_failures("shop", "live") == 1
+
+
+# --- abuse limits ----------------------------------------------------------------------------
+
+MINUTE = timedelta(minutes=1)
+
+
+async def test_failures_count_up_per_scope_and_address_within_a_window(store: Store) -> None:
+    start = utc()
+    counts = [await store.count_failure("auth", "192.0.2.1", start, MINUTE) for _ in range(3)]
+    assert [c.failures for c in counts] == [1, 2, 3]
+    # The window is the first failure's: later failures do not move its end.
+    assert {c.window_ends for c in counts} == {start + MINUTE}
+    assert (await store.count_failure("link", "192.0.2.1", start, MINUTE)).failures == 1
+    assert (await store.count_failure("auth", "192.0.2.2", start, MINUTE)).failures == 1
+    assert (await store.count_failure("auth", "192.0.2.1", start, MINUTE)).failures == 4
+
+
+async def test_a_failure_after_the_window_starts_a_new_one(store: Store) -> None:
+    start = utc()
+    for _ in range(5):
+        await store.count_failure("auth", "192.0.2.1", start, MINUTE)
+    just_before = await store.count_failure("auth", "192.0.2.1", start + MINUTE / 2, MINUTE)
+    assert (just_before.failures, just_before.window_ends) == (6, start + MINUTE)
+    later = start + MINUTE
+    again = await store.count_failure("auth", "192.0.2.1", later, MINUTE)
+    assert (again.failures, again.window_ends) == (1, later + MINUTE)
+    rows = await fetch(url_of(store), "SELECT failures FROM failure_counters")
+    assert [r["failures"] for r in rows] == [1]  # one row per scope and address, reset
+
+
+async def test_concurrent_failures_are_each_counted_once(store: Store) -> None:
+    """One atomic statement each: no two failures read the same count."""
+    now = utc()
+    counts = await asyncio.gather(
+        *(store.count_failure("link", "2001:db8::/64", now, MINUTE) for _ in range(20))
+    )
+    assert sorted(c.failures for c in counts) == list(range(1, 21))
+
+
+async def test_purge_deletes_failure_counters_whose_window_has_ended(store: Store) -> None:
+    now = utc()
+    await store.count_failure("auth", "192.0.2.1", now - 2 * MINUTE, MINUTE)  # ended
+    await store.count_failure("auth", "192.0.2.2", now, MINUTE)  # running
+    async with store.purging() as batches:
+        assert batches is not None
+        assert await batches.delete_batch(FAILURE_COUNTERS, now, 10) == 1
+    rows = await fetch(url_of(store), "SELECT address FROM failure_counters")
+    assert [r["address"] for r in rows] == ["192.0.2.2"]
 
 
 # --- purge -----------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import metrics, request_context
 from service.api.bearer import matches_any
-from service.errors import NotFound, Unauthorized
+from service.errors import NotFound, RateLimited, Unauthorized
+from service.metrics import Credential
+from service.rate_limits import Limited
 from service.registry import ClientConfig
 from service.state import AppState
 
@@ -57,7 +59,17 @@ AdminCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(_admi
 MetricsCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(_metrics_token)]
 
 
-async def authenticated_client(state: StateDep, credentials: ApiKeyCredentials) -> ClientConfig:
+def _too_many(wait: int | None) -> None:
+    if wait is not None:
+        raise RateLimited("too many failed authentications from this address", wait)
+
+
+async def authenticated_client(
+    request: Request, state: StateDep, credentials: ApiKeyCredentials
+) -> ClientConfig:
+    """The client owning the request's API key. An address over its limit of failed
+    authentications (``service.rate_limits``) gets 429 before its key is looked at."""
+    _too_many(state.limits.failures.refused(request.scope, Limited.AUTH))
     presented = credentials.credentials if credentials else None
     if presented is None:
         metrics.auth_failed("api_key")
@@ -65,6 +77,7 @@ async def authenticated_client(state: StateDep, credentials: ApiKeyCredentials) 
     client = await state.registry.authenticate(presented)
     if client is None:
         metrics.auth_failed("api_key")
+        _too_many(await state.limits.failures.failed(request.scope, Limited.AUTH))
         raise Unauthorized("the API key is not valid")
     request_context.annotate(client_id=client.id)
     return client
@@ -73,25 +86,53 @@ async def authenticated_client(state: StateDep, credentials: ApiKeyCredentials) 
 ClientDep = Annotated[ClientConfig, Depends(authenticated_client)]
 
 
-async def require_admin(state: StateDep, credentials: AdminCredentials) -> None:
+async def _require_operator_token(
+    request: Request,
+    state: AppState,
+    credentials: HTTPAuthorizationCredentials | None,
+    tokens: list[str],
+    credential: Credential,
+    refusal: str,
+) -> None:
+    """One of ``tokens``, or 401. A wrong token counts towards the address's limit of
+    failed authentications, with wrong API keys; a missing one guesses nothing."""
+    _too_many(state.limits.failures.refused(request.scope, Limited.AUTH))
+    presented = credentials.credentials if credentials else None
+    if matches_any(presented, tokens):
+        return
+    metrics.auth_failed(credential)
+    if presented is not None:
+        _too_many(await state.limits.failures.failed(request.scope, Limited.AUTH))
+    raise Unauthorized(refusal)
+
+
+async def require_admin(request: Request, state: StateDep, credentials: AdminCredentials) -> None:
     """With no ADMIN_TOKEN configured the admin API does not exist (404)."""
     tokens = state.settings.admin_tokens()
     if not tokens:
         raise NotFound("the admin API is not enabled")
-    if not matches_any(credentials.credentials if credentials else None, tokens):
-        metrics.auth_failed("admin_token")
-        raise Unauthorized("the admin token is not valid")
+    await _require_operator_token(
+        request, state, credentials, tokens, "admin_token", "the admin token is not valid"
+    )
 
 
 AdminDep = Depends(require_admin)
 
 
-async def require_metrics_token(state: StateDep, credentials: MetricsCredentials) -> None:
+async def require_metrics_token(
+    request: Request, state: StateDep, credentials: MetricsCredentials
+) -> None:
     """With no METRICS_TOKEN configured ``/metrics`` is open, as Prometheus expects."""
     tokens = state.settings.metrics_tokens()
-    if tokens and not matches_any(credentials.credentials if credentials else None, tokens):
-        metrics.auth_failed("metrics_token")
-        raise Unauthorized("a metrics token is required: Authorization: Bearer <METRICS_TOKEN>")
+    if tokens:
+        await _require_operator_token(
+            request,
+            state,
+            credentials,
+            tokens,
+            "metrics_token",
+            "a metrics token is required: Authorization: Bearer <METRICS_TOKEN>",
+        )
 
 
 MetricsDep = Depends(require_metrics_token)

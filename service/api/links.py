@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.security.utils import get_authorization_scheme_param
 
 from service import metrics, request_context
 from service.api import examples
@@ -32,6 +33,18 @@ NOT_A_HINT = ProblemCode(
 )
 
 
+def _minting(http: Request, state: StateDep, links: int) -> None:
+    """Count ``links`` towards the key's mint limit (``RATE_LIMIT_MINTS``), or refuse them.
+
+    The key is read off the header that ``ClientDep`` accepted, not through a second
+    credentials dependency: FastAPI solves each dependency again per request, cached
+    or not, and that cost every mint more than the limit itself.
+    """
+    if state.limits.mints.enabled:
+        _, key = get_authorization_scheme_param(http.headers.get("authorization"))
+        state.limits.mints.take(key, links)
+
+
 @router.post(
     "",
     **operation(
@@ -43,13 +56,16 @@ NOT_A_HINT = ProblemCode(
         response_example=examples.LINK,
     ),
 )
-async def mint_link(request: LinkRequest, client: ClientDep, state: StateDep) -> LinkResponse:
+async def mint_link(
+    request: LinkRequest, client: ClientDep, state: StateDep, http: Request
+) -> LinkResponse:
     """A signed link for one of this client's actions. Nothing is written to the
     database: everything the link needs travels inside its token. Two mints of the
     same request give two different links. With `supersede` (the one mint that
     writes, one statement), every earlier link of this client for the same subject
     and action redeems to `error=revoked` from now on.
     """
+    _minting(http, state, 1)
     link = await state.minter.mint(client, request)
     metrics.link_minted(client.id, request.action)
     request_context.annotate(link_id=link.id)
@@ -72,11 +88,14 @@ async def mint_link(request: LinkRequest, client: ClientDep, state: StateDep) ->
         response_example=examples.BATCH,
     ),
 )
-async def mint_links(request: BatchRequest, client: ClientDep, state: StateDep) -> BatchResponse:
+async def mint_links(
+    request: BatchRequest, client: ClientDep, state: StateDep, http: Request
+) -> BatchResponse:
     """The links of 1 to 1000 mint requests, in the same order. Validation is
     all-or-nothing: one bad item answers 422 with the first bad item's `code` and
     an `errors` list whose entries name each bad item's `index`.
     """
+    _minting(http, state, len(request.links))
     links = await state.minter.mint_batch(client, request.links)
     metrics.links_minted(client.id, (link.action for link in links))
     return BatchResponse(links=links)
@@ -93,7 +112,9 @@ async def mint_links(request: BatchRequest, client: ClientDep, state: StateDep) 
         response_example=examples.LINK,
     ),
 )
-async def resend_link(request: ResendRequest, client: ClientDep, state: StateDep) -> LinkResponse:
+async def resend_link(
+    request: ResendRequest, client: ClientDep, state: StateDep, http: Request
+) -> LinkResponse:
     """A new link for the one whose `error=expired` failure redirect carried this
     `resend` hint: the old link's action, subject, data, `once_key`, `max_uses`,
     redirect URLs and `code` setting, with the action's default lifetime. Mailing it
@@ -103,6 +124,7 @@ async def resend_link(request: ResendRequest, client: ClientDep, state: StateDep
     exist and be enabled, as for any mint.
     """
     replacement = replacement_request(state.codec, client.id, request.resend, utcnow())
+    _minting(http, state, 1)
     link = await state.minter.mint(client, replacement, exact_max_uses=True)
     metrics.link_minted(client.id, replacement.action)
     request_context.annotate(link_id=link.id)

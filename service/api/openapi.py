@@ -72,6 +72,7 @@ from service.errors import (
     DatabaseUnavailable,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     Unauthorized,
     ValidationFailed,
 )
@@ -111,9 +112,10 @@ BAD_REQUEST = ProblemCode(
     "The request cannot be read: a NUL character in the URL, a body that is not UTF-8 JSON, "
     "or an invalid Content-Length.",
 )
-# Every route of a client's backend (API key) and of the operators (admin token).
-CLIENT_API: Problems = (Unauthorized, DatabaseUnavailable)
-ADMIN_API: Problems = (Unauthorized, NotFound, DatabaseUnavailable)
+# Every route of a client's backend (API key) and of the operators (admin token); each
+# has the abuse limit of failed authentications in front of it (``service.rate_limits``).
+CLIENT_API: Problems = (Unauthorized, RateLimited, DatabaseUnavailable)
+ADMIN_API: Problems = (Unauthorized, NotFound, RateLimited, DatabaseUnavailable)
 # Every route that reads a JSON body.
 JSON_BODY: Problems = (PayloadTooLarge, ValidationFailed)
 
@@ -148,8 +150,17 @@ def _header(description: str, value: str | None = None) -> dict[str, Any]:
 
 
 RETRY_AFTER = {"Retry-After": _header("Seconds to wait before trying again")}
-# Statuses whose every problem answer carries Retry-After (declared required).
-RETRY_AFTER_STATUSES = frozenset({503})
+# Codes whose answers carry Retry-After: declared required where a status has only such
+# codes, optional where it has others too (a 429 ``code_locked`` has nothing to wait for).
+RETRY_AFTER_CODES = frozenset({DatabaseUnavailable.code, RateLimited.code})
+SOMETIMES_RETRY_AFTER = {
+    "Retry-After": {
+        **_header(
+            f"With {', '.join(f'`{c}`' for c in sorted(RETRY_AFTER_CODES))}: seconds to wait"
+        ),
+        "required": False,
+    }
+}
 
 
 def _codes(problems: Iterable[type[ApiError] | ProblemCode]) -> list[ProblemCode]:
@@ -184,8 +195,9 @@ def problem_responses(problems: Iterable[type[ApiError] | ProblemCode]) -> Respo
             "description": "\n".join(f"- `{c}`: {p.meaning}" for c, p in codes.items()),
             "content": {PROBLEM_JSON: {"schema": schema, "examples": examples}},
         }
-        if status in RETRY_AFTER_STATUSES:
-            response["headers"] = RETRY_AFTER
+        waiting = RETRY_AFTER_CODES.intersection(codes)
+        if waiting:
+            response["headers"] = RETRY_AFTER if waiting == set(codes) else SOMETIMES_RETRY_AFTER
         responses[status] = response
     return responses
 

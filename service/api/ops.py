@@ -12,7 +12,7 @@ from service import request_context
 from service.api.deps import MetricsDep, StateDep
 from service.api.openapi import operation
 from service.api.scrape import NO_STORE, exposition
-from service.errors import Unauthorized
+from service.errors import RateLimited, Unauthorized
 from service.schemas import Health, NotReady, Ready
 
 router = APIRouter(tags=["operations"])
@@ -64,7 +64,7 @@ async def readyz(state: StateDep) -> JSONResponse:
     **operation(
         "getMetrics",
         "Prometheus metrics",
-        problems=(Unauthorized,),
+        problems=(Unauthorized, RateLimited),
         responses={
             200: {
                 "description": "Prometheus text exposition format",

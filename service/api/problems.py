@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.problem_json import HTTP_CODES, problem, refusal
 from service.api.routes import matches
-from service.errors import ApiError, DatabaseUnavailable
+from service.errors import ApiError, DatabaseUnavailable, RateLimited
 from service.pages import error_page, pages_of
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     if exc.status == 503:
         headers = {"Retry-After": RETRY_AFTER_SECONDS}
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
     return problem(exc.status, exc.code, exc.title, exc.detail, headers, **exc.extra)
 
 

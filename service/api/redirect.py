@@ -3,7 +3,9 @@
 GET shows a confirmation page or redeems, POST redeems (with the page's nonce
 when the action asks for confirmation, or with the RFC 8058 one-click body for
 a ``one_click`` action), HEAD answers as GET would, without a body and without
-redeeming anything (``service.confirm``).
+redeeming anything (``service.confirm``). A token that fails verification
+counts towards its address's limit (``service.rate_limits``); over it, the
+answer is the 429 page instead of the 400 page.
 """
 
 from __future__ import annotations
@@ -22,9 +24,17 @@ from service.api.problems import unavailable_page
 from service.confirm import Confirmation, Gate
 from service.errors import DatabaseUnavailable
 from service.mint import ONE_CLICK_BODY
-from service.pages import LINK_HEADERS, confirm_page, error_page, one_click_done, page_headers
+from service.pages import (
+    LINK_HEADERS,
+    confirm_page,
+    error_page,
+    one_click_done,
+    page_headers,
+    rate_limited_page,
+)
 from service.pages.headers import language_headers
 from service.pages.language import language_of
+from service.rate_limits import Limited
 from service.redeem import Outcome, Redemption
 from service.state import AppState
 from service.tokens import LinkClaims
@@ -65,12 +75,16 @@ class PostedForm:
     one_click: bool = False
 
 
-def gate_of(request: Request) -> Gate:
-    """The process's gate, read off the app instead of through a dependency: every
+def state_of(scope: Scope) -> AppState:
+    """The process's state, read off the app instead of through a dependency: every
     link request pays for dependency resolution, and this one needs none.
     """
-    state: AppState = request.app.state.services
-    return state.gate
+    state: AppState = scope["app"].state.services
+    return state
+
+
+def gate_of(request: Request) -> Gate:
+    return state_of(request.scope).gate
 
 
 def answer_one_click(result: Redemption, scope: Scope) -> Response:
@@ -97,6 +111,22 @@ def answer(result: Redemption | Confirmation, scope: Scope) -> Response:
         return error_page(scope, "disabled")  # success with nowhere allowed to go
     headers = {"Retry-After": "5"} if result.outcome is Outcome.UNAVAILABLE else None
     return error_page(scope, FALLBACK_PAGE[result.outcome], headers)
+
+
+async def refused_forgery(result: Redemption | Confirmation, scope: Scope) -> Response | None:
+    """The 429 page for a token that failed verification, from an address over its limit
+    (the failure is counted here); None for anything else."""
+    if isinstance(result, Redemption) and result.outcome is Outcome.INVALID:
+        wait = await state_of(scope).limits.failures.failed(scope, Limited.LINK)
+        if wait is not None:
+            return rate_limited_page(scope, wait)
+    return None
+
+
+async def respond(result: Redemption | Confirmation, scope: Scope) -> Response:
+    """``answer``, or the 429 page for a forged token from an address over its limit."""
+    refused = await refused_forgery(result, scope)
+    return refused if refused is not None else answer(result, scope)
 
 
 async def posted_form(request: Request) -> PostedForm:
@@ -156,7 +186,7 @@ async def open_answer(gate: Gate, token: str, scope: Scope) -> Response:
         result = await gate.open(token)
     except DatabaseUnavailable as exc:
         return unavailable_page(scope, exc)
-    return answer(counted(result), scope)
+    return await respond(counted(result), scope)
 
 
 @router.get(
@@ -166,7 +196,7 @@ async def open_answer(gate: Gate, token: str, scope: Scope) -> Response:
         "followLink",
         "Follow a link (people)",
         status=303,
-        responses=page_responses(303, 200, 400, 404, 409, 410, 503),
+        responses=page_responses(303, 200, 400, 404, 409, 410, 429, 503),
     ),
 )
 async def open_link(token: str, request: Request) -> Response:
@@ -174,7 +204,8 @@ async def open_link(token: str, request: Request) -> Response:
     `redemption_id`), or to the failure URL with `error=expired|used|revoked|
     disabled|rejected|unavailable`. A `confirm: "page"` or `"auto"` action shows a
     confirmation page instead and redeems nothing. A token that does not verify
-    is a 400 page, never a redirect.
+    is a 400 page, never a redirect; a 429 page once its client address has sent
+    more such tokens than `RATE_LIMIT_LINK_FAILURES` allows.
     \f
     Answered by ``service.api.link_fast_path`` in the app; here for the OpenAPI
     document and for an app mounted under a root path. Takes nothing the fast path
@@ -191,7 +222,7 @@ async def open_link(token: str, request: Request) -> Response:
         "Redeem a link from its confirmation page, or by one-click unsubscribe",
         status=303,
         responses={
-            **page_responses(303, 400, 403, 404, 409, 410, 503),
+            **page_responses(303, 400, 403, 404, 409, 410, 429, 503),
             **one_click_response(),
         },
     ),
@@ -213,9 +244,10 @@ async def submit_link(token: str, request: Request) -> Response:
         clicked = await gate.one_click(token)
         if clicked is not None:
             counted(clicked)
-            return answer_one_click(clicked, request.scope)
+            refused = await refused_forgery(clicked, request.scope)
+            return refused if refused is not None else answer_one_click(clicked, request.scope)
     result = await gate.submit(token, form.nonce)
-    return answer(counted(result), request.scope)
+    return await respond(counted(result), request.scope)
 
 
 @router.head(
@@ -224,7 +256,7 @@ async def submit_link(token: str, request: Request) -> Response:
     **operation(
         "peekLink",
         "What following a link would answer, without using it",
-        responses=page_responses(200, 303, 400, 404, 410, 503, body=False),
+        responses=page_responses(200, 303, 400, 404, 410, 429, 503, body=False),
     ),
 )
 async def peek_link(token: str, request: Request) -> Response:
@@ -237,4 +269,4 @@ async def peek_link(token: str, request: Request) -> Response:
         headers = page_headers(secrets.token_urlsafe(16))
         headers.update(language_headers(language_of(request.scope["headers"])))
         return Response(status_code=200, media_type="text/html", headers=headers)
-    return without_body(answer(result, request.scope))
+    return without_body(await respond(result, request.scope))

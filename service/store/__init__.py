@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -174,6 +174,14 @@ class Requeued(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class FailureCount:
+    """A client address's failures in its current window, and when that window ends."""
+
+    failures: int
+    window_ends: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class PurgeTarget:
     """One kind of row purge deletes: ``table`` rows whose ``column`` is before a cutoff."""
 
@@ -186,6 +194,7 @@ REVOCATIONS = PurgeTarget("revocations", "expires_at")
 SUBJECT_REVOCATIONS = PurgeTarget("subject_revocations", "expires_at")
 REDEMPTIONS = PurgeTarget("redemptions", "redeemed_at")
 CODE_FAILURES = PurgeTarget("code_failures", "expires_at")
+FAILURE_COUNTERS = PurgeTarget("failure_counters", "expires_at")
 
 
 # --- the protocol ------------------------------------------------------------------------
@@ -331,6 +340,16 @@ class Store(Protocol):
         timeout: float,  # noqa: ASYNC109 - the server is told the limit too
     ) -> tuple[int, datetime | None]:
         """(pending jobs, creation time of the oldest), read within ``timeout`` seconds."""
+        ...
+
+    # abuse limits
+
+    async def count_failure(
+        self, scope: str, address: str, now: datetime, window: timedelta
+    ) -> FailureCount:
+        """Count one failed attempt of ``scope`` from ``address`` in one atomic upsert,
+        committed before returning: the window's new total. A window that has ended
+        by ``now`` starts over (at 1, ending at ``now + window``)."""
         ...
 
     # purge

@@ -28,7 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -58,6 +58,7 @@ from service.models import (
     Claim,
     CodeFailure,
     Delivery,
+    FailureCounter,
     Redemption,
     Revocation,
     SubjectRevocation,
@@ -68,6 +69,7 @@ from service.store import (
     ClaimResult,
     DeliveryState,
     Exchange,
+    FailureCount,
     Filters,
     Job,
     LinkState,
@@ -588,6 +590,34 @@ class SqlStore(ABC):
     @abstractmethod
     async def _limit_statement_time(self, conn: AsyncConnection, seconds: float) -> None:
         """Let the server stop a read the caller will not wait for (where it can)."""
+
+    # --- abuse limits ------------------------------------------------------------------
+
+    async def count_failure(
+        self, scope: str, address: str, now: datetime, window: timedelta
+    ) -> FailureCount:
+        """``INSERT … ON CONFLICT DO UPDATE … RETURNING``, alike on both databases: the
+        ``SET`` expressions all read the row as it was, so a window that has ended
+        restarts as a whole (count, start and end) or not at all."""
+        table = FailureCounter.__table__
+        insert = self.insert(FailureCounter).values(
+            scope=scope, address=address, failures=1, window_start=now, expires_at=now + window
+        )
+        ended = table.c.expires_at <= insert.excluded.window_start
+        statement = insert.on_conflict_do_update(
+            index_elements=["scope", "address"],
+            set_={
+                "failures": case((ended, 1), else_=table.c.failures + 1),
+                "window_start": case(
+                    (ended, insert.excluded.window_start), else_=table.c.window_start
+                ),
+                "expires_at": case((ended, insert.excluded.expires_at), else_=table.c.expires_at),
+            },
+        ).returning(table.c.failures, table.c.expires_at)
+        async with self._engine.connect() as conn:  # one statement: autocommit
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            row = (await conn.execute(statement)).one()
+        return FailureCount(row.failures, row.expires_at)
 
     # --- purge -------------------------------------------------------------------------
 

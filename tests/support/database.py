@@ -30,6 +30,7 @@ TABLES = (
     "api_keys",
     "actions",
     "clients",
+    "failure_counters",
 )
 
 

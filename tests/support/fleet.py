@@ -218,12 +218,15 @@ async def raw_request(
     headers: dict[str, str] | None = None,
     body: bytes = b"",
     timeout: float = 60,
+    source: str | None = None,
 ) -> tuple[int, dict[str, str]]:
     """One request on a fresh connection, as a click in a mail program makes it.
 
     Raw asyncio streams rather than httpx: on a shared 2-core machine httpx
     manages ~120 requests/s, so the "concurrent" requests of a burst would
-    reach the service one by one; this manages ~600.
+    reach the service one by one; this manages ~600. ``source``: the local
+    address to send from (any of 127.0.0.0/8 is this machine), so that tests
+    can be several clients.
     """
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -233,7 +236,10 @@ async def raw_request(
     if body or method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {len(body)}")
     request = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    local = (source, 0) if source is not None else None
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, local_addr=local), timeout
+    )
     try:
         writer.write(request)
         response = await asyncio.wait_for(reader.read(), timeout)
