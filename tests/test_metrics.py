@@ -9,10 +9,10 @@ import re
 import signal
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import httpx
 import pytest
@@ -25,6 +25,7 @@ from service.redeem import Outcome
 from service.webhooks import ATTEMPT_KINDS
 from tests.conftest import Tenant, link_path, make_tenant
 from tests.support.database import POSTGRES, SQLITE, fetch
+from tests.support.hooks import eventually
 from tests.support.processes import (
     REPO_ROOT,
     ServiceProcess,
@@ -178,21 +179,39 @@ def two_workers(database_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
         yield service
 
 
+def log_entries(service: ServiceProcess) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in service.log().splitlines() if line.strip()]
+
+
 def pids_serving(service: ServiceProcess, route: str) -> set[int]:
-    entries = (json.loads(line) for line in service.log().splitlines())
-    return {e["pid"] for e in entries if e.get("route") == route}
+    return {e["pid"] for e in log_entries(service) if e.get("route") == route}
+
+
+def serving_workers(service: ServiceProcess) -> list[int]:
+    """Workers that finished their startup and have not shut down, in start order."""
+    entries = log_entries(service)
+    finished = {e["pid"] for e in entries if e["msg"].startswith("Finished server process")}
+    started = [e["pid"] for e in entries if e["msg"] == "Application startup complete."]
+    return [pid for pid in started if pid not in finished]
+
+
+async def workers_become(service: ServiceProcess, expected: Callable[[list[int]], bool]) -> None:
+    async def reached() -> bool:
+        return expected(serving_workers(service))
+
+    await eventually(reached, timeout=60, what="the workers to start or stop")
 
 
 @pytest.mark.slow
-async def test_totals_add_up_across_two_workers(two_workers: ServiceProcess) -> None:
-    """Every request on a new connection, so both workers take some; every scrape,
-    whichever worker answers it, reports the totals of both."""
+async def test_totals_add_up_across_worker_processes(two_workers: ServiceProcess) -> None:
+    """A scrape reports what every worker counted, a worker that has exited included:
+    one worker serves a first round alone; it stops, and its replacement serves the
+    second round and the scrape, which reports the totals of both rounds."""
     no_reuse = httpx.Limits(max_keepalive_connections=0)
     expected: Counter[str] = Counter()
     async with httpx.AsyncClient(
         base_url=two_workers.base_url, limits=no_reuse, timeout=30
     ) as http:
-        headers = await provision_shop(http)
 
         async def mint() -> str:
             response = await http.post("/v1/links", json={"action": "go"}, headers=headers)
@@ -205,33 +224,41 @@ async def test_totals_add_up_across_two_workers(two_workers: ServiceProcess) -> 
             assert "redemption_id=" in location or "error=used" in location
             expected["success" if "redemption_id=" in location else "used"] += 1
 
-        for _ in range(5):  # until both workers served mints and redemptions
-            paths = await asyncio.gather(*(mint() for _ in range(10)))
-            await asyncio.gather(*(redeem(p) for p in paths + paths[:4]))
+        async def round_of_requests() -> None:
+            paths = await asyncio.gather(*(mint() for _ in range(5)))
+            await asyncio.gather(*(redeem(p) for p in paths + paths[:2]))
             batch = await http.post(
                 "/v1/links/batch", json={"links": [{"action": "go"}] * 5}, headers=headers
             )
             assert batch.status_code == 201
             expected["minted"] += 5
-            serving = (
-                pids_serving(two_workers, "/v1/links"),
-                pids_serving(two_workers, "/r/{token:path}"),
-            )
-            if all(len(pids) == 2 for pids in serving):
-                break
-        assert all(len(pids) == 2 for pids in serving), "both workers took requests"
 
-        for _ in range(40):  # until each worker has answered a scrape
+        async def scrape_reports_the_totals() -> None:
             _, samples = await scrape(http)
             minted = value(samples, "action_links_links_minted_total", client="shop", action="go")
             assert minted == expected["minted"]
             redemptions = "action_links_redemptions_total"
             assert value(samples, redemptions, outcome="success") == expected["success"]
             assert value(samples, redemptions, outcome="used") == expected["used"]
-            if len(pids_serving(two_workers, "/metrics")) == 2:
-                break
-    assert len(pids_serving(two_workers, "/metrics")) == 2, "each worker answered a scrape"
-    assert expected["used"] > 0
+
+        await workers_become(two_workers, lambda pids: len(pids) == 2)
+        os.kill(two_workers.process.pid, signal.SIGTTOU)  # the supervisor retires one
+        await workers_become(two_workers, lambda pids: len(pids) == 1)
+        [first] = serving_workers(two_workers)
+        headers = await provision_shop(http)
+        await round_of_requests()
+        await scrape_reports_the_totals()
+        routes = ("/v1/links", "/v1/links/batch", "/r/{token:path}", "/metrics")
+        assert all(pids_serving(two_workers, route) == {first} for route in routes)
+
+        os.kill(first, signal.SIGTERM)  # the supervisor starts a replacement
+        await workers_become(two_workers, lambda pids: len(pids) == 1 and first not in pids)
+        [second] = serving_workers(two_workers)
+        await round_of_requests()
+        await scrape_reports_the_totals()
+        assert all(pids_serving(two_workers, route) == {first, second} for route in routes)
+    assert expected["used"] == 4
+    assert expected["minted"] == 20
 
 
 async def test_counts_webhook_attempts_by_outcome(
