@@ -38,8 +38,11 @@ from tests.support.processes import REPO_ROOT, running_service
 from tests.support.receiver import Receiver
 from tests.support.served import ADMIN, provision_shop, service_env
 from tests.test_confirm import nonce_of
+from tests.test_one_click import ONE_CLICK
+from tests.test_resend import expired_link, hint_of
 
 LINK_ROUTE = "/r/{token:path}"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 
 
@@ -49,16 +52,19 @@ def exported() -> InMemorySpanExporter:
 
 
 @pytest.fixture
-async def traced_http(
-    settings: Settings, exported: InMemorySpanExporter
-) -> AsyncIterator[httpx.AsyncClient]:
+async def traced_app(settings: Settings, exported: InMemorySpanExporter) -> AsyncIterator[FastAPI]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exported))
-    app: FastAPI = create_app(settings, OtelTracing(provider))
+    app = create_app(settings, OtelTracing(provider))
     async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield http
+        yield app
+
+
+@pytest.fixture
+async def traced_http(traced_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=traced_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
 
 
 def dump(span: ReadableSpan) -> str:
@@ -77,7 +83,10 @@ def query_of(response: httpx.Response) -> dict[str, list[str]]:
 
 
 async def test_no_secret_in_any_span_of_a_whole_flow(
-    traced_http: httpx.AsyncClient, exported: InMemorySpanExporter, admin_headers: dict[str, str]
+    traced_app: FastAPI,
+    traced_http: httpx.AsyncClient,
+    exported: InMemorySpanExporter,
+    admin_headers: dict[str, str],
 ) -> None:
     http = traced_http
     receiver = Receiver().up()
@@ -136,6 +145,20 @@ async def test_no_secret_in_any_span_of_a_whole_flow(
         accepted = await http.post("/v1/links/redeem", json=body, headers=shop.headers)
         assert accepted.status_code == 200, accepted.text
 
+        # One-click unsubscribe (a mail provider's POST), and a resend after expiry.
+        await shop.put_action("unsubscribe", admin_headers, one_click=True, confirm="page")
+        unsubscribe = await shop.mint("unsubscribe")
+        secrets.add(unsubscribe["token"])
+        clicked = await http.post(link_path(unsubscribe), content=ONE_CLICK, headers=FORM)
+        assert clicked.status_code == 200, clicked.text
+        expired = expired_link(traced_app.state.services)
+        secrets.add(traced_app.state.services.codec.sign_link(expired))
+        hint = await hint_of(http, traced_app.state.services, expired)
+        secrets.add(hint)
+        resent = await http.post("/v1/links/resend", json={"resend": hint}, headers=shop.headers)
+        assert resent.status_code == 201, resent.text
+        secrets.add(resent.json()["token"])
+
         # Refusals: a forged token, wrong credentials.
         assert (await http.get("/r/forged-" + link["token"][::-1])).status_code == 400
         wrong_key = {"Authorization": f"Bearer {shop.key}x"}
@@ -159,6 +182,7 @@ async def test_no_secret_in_any_span_of_a_whole_flow(
     assert {f"GET {LINK_ROUTE}", f"POST {LINK_ROUTE}", f"HEAD {LINK_ROUTE}"} <= names
     assert {"POST /v1/links", "POST /v1/links/inspect", "POST /v1/links/redeem"} <= names
     assert {"POST /v1/redemptions/exchange", "GET /openapi.json", "GET /docs"} <= names
+    assert "POST /v1/links/resend" in names
     follow = server_spans(spans, f"GET {LINK_ROUTE}")[0]
     assert follow.attributes is not None
     assert follow.attributes["http.route"] == LINK_ROUTE
