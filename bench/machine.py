@@ -84,6 +84,16 @@ async def _backend_pids(server_url: str, databases: list[str]) -> list[int]:
     return [row["pid"] for row in rows]
 
 
+@dataclass(frozen=True)
+class CpuSplit:
+    """CPU seconds one run cost, by whom: the system under test's processes, the
+    PostgreSQL backends serving the benchmark's databases, and wrk."""
+
+    server: float = 0.0
+    backends: float = 0.0
+    load_generator: float = 0.0
+
+
 @dataclass
 class CpuMeter:
     """Measures one run: call ``start`` before it and ``stop`` after it."""
@@ -91,19 +101,27 @@ class CpuMeter:
     server_url: str
     databases: list[str]
     servers: list[Server]
+    split: CpuSplit = CpuSplit()
 
-    def _ours(self, backends: list[int]) -> float:
+    def _readings(self, backends: list[int], measured: Server | None) -> tuple[float, ...]:
         servers = [pid for server in self.servers for pid in server.tree()]
-        return pids_cpu_seconds(servers + backends) + _children_cpu_seconds()
+        own = pids_cpu_seconds(measured.tree()) if measured is not None else 0.0
+        children = _children_cpu_seconds()
+        return pids_cpu_seconds(servers) + children, pids_cpu_seconds(backends), own, children
 
-    def start(self) -> None:
+    def start(self, measured: Server | None = None) -> None:
+        """``measured``: the server under load, whose own CPU ``split`` reports."""
+        self._measured = measured
         self._backends = asyncio.run(_backend_pids(self.server_url, self.databases))
         self._busy = _busy_seconds()
-        self._ours_before = self._ours(self._backends)
+        self._before = self._readings(self._backends, measured)
 
     def stop(self, wall_seconds: float) -> float:
         """Other load during the run, in cores (0 = the machine was ours alone)."""
         busy = _busy_seconds() - self._busy
         # Backends that connect during the run count as other load; the warm-up fills the pools.
-        ours = self._ours(self._backends) - self._ours_before
+        after = self._readings(self._backends, self._measured)
+        servers, backends, own, children = (a - b for a, b in zip(after, self._before, strict=True))
+        self.split = CpuSplit(own, backends, children)
+        ours = servers + backends
         return max(0.0, (busy - ours) / wall_seconds) if wall_seconds > 0 else 0.0

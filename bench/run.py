@@ -4,8 +4,11 @@ It installs wrk if it is missing, starts PostgreSQL if it is down, creates a
 fresh database, migrates it, starts Action Links (``python -m service serve
 --workers W``) and the baseline (``bench/baseline.py``, the same worker count)
 against it, runs every scenario against both in alternation after a warm-up,
-and prints requests/s, p50, p99 and the ratio Action Links / baseline, then
-the issue's targets met or missed. Everything it started is stopped and its
+and prints requests/s, p50, p99, CPU per request (the server's, its PostgreSQL
+backends') and the ratio Action Links / baseline, then the issue's targets met
+or missed. ``--workers 1,2`` does all of it once per worker count, each on
+fresh databases and fresh servers, a table per count and a last one comparing
+the counts. Everything it started is stopped and its
 databases dropped at the end, except the growth scenario's history, kept as a
 template for the next run unless ``--no-history-cache`` (bench/README.md).
 """
@@ -68,8 +71,9 @@ BATCH_SIZE = 100
 INSPECT_TOKENS = 1000
 AL, BL = "Action Links", "baseline"
 PUBLIC_BASE_URL = "https://links.example.com"
-RSS_LIMIT_MB = 120.0
-BATCH_GOAL = 20_000.0
+RSS_LIMIT_MB = 100.0  # per worker (issue 17); the supervisor is reported, not held to it
+BATCH_GOAL = 80_000.0  # links/s at two workers (issue 17)
+BATCH_GOAL_WORKERS = 2
 CONTENTION_TOLERANCE = 0.95  # "not slower", within the noise of two equal paths
 
 
@@ -82,7 +86,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2, help="measured runs per system")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes per system")
+    parser.add_argument(
+        "--workers",
+        default="2",
+        help="worker processes per system; a comma-separated list (1,2) runs each in turn",
+    )
     parser.add_argument(
         "--pool-size", type=int, default=10, help="DATABASE_POOL_SIZE (connections per worker)"
     )
@@ -112,8 +120,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.smoke:
         args.duration, args.warmup, args.rounds = 1, 0, 1
-        args.connections, args.threads, args.workers, args.pool_size = 8, 1, 1, 3
+        args.connections, args.threads, args.pool_size = 8, 1, 3
         args.growth_rows, args.no_history_cache = 2000, True
+        if args.workers == parser.get_default("workers"):
+            args.workers = "1"
+    try:
+        args.worker_counts = [int(w) for w in str(args.workers).split(",") if w.strip()]
+    except ValueError:
+        parser.error(f"--workers: not a comma-separated list of numbers: {args.workers}")
+    if not args.worker_counts or min(args.worker_counts) < 1:
+        parser.error("--workers: at least one count, each 1 or more")
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
@@ -128,6 +144,7 @@ class Bench:
     args: argparse.Namespace
     stack: ExitStack
     workdir: Path
+    workers: int
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(48))
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     baseline_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
@@ -189,7 +206,7 @@ class Bench:
             "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
             "DATABASE_POOL_SIZE": str(self.args.pool_size),
         }
-        workers = self.args.workers
+        workers = self.workers
         service_env = {**common, "ADMIN_TOKEN": self.admin_token}
         baseline_env = {**common, "BASELINE_API_TOKEN": self.baseline_token}
         if webhook_url is not None:
@@ -348,6 +365,15 @@ def growth_scenario(bench: Bench, service: ServiceTarget, baseline: BaselineTarg
 # --- report ------------------------------------------------------------------
 
 
+@dataclass
+class WorkerRun:
+    """Everything measured at one worker count."""
+
+    workers: int
+    results: list[ScenarioFigures]
+    memory: dict[str, list[ProcessMemory]]
+
+
 def _ratio_text(value: float, goal: float | None) -> str:
     if goal is None:
         return f"{value:.2f}×"
@@ -357,8 +383,9 @@ def _ratio_text(value: float, goal: float | None) -> str:
 
 def figures_table(results: list[ScenarioFigures]) -> str:
     lines = [
-        "| scenario | system | rate | p50 ms | p99 ms | other load (cores) |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| scenario | system | rate | p50 ms | p99 ms | CPU µs/req: server | PostgreSQL "
+        "| other load (cores) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for result in results:
         scenario = result.scenario
@@ -369,23 +396,35 @@ def figures_table(results: list[ScenarioFigures]) -> str:
             if arm.errors:
                 notes.append(f"{arm.errors} errors")
             label = arm.label + (f" ({'; '.join(notes)})" if notes else "")
+            cpu = arm.cpu_us()
             lines.append(
                 f"| {scenario.title} | {label} | {arm.rate:,.0f} {scenario.unit} | "
-                f"{arm.p50_ms:.1f} | {arm.p99_ms:.1f} | {arm.other_load:.2f} |"
+                f"{arm.p50_ms:.1f} | {arm.p99_ms:.1f} | {cpu.server:.0f} | {cpu.backends:.0f} | "
+                f"{arm.other_load:.2f} |"
             )
         for comparison, value in result.ratios:
             text = _ratio_text(value, comparison.goal)
-            lines.append(f"| {scenario.title} | **{comparison.label}** | **{text}** | | | |")
+            lines.append(f"| {scenario.title} | **{comparison.label}** | **{text}** | | | | | |")
     return "\n".join(lines)
 
 
-def targets_summary(results: list[ScenarioFigures], memory: dict[str, list[ProcessMemory]]) -> str:
+def targets_summary(
+    results: list[ScenarioFigures], memory: dict[str, list[ProcessMemory]], workers: int
+) -> str:
     lines = []
     by_name = {r.scenario.name: r for r in results}
     if "batch" in by_name:
         rate = by_name["batch"].arms[0].rate
-        verdict = "met" if rate >= BATCH_GOAL else f"missed by {1 - rate / BATCH_GOAL:.0%}"
-        lines.append(f"- batches: {rate:,.0f} links/s (target ≥ 20,000: {verdict})")
+        if workers == BATCH_GOAL_WORKERS:
+            verdict = "met" if rate >= BATCH_GOAL else f"missed by {1 - rate / BATCH_GOAL:.0%}"
+            lines.append(
+                f"- batches: {rate:,.0f} links/s (target ≥ {BATCH_GOAL:,.0f} at "
+                f"{BATCH_GOAL_WORKERS} workers: {verdict})"
+            )
+        else:
+            lines.append(
+                f"- batches: {rate:,.0f} links/s (the target is for {BATCH_GOAL_WORKERS} workers)"
+            )
     if "redeem" in by_name:
         al, bl = by_name["redeem"].arms
         verdict = "met" if al.p99_ms <= bl.p99_ms else f"missed by {al.p99_ms / bl.p99_ms - 1:.0%}"
@@ -403,45 +442,77 @@ def targets_summary(results: list[ScenarioFigures], memory: dict[str, list[Proce
     for name, processes in memory.items():
         if not processes:
             continue
-        peak = max(p.peak_rss_mb for p in processes)
+        # The processes that serve requests: the workers, or the one process without them.
+        serving = [p for p in processes if p.role == "worker"] or [
+            p for p in processes if p.role == "main"
+        ]
+        peak = max(p.peak_rss_mb for p in serving)
         verdict = "met" if peak <= RSS_LIMIT_MB else f"missed by {peak / RSS_LIMIT_MB - 1:.0%}"
         detail = ", ".join(f"{p.role} {p.peak_rss_mb:.0f}" for p in processes)
-        lines.append(f"- peak RSS {name}: {detail} MB (target ≤ 120 MB/process: {verdict})")
+        lines.append(
+            f"- peak RSS {name}: {detail} MB (target ≤ {RSS_LIMIT_MB:.0f} MB per worker: {verdict})"
+        )
     return "\n".join(lines)
 
 
+def scaling_table(runs: list[WorkerRun]) -> str:
+    """Each arm's rate at every worker count, and the last count's over the first's."""
+    counts = [run.workers for run in runs]
+    header = " | ".join(f"{w} worker{'s' if w > 1 else ''}" for w in counts)
+    lines = [
+        f"| scenario | system | {header} | {counts[-1]} / {counts[0]} |",
+        "| --- | --- | " + "---: | " * (len(counts) + 1),
+    ]
+    for index, result in enumerate(runs[0].results):
+        for arm_index, arm in enumerate(result.arms):
+            rates = [run.results[index].arms[arm_index].rate for run in runs]
+            change = f"{rates[-1] / rates[0]:.2f}×" if rates[0] else "–"
+            cells = " | ".join(f"{rate:,.0f}" for rate in rates)
+            lines.append(f"| {result.scenario.title} | {arm.label} | {cells} | {change} |")
+    return "\n".join(lines)
+
+
+def _scenarios_json(results: list[ScenarioFigures]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": r.scenario.name,
+            "title": r.scenario.title,
+            "unit": r.scenario.unit,
+            "arms": [
+                {
+                    "label": a.label,
+                    "rate": a.rate,
+                    "p50_ms": a.p50_ms,
+                    "p99_ms": a.p99_ms,
+                    "other_load": a.other_load,
+                    "errors": a.errors,
+                    "wrapped": a.wrapped,
+                    "cpu_us_per_request": asdict(a.cpu_us()),
+                    "runs": [asdict(run) for run in a.runs],
+                }
+                for a in r.arms
+            ],
+            "ratios": [{"label": c.label, "value": v, "goal": c.goal} for c, v in r.ratios],
+        }
+        for r in results
+    ]
+
+
 def to_json(
-    args: argparse.Namespace,
-    machine: dict[str, str],
-    results: list[ScenarioFigures],
-    memory: dict[str, list[ProcessMemory]],
+    args: argparse.Namespace, machine: dict[str, str], runs: list[WorkerRun]
 ) -> dict[str, Any]:
+    """``runs``: one entry per worker count, in the order run."""
     return {
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "machine": machine,
-        "scenarios": [
+        "runs": [
             {
-                "name": r.scenario.name,
-                "title": r.scenario.title,
-                "unit": r.scenario.unit,
-                "arms": [
-                    {
-                        "label": a.label,
-                        "rate": a.rate,
-                        "p50_ms": a.p50_ms,
-                        "p99_ms": a.p99_ms,
-                        "other_load": a.other_load,
-                        "errors": a.errors,
-                        "wrapped": a.wrapped,
-                        "runs": [asdict(run) for run in a.runs],
-                    }
-                    for a in r.arms
-                ],
-                "ratios": [{"label": c.label, "value": v, "goal": c.goal} for c, v in r.ratios],
+                "workers": run.workers,
+                "scenarios": _scenarios_json(run.results),
+                "memory": {name: [asdict(p) for p in ps] for name, ps in run.memory.items()},
             }
-            for r in results
+            for run in runs
         ],
-        "memory": {name: [asdict(p) for p in ps] for name, ps in memory.items()},
     }
 
 
@@ -449,22 +520,18 @@ def to_json(
 
 
 @contextmanager
-def bench_context(args: argparse.Namespace) -> Iterator[Bench]:
+def bench_context(args: argparse.Namespace, workers: int) -> Iterator[Bench]:
     with ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="al-bench-"))
         stack.callback(shutil.rmtree, workdir, True)
-        yield Bench(args, stack, workdir)
+        yield Bench(args, stack, workdir, workers)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    ensure_wrk()
-    database.ensure_postgres(SERVER_URL)
-    machine = machine_info(SERVER_URL)
-    started = time.monotonic()
-    with bench_context(args) as bench:
+def run_workers(args: argparse.Namespace, workers: int) -> WorkerRun:
+    """Every scenario asked for, at one worker count, on fresh databases and servers."""
+    with bench_context(args, workers) as bench:
         log(
-            f"{args.workers} worker(s) per system, {args.connections} connections, "
+            f"{workers} worker(s) per system, {args.connections} connections, "
             f"{args.rounds} round(s) of {args.duration} s after {args.warmup} s of warm-up"
         )
         receiver = bench.receiver()
@@ -480,23 +547,40 @@ def main(argv: list[str] | None = None) -> int:
             server.name: server.memory() for server in bench.servers if server.name != "receiver"
         }
         _check_alive(bench.servers)
+    return WorkerRun(workers, results, memory)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    ensure_wrk()
+    database.ensure_postgres(SERVER_URL)
+    machine = machine_info(SERVER_URL)
+    started = time.monotonic()
+    runs = [run_workers(args, workers) for workers in args.worker_counts]
     print()
     print(
         f"Machine: {machine['cpus']} CPUs ({machine['cpu_model']}), {machine['memory']}, "
         f"PostgreSQL {machine['postgresql']}, Python {machine['python']}"
     )
-    print(
-        f"Options: {args.workers} worker(s) per system, {args.connections} connections, "
-        f"{args.threads} wrk thread(s), {args.rounds} × {args.duration} s per system "
-        f"after {args.warmup} s warm-up, DATABASE_POOL_SIZE={args.pool_size}"
-    )
-    print()
-    print(figures_table(results))
-    print()
-    print(targets_summary(results, memory))
+    for run in runs:
+        print()
+        print(
+            f"### {run.workers} worker(s) per system: {args.connections} connections, "
+            f"{args.threads} wrk thread(s), {args.rounds} × {args.duration} s per system "
+            f"after {args.warmup} s warm-up, DATABASE_POOL_SIZE={args.pool_size}"
+        )
+        print()
+        print(figures_table(run.results))
+        print()
+        print(targets_summary(run.results, run.memory, run.workers))
+    if len(runs) > 1:
+        print()
+        print("### Rates by worker count")
+        print()
+        print(scaling_table(runs))
     print(f"\nbench: done in {time.monotonic() - started:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps(to_json(args, machine, results, memory), indent=2))
+        args.json.write_text(json.dumps(to_json(args, machine, runs), indent=2))
     return 0
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.machine import CpuMeter, load_average
+from bench.machine import CpuMeter, CpuSplit, load_average
 from bench.targets import Target, redeem_once
 from bench.wrk import Load, WrkResult, run_wrk
 
@@ -76,6 +76,11 @@ class Run:
     result: WrkResult
     other_load: float
     load_average: float
+    cpu: CpuSplit = CpuSplit()  # CPU seconds of the run: the server, its backends, wrk
+
+    def cpu_us(self, seconds: float) -> float:
+        """``seconds`` of CPU per request of this run, in µs."""
+        return seconds / self.result.requests * 1e6 if self.result.requests else 0.0
 
 
 @dataclass
@@ -97,6 +102,19 @@ class ArmFigures:
     @property
     def other_load(self) -> float:
         return statistics.fmean(r.other_load for r in self.runs)
+
+    def cpu_us(self) -> CpuSplit:
+        """CPU µs per request over all runs: the server's processes, its PostgreSQL
+        backends (both systems' backends, of which only this arm's were busy), wrk."""
+        requests = sum(r.result.requests for r in self.runs)
+        if not requests:
+            return CpuSplit()
+        return CpuSplit(
+            *(
+                sum(getattr(r.cpu, name) for r in self.runs) / requests * 1e6
+                for name in ("server", "backends", "load_generator")
+            )
+        )
 
 
 @dataclass
@@ -192,19 +210,22 @@ def run_scenario(scenario: Scenario, settings: Settings, meter: CpuMeter) -> Sce
             load = arm.make_load(settings.duration, rates[arm.label])
             average = load_average()
             profiler = _profiler(settings, arm, f"{scenario.name}-{arm.label}", round_)
-            meter.start()
+            meter.start(arm.target.server)
             started = time.monotonic()
             result = _wrk(settings, arm, load, settings.duration, name)
             other = meter.stop(time.monotonic() - started)
             if profiler is not None:
                 profiler.wait()
-            runs[arm.label].append(Run(result, other, average))
+            run = Run(result, other, average, meter.split)
+            runs[arm.label].append(run)
             rates[arm.label] = result.rps * (2 if result.wrapped else 1)
             rate = result.rps * arm.per_request
             print(
                 f"bench:   {scenario.name:<11} {arm.label:<34} {rate:>9,.0f}"
                 f" {scenario.unit}  p50 {result.p50_ms:6.1f} ms  p99 {result.p99_ms:6.1f} ms"
-                f"  other load {other:.2f} cores",
+                f"  other load {other:.2f} cores  CPU µs/request: server"
+                f" {run.cpu_us(run.cpu.server):.0f}, PostgreSQL {run.cpu_us(run.cpu.backends):.0f},"
+                f" wrk {run.cpu_us(run.cpu.load_generator):.0f}",
                 flush=True,
             )
     figures = [_figures(arm, runs[arm.label]) for arm in scenario.arms]

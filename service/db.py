@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from alembic import command
 from service.config import Settings
 from service.store import Store, postgres, sqlite
 from service.tracing import NO_TRACING, Tracing
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 
 def open_store(settings: Settings, tracing: Tracing = NO_TRACING, **engine_options: Any) -> Store:
@@ -52,27 +53,69 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 VERSION_TABLE = "alembic_version"
 
 
-def alembic_config(database_url: str) -> Config:
+def migrations_dir() -> Path:
     """Migrations ship inside the wheel (``service/_alembic``) or live at the repo's top."""
     shipped = PACKAGE_DIR / "_alembic"
-    root = shipped if (shipped / "env.py").exists() else PACKAGE_DIR.parent / "alembic"
+    return shipped if (shipped / "env.py").exists() else PACKAGE_DIR.parent / "alembic"
+
+
+def alembic_config(database_url: str) -> Config:
+    # Imported here, not at the top: alembic (and mako) cost every worker ~11 MB of
+    # memory, and only the commands that migrate need them (bench/README.md).
+    from alembic.config import Config
+
     config = Config()
-    config.set_main_option("script_location", str(root))
+    config.set_main_option("script_location", str(migrations_dir()))
     config.attributes["database_url"] = database_url
     return config
 
 
 def migrate(settings: Settings) -> None:
     """Bring the database to the newest migration (synchronous: alembic runs its own loop)."""
+    from alembic import command
+
     command.upgrade(alembic_config(settings.database_url), "head")
 
 
 @cache
 def schema_head() -> str:
-    """The newest migration this code ships (read once per process)."""
-    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
-    assert head is not None, "no migrations found"
-    return head
+    """The newest migration this code ships (read once per process).
+
+    Read from the migration files' ``revision`` and ``down_revision`` without
+    importing alembic, which every worker would then carry (~11 MB): the head is
+    the one revision that no other names as its ``down_revision``. One branch
+    only, as alembic's ``get_current_head`` requires (``tests/test_migrations.py``
+    checks that both agree).
+    """
+    revisions: dict[str, str | None] = {}
+    for path in sorted((migrations_dir() / "versions").glob("*.py")):
+        found = _revision_of(path.read_text(encoding="utf-8"))
+        if found is not None:
+            revisions[found[0]] = found[1]
+    parents = set(revisions.values())
+    heads = [revision for revision in revisions if revision not in parents]
+    assert len(heads) == 1, f"migrations must have exactly one head, found {heads}"
+    return heads[0]
+
+
+def _revision_of(source: str) -> tuple[str, str | None] | None:
+    """A migration file's (``revision``, ``down_revision``), from its top-level assignments."""
+    values: dict[str, object] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value:
+            target, value = node.target.id, node.value
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+            if not isinstance(node.targets[0], ast.Name):
+                continue
+            target, value = node.targets[0].id, node.value
+        else:
+            continue
+        if target in ("revision", "down_revision") and isinstance(value, ast.Constant):
+            values[target] = value.value
+    revision, parent = values.get("revision"), values.get("down_revision")
+    if not isinstance(revision, str) or not (parent is None or isinstance(parent, str)):
+        return None
+    return revision, parent
 
 
 async def schema_revision(engine: AsyncEngine) -> str | None:

@@ -50,7 +50,8 @@ def test_bench_smoke_produces_figures(postgres_url: str, tmp_path: Path) -> None
         pytest.skip("wrk is not installed and cannot be installed here")
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert "| scenario | system |" in completed.stdout
-    report = json.loads(figures.read_text())
+    [report] = json.loads(figures.read_text())["runs"]
+    assert report["workers"] == 1
     assert [s["name"] for s in report["scenarios"]] == SCENARIOS.split(",")
     for scenario in report["scenarios"]:
         labels = " ".join(arm["label"] for arm in scenario["arms"])
@@ -61,6 +62,7 @@ def test_bench_smoke_produces_figures(postgres_url: str, tmp_path: Path) -> None
             assert arm["p99_ms"] >= arm["p50_ms"] > 0, (scenario["name"], arm)
             assert arm["errors"] == 0, (scenario["name"], arm)
             assert arm["wrapped"] == 0, (scenario["name"], arm)
+            assert arm["cpu_us_per_request"]["server"] > 0, (scenario["name"], arm)
         assert scenario["ratios"], scenario["name"]
     assert report["memory"]
     for name, processes in report["memory"].items():

@@ -63,3 +63,27 @@ def test_0004_starts_each_counter_above_every_use_number_it_handed_out(blank_url
     ]
     command.downgrade(config, "0003")
     command.upgrade(config, "head")
+
+
+@pytest.mark.backends(SQLITE)
+def test_the_schema_head_read_from_the_files_is_alembics() -> None:
+    """``schema_head`` reads the migration files itself (no alembic in the workers)."""
+    from alembic.script import ScriptDirectory
+
+    from service.db import schema_head
+
+    assert schema_head() == ScriptDirectory.from_config(alembic_config("")).get_current_head()
+
+
+@pytest.mark.backends(SQLITE)
+def test_a_worker_does_not_import_alembic() -> None:
+    """alembic and mako cost each worker ~11 MB; only migrating needs them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import service.main; from service.db import schema_head; schema_head(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
