@@ -23,6 +23,8 @@ import logging.config
 import time
 from typing import Any
 
+import orjson
+
 from service import request_context
 
 FIELDS = "fields"
@@ -35,7 +37,31 @@ NOISY_LOGGERS = ("alembic.runtime.plugins",)
 
 
 _second: list[Any] = [-1, ""]  # the last whole second formatted, and its text
-_encoder = json.JSONEncoder(default=str)  # one encoder: json.dumps(default=…) builds one per call
+# Datetimes and dataclasses go to ``default=str`` as with the standard library.
+_ORJSON_OPTIONS = (
+    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+
+def encode_line(entry: dict[str, Any]) -> str:
+    """``entry`` as one line of ASCII JSON, compact (``{"a":1}``).
+
+    orjson, about a third of the standard library's cost per access-log line
+    (bench/README.md); what it will not write as the standard library would
+    (non-ASCII text, which the stdlib escapes; lone surrogates; integers beyond
+    64 bits) goes through the standard library instead, compact too.
+    """
+    try:
+        line = orjson.dumps(entry, default=str, option=_ORJSON_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError):
+        return _compact.encode(entry)
+    if line.isascii():
+        return line.decode("ascii")
+    return _compact.encode(entry)
+
+
+# One encoder: json.dumps(default=…) builds one per call.
+_compact = json.JSONEncoder(default=str, separators=(",", ":"))
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -70,7 +96,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(_fields(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return _encoder.encode(entry)
+        return encode_line(entry)
 
 
 class ConsoleFormatter(logging.Formatter):

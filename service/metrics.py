@@ -53,7 +53,7 @@ from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from prometheus_client import (
     REGISTRY,
@@ -220,8 +220,18 @@ def links_minted(client_id: str, actions: Iterable[str]) -> None:
         LINKS_MINTED.labels(client_id, action).inc(count)
 
 
+# Children by label values, for the two families counted on every request: ``labels()``
+# takes a lock and builds its key each time (prometheus_client), the dict does not.
+# A child, once made, stays its family's for the life of the process.
+_redemptions: dict[str, Any] = {}
+_requests: dict[tuple[str, str, int], Any] = {}
+
+
 def redemption(outcome: str) -> None:
-    REDEMPTIONS.labels(outcome).inc()
+    child = _redemptions.get(outcome)
+    if child is None:
+        child = _redemptions[outcome] = REDEMPTIONS.labels(outcome)
+    child.inc()
 
 
 def webhook_attempt(outcome: str, seconds: float | None = None) -> None:
@@ -258,7 +268,11 @@ def rate_limited(limit: str) -> None:
 
 
 def request_finished(method: str, route: str, status: int, seconds: float) -> None:
-    REQUEST_DURATION.labels(method, route, str(status)).observe(seconds)
+    key = (method, route, status)
+    child = _requests.get(key)
+    if child is None:
+        child = _requests[key] = REQUEST_DURATION.labels(method, route, str(status))
+    child.observe(seconds)
 
 
 # --- multiprocess mode ----------------------------------------------------------------
@@ -373,8 +387,11 @@ def sample_pool(store: Store) -> None:
     pool = store.engine.sync_engine.pool
     size = getattr(pool, "size", None)
     checked_out = getattr(pool, "checkedout", None)
+    # Connections the redemption line keeps between turns are checked out, yet idle.
+    kept = getattr(store, "kept_connections", None)
+    idle = kept() if callable(kept) else 0
     if callable(size) and callable(checked_out):
-        pool_sampled(size(), checked_out())
+        pool_sampled(size(), max(0, checked_out() - idle))
 
 
 async def render(store: Store) -> bytes:

@@ -207,7 +207,7 @@ def test_serve_links_to_the_address_it_listens_on(database_url: str, tmp_path: P
             )
         assert minted.status_code == 201, minted.text
         assert minted.json()["url"].startswith(f"http://127.0.0.1:{port}/r/")
-        warnings = [line for line in service.log().splitlines() if '"level": "warning"' in line]
+        warnings = [line for line in service.log().splitlines() if '"level":"warning"' in line]
     assert len(warnings) == 1, warnings
     assert f"PUBLIC_BASE_URL is http://127.0.0.1:{port}: minted links only work" in warnings[0]
 

@@ -171,3 +171,20 @@ def test_a_debug_log_holds_no_token_key_or_secret(database_url: str, tmp_path: P
 
 def _bearer(value: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {value}"}
+
+
+def test_json_lines_are_compact_ascii_whatever_the_values() -> None:
+    """orjson writes the lines; what it would write otherwise (non-ASCII text, lone
+    surrogates, huge integers) goes through the standard library, still one ASCII line."""
+    from datetime import UTC, datetime
+
+    from service.logs import encode_line
+
+    moment = datetime(2026, 12, 2, 22, 0, tzinfo=UTC)
+    assert encode_line({"a": 1, "b": "x"}) == '{"a":1,"b":"x"}'
+    assert encode_line({"at": moment}) == '{"at":"2026-12-02 22:00:00+00:00"}'  # str(), as before
+    for value in ("café", "\ud800", 2**70, {1: "int key"}):
+        line = encode_line({"v": value})
+        assert line.isascii()
+        assert "\n" not in line
+        assert json.loads(line) == {"v": json.loads(json.dumps(value))}

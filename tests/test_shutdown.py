@@ -96,5 +96,5 @@ def test_sigterm_when_idle_exits_zero(database_url: str, tmp_path: Path, workers
         except subprocess.TimeoutExpired:
             pytest.fail("did not stop within 10 s")
     log = service.log()
-    assert '"msg": "stopped"' in log
+    assert '"msg":"stopped"' in log
     assert "Application shutdown complete." in log

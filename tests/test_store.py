@@ -837,3 +837,83 @@ def test_driver_errors_that_mean_the_database_is_unavailable(
     if isinstance(error, asyncpg.PostgresError):
         assert error.sqlstate  # the class carries the SQLSTATE that is read
     assert driver_unavailable(error) is unavailable
+
+
+@pytest.fixture
+async def roomy_store(settings: Settings) -> AsyncIterator[PostgresStore]:
+    """A pool of 4: the line may keep 2 connections, 2 stay for sessions."""
+    store = open_store(settings.model_copy(update={"database_pool_size": 4}))
+    assert isinstance(store, PostgresStore)
+    yield store
+    await store.close()
+
+
+@pytest.mark.backends(POSTGRES)
+async def test_the_line_keeps_its_connections_and_leaves_the_sessions_theirs(
+    roomy_store: PostgresStore,
+) -> None:
+    pool = roomy_store.engine.sync_engine.pool
+    release = asyncio.Event()
+
+    async def turn() -> int:
+        async with roomy_store.driver() as driver:
+            pid = int(await driver.fetchval("SELECT pg_backend_pid()"))
+            await release.wait()
+        return pid
+
+    turns = [asyncio.ensure_future(turn()) for _ in range(4)]  # all four connections out
+    await asyncio.sleep(0.1)
+    release.set()
+    first = set(await asyncio.gather(*turns))
+    assert len(first) == 4
+    # Two are kept for the next turns, two went back to the pool for the sessions.
+    assert roomy_store.kept_connections() == 2
+    assert pool.checkedout() == 2  # type: ignore[attr-defined]
+    async with roomy_store.engine.connect() as a, roomy_store.engine.connect() as b:
+        assert await a.scalar(text("SELECT 1")) == await b.scalar(text("SELECT 1")) == 1
+    again = await turn()
+    assert again in first
+    assert roomy_store.kept_connections() == 2
+
+
+@pytest.mark.backends(POSTGRES)
+async def test_a_lost_connection_ends_the_kept_ones_too(roomy_store: PostgresStore) -> None:
+    async def pid() -> int:
+        async with roomy_store.driver() as driver:
+            return int(await driver.fetchval("SELECT pg_backend_pid()"))
+
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with roomy_store.driver() as driver:
+            await driver.fetchval("SELECT 1")
+            await release.wait()
+
+    holders = [asyncio.ensure_future(hold()) for _ in range(2)]
+    await asyncio.sleep(0.1)
+    release.set()
+    await asyncio.gather(*holders)
+    assert roomy_store.kept_connections() == 2
+    kept = {await pid(), await pid()}
+    # The server drops both (a restart, a failover): the next turn fails as unavailable
+    # (a 503), and every kept connection goes, so the turn after gets a fresh one.
+    async with roomy_store.engine.connect() as conn:
+        for backend in kept:
+            await conn.execute(text(f"SELECT pg_terminate_backend({backend})"))
+    with pytest.raises(DatabaseUnavailable):
+        await pid()
+    assert roomy_store.kept_connections() == 0
+    assert await pid() not in kept
+
+
+@pytest.mark.backends(POSTGRES)
+async def test_closing_the_store_closes_the_kept_connections(settings: Settings) -> None:
+    store = open_store(settings.model_copy(update={"database_pool_size": 4}))
+    assert isinstance(store, PostgresStore)
+    async with store.driver() as driver:
+        connection = driver
+        await driver.fetchval("SELECT 1")
+    assert store.kept_connections() == 1
+    await store.close()
+    assert store.kept_connections() == 0
+    assert connection.is_closed()
