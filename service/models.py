@@ -164,6 +164,9 @@ class SubjectRevocation(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
+SINGLE_USE = "max_uses = 1 AND once_key IS NULL"  # an audit row of a single-use link
+
+
 class Redemption(Base):
     """One accepted use. ``seq`` orders the audit log; ``id`` is random (96 bits).
 
@@ -188,8 +191,20 @@ class Redemption(Base):
     once_key: Mapped[str | None] = mapped_column(Text)
     via: Mapped[str] = mapped_column(String(16), server_default=text("'link'"))
     exchanged_at: Mapped[datetime | None]
+    # The link's expiry, on the audit row of a single-use link that is its own claim
+    # (no counter row): purge keeps the row until then (migration 0006).
+    claim_expires_at: Mapped[datetime | None]
 
     __table_args__ = (
+        # At most one audit row per single-use link: what makes its claim exactly-once.
+        Index(
+            "ux_redemptions_single_use",
+            "client_id",
+            "claim_key",
+            unique=True,
+            postgresql_where=text(SINGLE_USE),
+            sqlite_where=text(SINGLE_USE),
+        ),
         Index("ix_redemptions_client_seq", "client_id", "seq"),
         Index("ix_redemptions_client_link_seq", "client_id", "link_id", "seq"),
         Index("ix_redemptions_client_subject_seq", "client_id", "subject", "seq"),

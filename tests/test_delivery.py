@@ -207,8 +207,12 @@ async def test_an_outcome_is_recorded_only_under_the_lease_it_was_attempted_with
 
 
 async def uses(database_url: str) -> int:
-    rows = await fetch(database_url, "SELECT coalesce(sum(uses), 0) AS n FROM claims")
-    return int(rows[0]["n"])
+    """Uses taken: the counters', and the audit rows that are a single-use link's claim."""
+    counters = await fetch(database_url, "SELECT coalesce(sum(uses), 0) AS n FROM claims")
+    carried = await fetch(
+        database_url, "SELECT count(*) AS n FROM redemptions WHERE claim_expires_at IS NOT NULL"
+    )
+    return int(counters[0]["n"]) + int(carried[0]["n"])
 
 
 async def test_sync_accepted_is_success(

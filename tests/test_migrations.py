@@ -65,6 +65,45 @@ def test_0004_starts_each_counter_above_every_use_number_it_handed_out(blank_url
     command.upgrade(config, "head")
 
 
+def test_0006_downgrade_gives_audit_rows_that_are_claims_their_counters_back(
+    blank_url: str,
+) -> None:
+    """Before 0006 only counters say a link is used: a downgrade makes one for every audit
+    row that is a single-use link's claim, used up, so those links stay used."""
+    config = alembic_config(blank_url)
+    command.upgrade(config, "0006")
+    later = "'2026-11-26 16:00:00+00'"
+    run(
+        blank_url,
+        "INSERT INTO redemptions (id, client_id, link_id, claim_key, action, use, max_uses,"
+        " redeemed_at, claim_expires_at) VALUES"
+        f" ('r1', 'shop', 'a', 'l:a', 'x', 1, 1, {NOW}, {later}),"
+        f" ('r2', 'shop', 'b', 'l:b', 'x', 3, 1, {NOW}, {later}),"
+        f" ('r3', 'shop', 'c', 'l:c', 'x', 1, 5, {NOW}, NULL)",
+    )
+    # b's counter: a sync use given back (0 uses, 2 numbers handed out), then use 3 taken.
+    run(
+        blank_url,
+        "INSERT INTO claims (client_id, key, uses, issued, max_uses, expires_at, first_used_at,"
+        f" last_used_at) VALUES ('shop', 'l:b', 0, 2, 1, {later}, {NOW}, {NOW}),"
+        f" ('shop', 'l:c', 1, 1, 5, {later}, {NOW}, {NOW})",
+    )
+    with pytest.raises(Exception, match="(?i)unique"):  # one audit row per single-use link
+        run(
+            blank_url,
+            "INSERT INTO redemptions (id, client_id, link_id, claim_key, action, use, max_uses,"
+            f" redeemed_at) VALUES ('r4', 'shop', 'a', 'l:a', 'x', 2, 1, {NOW})",
+        )
+    command.downgrade(config, "0005")
+    rows = run(blank_url, "SELECT key, uses, issued, max_uses FROM claims ORDER BY key")
+    assert [(r["key"], r["uses"], r["issued"], r["max_uses"]) for r in rows] == [
+        ("l:a", 1, 1, 1),
+        ("l:b", 1, 3, 1),
+        ("l:c", 1, 1, 5),  # a counter's own link: untouched
+    ]
+    command.upgrade(config, "head")
+
+
 @pytest.mark.backends(SQLITE)
 def test_the_schema_head_read_from_the_files_is_alembics() -> None:
     """``schema_head`` reads the migration files itself (no alembic in the workers)."""

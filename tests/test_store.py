@@ -625,11 +625,13 @@ async def test_purge_deletes_failure_counters_whose_window_has_ended(store: Stor
 
 async def test_purge_batches_delete_before_the_cutoff_only(store: Store) -> None:
     now = utc()
+    # Links of two uses: they have counters on both databases (a single-use link's
+    # audit row is its claim on PostgreSQL; the next test purges those).
     for _ in range(5):
         await store.claim(
-            link(expires_at=int(now.timestamp()) - 60), now, deliver=False, lease=None
+            link(expires_at=int(now.timestamp()) - 60, max_uses=2), now, deliver=False, lease=None
         )
-    await store.claim(link(), now, deliver=False, lease=None)
+    await store.claim(link(max_uses=2), now, deliver=False, lease=None)
     await store.claim(link(once_key="forever"), now, deliver=False, lease=None)
     await store.revoke_link("shop", new_link_id(), now - LATER, now - LATER / 2)
     await store.revoke_subject("shop", "7", ALL_ACTIONS, now - LATER, now - LATER / 2)
@@ -644,6 +646,55 @@ async def test_purge_batches_delete_before_the_cutoff_only(store: Store) -> None
         assert await batches.delete_batch(REDEMPTIONS, now + LATER, 10) == 7
     rows = await fetch(url_of(store), "SELECT key FROM claims")
     assert len(rows) == 2  # the live link's counter, and the once key's budget
+
+
+async def test_purging_the_audit_log_never_makes_a_used_link_usable_again(store: Store) -> None:
+    """A single-use link's audit row, where it is the link's claim (PostgreSQL), outlives
+    the retention cutoff until the link expires; elsewhere the counter does."""
+    now = utc()
+    expires = now + 2 * timedelta(days=1)
+    claims = link(expires_at=int(expires.timestamp()))
+    assert await uses_of(store, claims, 1) == [1]
+    async with store.purging() as batches:
+        assert batches is not None
+        await batches.delete_batch(REDEMPTIONS, now + timedelta(days=1), 10)
+    assert (await store.peek(claims)).exhausted(claims.max_uses)
+    assert await uses_of(store, claims, 1) == [None]
+    async with store.purging() as batches:
+        assert batches is not None
+        await batches.delete_batch(REDEMPTIONS, expires + timedelta(days=1), 10)
+    assert await store.redemptions("shop", Filters(link_id=claims.link_id), None, 10) == []
+
+
+@pytest.mark.backends(POSTGRES)
+async def test_a_single_use_claim_writes_its_audit_row_and_no_counter(store: Store) -> None:
+    claims = link()
+    assert await uses_of(store, claims, 2) == [1, None]
+    assert await fetch(url_of(store), "SELECT key FROM claims") == []
+    [row] = await fetch(url_of(store), "SELECT use, claim_expires_at FROM redemptions")
+    assert row["use"] == 1
+    assert row["claim_expires_at"] == claims.expires_at_datetime
+    state = await store.peek(claims)
+    assert (state.uses, state.recorded_uses) == (1, 1)
+    assert (await store.peek(claims, recorded=True)).recorded_uses == 1
+    usage = await store.usage("shop", claims.link_id, claims.claim_key)
+    assert usage.uses == 1
+
+
+@pytest.mark.backends(POSTGRES)
+async def test_a_counter_from_before_the_audit_row_carried_claims_still_counts(
+    store: Store,
+) -> None:
+    """A single-use link claimed through a counter (before migration 0006) stays used."""
+    claims = link()
+    await fetch(
+        url_of(store),
+        "INSERT INTO claims (client_id, key, uses, issued, max_uses, expires_at, "
+        f"first_used_at, last_used_at) VALUES ('shop', '{claims.claim_key}', 1, 1, 1, "
+        "now() + interval '1 hour', now(), now())",
+    )
+    assert await uses_of(store, claims, 1) == [None]
+    assert (await store.peek(claims)).uses == 1
 
 
 @pytest.fixture

@@ -73,7 +73,7 @@ from service import metrics
 from service.config import Settings
 from service.errors import DatabaseUnavailable
 from service.json_depth import load_stored
-from service.models import UTCDateTime
+from service.models import SINGLE_USE, UTCDateTime
 from service.store import ClaimResult, LinkState, PurgeTarget, Via
 from service.store.changes import ChangeListener, OnChange
 from service.store.sql import (
@@ -238,6 +238,51 @@ class _Turn:
             store._line.release()
 
 
+# A single-use link (``max_uses`` 1, no once key) claimed without a counter: its audit
+# row is its claim (DESIGN.md, idea 2; migration 0006). The partial unique index
+# ``ux_redemptions_single_use`` admits one row per link, so of first uses racing one
+# inserts and the others conflict, waiting for it as any INSERT … ON CONFLICT does:
+# no retry. A counter row, if the link has one (claimed before 0006, or a sync use
+# given back: ``SqlStore._give_back``), still has its say: the link is used while it
+# counts a use, and the next use number follows the ones it handed out.
+SINGLE_USE_CLAIM_SQL = f"""
+WITH revoked AS (
+    SELECT ({REVOKED}) AS yes
+),
+counter AS (
+    SELECT uses, issued FROM claims WHERE client_id = :client_id AND key = :claim_key
+),
+audit AS (
+    INSERT INTO redemptions
+        (id, client_id, link_id, claim_key, action, subject, data, use, max_uses, redeemed_at,
+         once_key, via, claim_expires_at)
+    SELECT :redemption_id, :client_id, :link_id, :claim_key, :action, :subject,
+           CAST(:data AS json), COALESCE((SELECT issued FROM counter), 0) + 1, 1, :now,
+           NULL, :via, CAST(:expires_at AS timestamptz)
+    WHERE NOT (SELECT yes FROM revoked) AND COALESCE((SELECT uses FROM counter), 0) < 1
+    ON CONFLICT (client_id, claim_key) WHERE {SINGLE_USE} DO NOTHING
+    RETURNING id, use
+),
+job AS (
+    INSERT INTO deliveries
+        (redemption_id, client_id, status, attempts, next_attempt_at, leased_until, created_at)
+    SELECT id, :client_id, CAST(:job_status AS text), 0, :now,
+           CAST(:leased_until AS timestamptz), :now
+    FROM audit WHERE CAST(:deliver AS boolean)
+    RETURNING redemption_id
+)
+SELECT (SELECT yes FROM revoked) AS revoked,
+       TRUE AS existed,
+       (SELECT use FROM audit) AS use,
+       (SELECT count(*) FROM job) AS jobs
+"""
+
+
+def carries_its_claim(link: LinkClaims) -> bool:
+    """Whether ``link``'s audit row is its claim (no counter row): a single-use link."""
+    return link.max_uses == 1 and link.once_key is None
+
+
 def driver_unavailable(exc: BaseException) -> bool:
     """What asyncpg raises itself for a connection that is gone or a server that is leaving."""
     if isinstance(exc, asyncpg.InterfaceError | asyncpg.PostgresConnectionError):
@@ -294,6 +339,7 @@ class PostgresStore(SqlStore):
         self._kept: list[PoolProxiedConnection] = []
         self._closing = False
         self._claim = Positional.compile(CLAIM_SQL, engine.dialect)
+        self._single_use_claim = Positional.compile(SINGLE_USE_CLAIM_SQL, engine.dialect)
         self._peek = {
             recorded: Positional.compile(peek_sql(recorded), engine.dialect)
             for recorded in (False, True)
@@ -357,12 +403,13 @@ class PostgresStore(SqlStore):
     ) -> ClaimResult:
         params = claim_params(link, now, deliver, lease, via, sync)
         params["data"] = json.dumps(link.data)  # the json codec SQLAlchemy sets up takes text
-        arguments = self._claim.arguments(params)
-        traced = self._tracing.statement(self._engine, "claim", self._claim.sql)
+        statement = self._single_use_claim if carries_its_claim(link) else self._claim
+        arguments = statement.arguments(params)
+        traced = self._tracing.statement(self._engine, "claim", statement.sql)
         async with self.driver() as driver:  # no transaction: autocommit
             with traced:
                 for _ in range(MAX_RACE_RETRIES):
-                    row = await driver.fetchrow(self._claim.sql, *arguments)
+                    row = await driver.fetchrow(statement.sql, *arguments)
                     assert row is not None
                     if row["revoked"] or row["use"] is not None or row["existed"]:
                         break
@@ -398,7 +445,7 @@ class PostgresStore(SqlStore):
         """Rows are addressed by ``ctid``: ``= ANY(ARRAY(…))`` makes PostgreSQL fetch them
         with a TID scan instead of joining the whole table. The outer condition is
         checked again, so a row changed since the inner select is left alone."""
-        where = f"{target.column} < :cutoff"
+        where = target.condition
         return text(
             f"DELETE FROM {target.table} WHERE ctid = ANY(ARRAY("
             f"SELECT ctid FROM {target.table} WHERE {where} LIMIT :n)) AND {where}"

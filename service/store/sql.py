@@ -35,6 +35,7 @@ from sqlalchemy import (
     Select,
     TextClause,
     and_,
+    bindparam,
     case,
     delete,
     event,
@@ -55,6 +56,7 @@ from service import metrics
 from service.errors import DatabaseUnavailable
 from service.models import (
     ALL_ACTIONS,
+    SINGLE_USE,
     Claim,
     CodeFailure,
     Delivery,
@@ -62,6 +64,7 @@ from service.models import (
     Redemption,
     Revocation,
     SubjectRevocation,
+    UTCDateTime,
 )
 from service.store import (
     AttemptOutcome,
@@ -253,15 +256,47 @@ class SqlStore(ABC):
         take = (
             delete(Redemption)
             .where(Redemption.id.in_(jobs.scalar_subquery()))
-            .returning(Redemption.client_id, Redemption.claim_key)
+            .returning(
+                Redemption.client_id,
+                Redemption.claim_key,
+                Redemption.use,
+                Redemption.redeemed_at,
+                Redemption.claim_expires_at,
+            )
         )
         async with self._engine.begin() as conn:
             rows = (await conn.execute(take)).all()
             for row in rows:
-                await conn.execute(
-                    GIVE_BACK_USE, {"client_id": row.client_id, "claim_key": row.claim_key}
-                )
+                key = {"client_id": row.client_id, "claim_key": row.claim_key}
+                if row.claim_expires_at is None:
+                    await conn.execute(GIVE_BACK_USE, key)
+                    continue
+                # The row was the link's claim (no counter, or one at 0 uses): a counter
+                # now keeps the numbers handed out, so the next use takes a new one.
+                given = {"use": row.use, "at": row.redeemed_at, "expires_at": row.claim_expires_at}
+                await conn.execute(self._given_back_counter(), key | given)
         return len(rows)
+
+    def _given_back_counter(self) -> Any:
+        claims = Claim.__table__
+        insert = self.insert(Claim).values(
+            client_id=bindparam("client_id"),
+            key=bindparam("claim_key"),
+            uses=0,
+            issued=bindparam("use"),
+            max_uses=1,
+            expires_at=bindparam("expires_at", type_=UTCDateTime),
+            first_used_at=bindparam("at", type_=UTCDateTime),
+            last_used_at=bindparam("at", type_=UTCDateTime),
+        )
+        newer = insert.excluded.issued > claims.c.issued
+        return insert.on_conflict_do_update(
+            index_elements=["client_id", "key"],
+            set_={
+                "uses": case((claims.c.uses > 0, claims.c.uses - 1), else_=0),
+                "issued": case((newer, insert.excluded.issued), else_=claims.c.issued),
+            },
+        )
 
     async def accept(self, job: Job, now: datetime) -> bool:
         """Marks the job delivered while it is ``deciding`` under ``job.lease``; else reads
@@ -673,10 +708,17 @@ REVOKED = f"""
 
 _PEEK = """
 SELECT counter.uses AS uses, counter.max_uses AS budget, ({revoked}) AS revoked,
-       {audited} AS audited
+       {audited} AS audited, {carried} AS carried
 FROM (SELECT 1) AS one
 LEFT JOIN claims AS counter ON counter.client_id = :client_id AND counter.key = :claim_key
 """
+# Without a counter, a single-use link's audit row is its claim (migration 0006): one
+# probe of ``ux_redemptions_single_use`` (whose condition this repeats, so that the
+# planner may use it).
+_CARRIED = f"""CASE WHEN counter.uses IS NULL THEN
+    (SELECT count(*) FROM redemptions
+     WHERE client_id = :client_id AND claim_key = :claim_key AND {SINGLE_USE})
+END"""
 # Counted only for a link without a counter (a subquery in an untaken CASE
 # branch is never run), and only when asked: the gate's reads never use it.
 _AUDITED = """CASE WHEN counter.uses IS NULL THEN
@@ -686,7 +728,7 @@ END"""
 
 def peek_sql(recorded: bool) -> str:
     """One read: the counter, the revocations and (``recorded``) the audit rows of a link."""
-    return _PEEK.format(revoked=REVOKED, audited=_AUDITED if recorded else "NULL")
+    return _PEEK.format(revoked=REVOKED, audited=_AUDITED if recorded else "NULL", carried=_CARRIED)
 
 
 def peek_params(link: LinkClaims) -> dict[str, object]:
@@ -701,13 +743,18 @@ def peek_params(link: LinkClaims) -> dict[str, object]:
 
 
 def link_state(row: Mapping[Any, Any]) -> LinkState:
-    """The state of a peek's row (``uses``, ``budget``, ``revoked``, ``audited``)."""
+    """The state of a peek's row (``uses``, ``budget``, ``revoked``, ``audited``,
+    ``carried``: without a counter, the audit rows that are a single-use link's claim)."""
     uses = row["uses"]
+    if uses is not None:
+        return LinkState(uses, bool(row["revoked"]), uses, row["budget"])
+    carried = int(row["carried"] or 0)
+    audited = row["audited"]
     return LinkState(
-        uses=uses or 0,
+        uses=carried,
         revoked=bool(row["revoked"]),
-        recorded_uses=uses if uses is not None else int(row["audited"] or 0),
-        budget=row["budget"],
+        recorded_uses=int(audited) if audited is not None else carried,
+        budget=None,
     )
 
 

@@ -173,7 +173,7 @@ class SqliteStore(SqlStore):
     def _batch_statement(self, target: PurgeTarget) -> TextClause:
         """Rows are addressed by ``rowid``; the outer condition is checked again, so a
         row changed since the inner select is left alone."""
-        where = f"{target.column} < :cutoff"
+        where = target.condition
         return _sql(
             f"DELETE FROM {target.table} WHERE rowid IN ("
             f"SELECT rowid FROM {target.table} WHERE {where} LIMIT :n) AND {where}"

@@ -2,7 +2,8 @@
 
 Read straight from PostgreSQL, and compared with what the users were told:
 
-- every claim's ``uses`` equals the number of its audit rows, whose use
+- every claim's ``uses`` (its counter's, plus the audit rows that are a
+  single-use link's claim) equals the number of its audit rows, whose use
   numbers never repeat and never exceed what the claim ``issued`` (1…uses
   without a gap while no ``sync`` use was given back); no audit row without
   its claim;
@@ -25,15 +26,23 @@ from dataclasses import dataclass
 from tests.support.database import fetch
 from tests.support.fleet import UNCERTAIN, Fleet, Link, Outcomes, follow
 
+# A link's uses are its counter's plus the audit rows that are a single-use link's claim
+# (``claim_expires_at`` set, migration 0006: PostgreSQL writes no counter for those).
 LEDGER = """
 SELECT coalesce(c.client_id, r.client_id) AS client_id,
        coalesce(c.key, r.claim_key) AS key,
-       c.uses, c.issued, c.max_uses,
+       CASE WHEN c.uses IS NULL AND coalesce(r.carried, 0) = 0 THEN NULL
+            ELSE coalesce(c.uses, 0) + coalesce(r.carried, 0) END AS uses,
+       greatest(c.issued, r.carried_top) AS issued,
+       coalesce(c.max_uses, r.carried_max_uses) AS max_uses,
        coalesce(r.n, 0) AS n, r.distinct_uses, r.min_use, r.max_use
 FROM claims c
 FULL JOIN (
     SELECT client_id, claim_key, count(*) AS n, count(DISTINCT use) AS distinct_uses,
-           min(use) AS min_use, max(use) AS max_use
+           min(use) AS min_use, max(use) AS max_use,
+           count(*) FILTER (WHERE claim_expires_at IS NOT NULL) AS carried,
+           max(use) FILTER (WHERE claim_expires_at IS NOT NULL) AS carried_top,
+           max(max_uses) FILTER (WHERE claim_expires_at IS NOT NULL) AS carried_max_uses
     FROM redemptions GROUP BY client_id, claim_key
 ) r ON r.client_id = c.client_id AND r.claim_key = c.key
 """
@@ -79,9 +88,9 @@ async def ledger_problems(database_url: str) -> list[str]:
 
 
 async def recorded_uses(database_url: str) -> dict[str, int]:
-    """Uses per link id, as the database counts them."""
-    rows = await fetch(database_url, "SELECT key, uses FROM claims WHERE key LIKE 'l:%'")
-    return {row["key"][2:]: row["uses"] for row in rows}
+    """Uses per link id, as the database counts them (counters and claim-carrying rows)."""
+    rows = await fetch(database_url, f"SELECT key, uses FROM ({LEDGER}) AS l WHERE key LIKE 'l:%'")
+    return {row["key"][2:]: row["uses"] for row in rows if row["uses"] is not None}
 
 
 @dataclass
