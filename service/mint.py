@@ -131,7 +131,8 @@ class Minter:
         )
         token = self.codec.sign_link(claims)
         url = f"{self.public_base_url}/r/{token}"
-        response = LinkResponse(
+        # Built without validation: every field is made here, of its declared type.
+        response = LinkResponse.model_construct(
             id=claims.link_id,
             url=url,
             token=token,

@@ -175,6 +175,25 @@ class LinkResponse(BaseModel):
         return body
 
 
+def link_fields(link: LinkResponse) -> dict[str, Any]:
+    """``link`` as its JSON answer says it (``code`` and ``headers`` only when they apply),
+    for ``service.api.links``' own encoding; the same fields as the model's serializer."""
+    fields: dict[str, Any] = {
+        "id": link.id,
+        "url": link.url,
+        "token": link.token,
+        "action": link.action,
+        "subject": link.subject,
+        "expires_at": link.expires_at,
+        "max_uses": link.max_uses,
+    }
+    if link.code is not None:
+        fields["code"] = link.code
+    if link.headers is not None:
+        fields["headers"] = link.headers
+    return fields
+
+
 class BatchRequest(Strict):
     # Each item is validated on its own by the minting code, so that its errors
     # name its index; the OpenAPI document shows the items as what they must be.

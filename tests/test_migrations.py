@@ -126,3 +126,17 @@ def test_a_worker_does_not_import_alembic() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.backends(SQLITE)
+def test_a_worker_does_not_import_httpxs_command_line_tool() -> None:
+    """httpx's CLI (click, rich, pygments) would cost each worker ~5 MB when installed."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import service.main; import httpx; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'pygments')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.security.utils import get_authorization_scheme_param
+from starlette.responses import Response
 
 from service import metrics, request_context
 from service.api import examples
@@ -20,7 +24,14 @@ from service.errors import (
 )
 from service.redeem import utcnow
 from service.resend import replacement_request
-from service.schemas import BatchRequest, BatchResponse, LinkRequest, LinkResponse, ResendRequest
+from service.schemas import (
+    BatchRequest,
+    BatchResponse,
+    LinkRequest,
+    LinkResponse,
+    ResendRequest,
+    link_fields,
+)
 
 router = APIRouter(prefix="/v1/links", tags=["links"], route_class=JsonRoute)
 
@@ -31,6 +42,18 @@ NOT_A_HINT = ProblemCode(
     NotFound.title,
     "Not a resend hint of this client: tampered, another client's, or a link token.",
 )
+
+
+def created(body: Any) -> Response:
+    """A 201 with ``body`` as JSON, encoded here: FastAPI would validate the answer again
+    against its model and then encode it, which cost a batch of 100 more than signing
+    its links (bench/README.md). The decorators still name the model (``response_model``):
+    the OpenAPI document is unchanged. Datetimes as pydantic writes them (``…Z``)."""
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_UTC_Z),
+        status_code=201,
+        media_type="application/json",
+    )
 
 
 def _minting(http: Request, state: StateDep, links: int) -> None:
@@ -47,6 +70,7 @@ def _minting(http: Request, state: StateDep, links: int) -> None:
 
 @router.post(
     "",
+    response_model=LinkResponse,
     **operation(
         "mintLink",
         "Mint one link",
@@ -58,7 +82,7 @@ def _minting(http: Request, state: StateDep, links: int) -> None:
 )
 async def mint_link(
     request: LinkRequest, client: ClientDep, state: StateDep, http: Request
-) -> LinkResponse:
+) -> Response:
     """A signed link for one of this client's actions. Nothing is written to the
     database: everything the link needs travels inside its token. Two mints of the
     same request give two different links. With `supersede` (the one mint that
@@ -69,11 +93,12 @@ async def mint_link(
     link = await state.minter.mint(client, request)
     metrics.link_minted(client.id, request.action)
     request_context.annotate(link_id=link.id)
-    return link
+    return created(link_fields(link))
 
 
 @router.post(
     "/batch",
+    response_model=BatchResponse,
     **operation(
         "mintLinks",
         "Mint up to 1000 links at once",
@@ -90,7 +115,7 @@ async def mint_link(
 )
 async def mint_links(
     request: BatchRequest, client: ClientDep, state: StateDep, http: Request
-) -> BatchResponse:
+) -> Response:
     """The links of 1 to 1000 mint requests, in the same order. Validation is
     all-or-nothing: one bad item answers 422 with the first bad item's `code` and
     an `errors` list whose entries name each bad item's `index`.
@@ -98,11 +123,12 @@ async def mint_links(
     _minting(http, state, len(request.links))
     links = await state.minter.mint_batch(client, request.links)
     metrics.links_minted(client.id, (link.action for link in links))
-    return BatchResponse(links=links)
+    return created({"links": [link_fields(link) for link in links]})
 
 
 @router.post(
     "/resend",
+    response_model=LinkResponse,
     **operation(
         "resendLink",
         "Mint the replacement of an expired link",
@@ -114,7 +140,7 @@ async def mint_links(
 )
 async def resend_link(
     request: ResendRequest, client: ClientDep, state: StateDep, http: Request
-) -> LinkResponse:
+) -> Response:
     """A new link for the one whose `error=expired` failure redirect carried this
     `resend` hint: the old link's action, subject, data, `once_key`, `max_uses`,
     redirect URLs and `code` setting, with the action's default lifetime. Mailing it
@@ -128,4 +154,4 @@ async def resend_link(
     link = await state.minter.mint(client, replacement, exact_max_uses=True)
     metrics.link_minted(client.id, replacement.action)
     request_context.annotate(link_id=link.id)
-    return link
+    return created(link_fields(link))
