@@ -461,7 +461,7 @@ def scaling_table(runs: list[WorkerRun]) -> str:
     header = " | ".join(f"{w} worker{'s' if w > 1 else ''}" for w in counts)
     lines = [
         f"| scenario | system | {header} | {counts[-1]} / {counts[0]} |",
-        "| --- | --- | " + "---: | " * (len(counts) + 1),
+        ("| --- | --- | " + "---: | " * (len(counts) + 1)).rstrip(),
     ]
     for index, result in enumerate(runs[0].results):
         for arm_index, arm in enumerate(result.arms):
