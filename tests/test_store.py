@@ -649,21 +649,22 @@ async def test_purge_batches_delete_before_the_cutoff_only(store: Store) -> None
 
 
 async def test_purging_the_audit_log_never_makes_a_used_link_usable_again(store: Store) -> None:
-    """A single-use link's audit row, where it is the link's claim (PostgreSQL), outlives
-    the retention cutoff until the link expires; elsewhere the counter does."""
+    """Audit rows go at the retention cutoff (API.md), also where a single-use link's
+    row is its claim (PostgreSQL): the link keeps a used-up counter instead."""
     now = utc()
     expires = now + 2 * timedelta(days=1)
     claims = link(expires_at=int(expires.timestamp()))
     assert await uses_of(store, claims, 1) == [1]
     async with store.purging() as batches:
         assert batches is not None
-        await batches.delete_batch(REDEMPTIONS, now + timedelta(days=1), 10)
+        assert await batches.delete_batch(REDEMPTIONS, now + timedelta(days=1), 10) == 1
+    assert await store.redemptions("shop", Filters(link_id=claims.link_id), None, 10) == []
     assert (await store.peek(claims)).exhausted(claims.max_uses)
     assert await uses_of(store, claims, 1) == [None]
+    # The counter goes with the link's expiry, like every counter.
     async with store.purging() as batches:
         assert batches is not None
-        await batches.delete_batch(REDEMPTIONS, expires + timedelta(days=1), 10)
-    assert await store.redemptions("shop", Filters(link_id=claims.link_id), None, 10) == []
+        assert await batches.delete_batch(CLAIMS, expires + timedelta(days=1), 10) == 1
 
 
 @pytest.mark.backends(POSTGRES)

@@ -183,27 +183,26 @@ class FailureCount:
 
 @dataclass(frozen=True, slots=True)
 class PurgeTarget:
-    """One kind of row purge deletes: ``table`` rows whose ``column`` is before a cutoff
-    (and ``kept_until``, when set and not NULL, too)."""
+    """One kind of row purge deletes: ``table`` rows whose ``column`` is before a cutoff.
+
+    ``carries_claims``: some rows are a link's claim (a single-use link's audit row
+    on PostgreSQL, migration 0006); before they go, their links get counters, so
+    that purging the audit log never makes a used link usable again."""
 
     table: str
     column: str
-    kept_until: str | None = None
+    carries_claims: bool = False
 
     @property
     def condition(self) -> str:
         """The SQL condition of a row to delete, with the parameter ``:cutoff``."""
-        where = f"{self.column} < :cutoff"
-        if self.kept_until is not None:
-            where += f" AND ({self.kept_until} IS NULL OR {self.kept_until} < :cutoff)"
-        return where
+        return f"{self.column} < :cutoff"
 
 
 CLAIMS = PurgeTarget("claims", "expires_at")
 REVOCATIONS = PurgeTarget("revocations", "expires_at")
 SUBJECT_REVOCATIONS = PurgeTarget("subject_revocations", "expires_at")
-# An audit row that is a single-use link's claim stays while the link could be used.
-REDEMPTIONS = PurgeTarget("redemptions", "redeemed_at", kept_until="claim_expires_at")
+REDEMPTIONS = PurgeTarget("redemptions", "redeemed_at", carries_claims=True)
 CODE_FAILURES = PurgeTarget("code_failures", "expires_at")
 FAILURE_COUNTERS = PurgeTarget("failure_counters", "expires_at")
 
