@@ -126,6 +126,17 @@ class Positional:
         return [params[name] for name in self.names]
 
 
+# The delivery job of a claim's audit row, in both claims' statements (a CTE named ``job``).
+DELIVERY_JOB = """job AS (
+    INSERT INTO deliveries
+        (redemption_id, client_id, status, attempts, next_attempt_at, leased_until, created_at)
+    SELECT id, :client_id, CAST(:job_status AS text), 0, :now,
+           CAST(:leased_until AS timestamptz), :now
+    FROM audit WHERE CAST(:deliver AS boolean)
+    RETURNING redemption_id
+)
+"""
+
 CLAIM_SQL = f"""
 WITH revoked AS (
     SELECT ({REVOKED}) AS yes
@@ -162,15 +173,7 @@ audit AS (
     FROM claimed
     RETURNING id, use
 ),
-job AS (
-    INSERT INTO deliveries
-        (redemption_id, client_id, status, attempts, next_attempt_at, leased_until, created_at)
-    SELECT id, :client_id, CAST(:job_status AS text), 0, :now,
-           CAST(:leased_until AS timestamptz), :now
-    FROM audit WHERE CAST(:deliver AS boolean)
-    RETURNING redemption_id
-)
-SELECT (SELECT yes FROM revoked) AS revoked,
+{DELIVERY_JOB}SELECT (SELECT yes FROM revoked) AS revoked,
        EXISTS (SELECT 1 FROM existing) AS existed,
        (SELECT use FROM audit) AS use,
        (SELECT count(*) FROM job) AS jobs
@@ -263,15 +266,7 @@ audit AS (
     ON CONFLICT (client_id, claim_key) WHERE {SINGLE_USE} DO NOTHING
     RETURNING id, use
 ),
-job AS (
-    INSERT INTO deliveries
-        (redemption_id, client_id, status, attempts, next_attempt_at, leased_until, created_at)
-    SELECT id, :client_id, CAST(:job_status AS text), 0, :now,
-           CAST(:leased_until AS timestamptz), :now
-    FROM audit WHERE CAST(:deliver AS boolean)
-    RETURNING redemption_id
-)
-SELECT (SELECT yes FROM revoked) AS revoked,
+{DELIVERY_JOB}SELECT (SELECT yes FROM revoked) AS revoked,
        TRUE AS existed,
        (SELECT use FROM audit) AS use,
        (SELECT count(*) FROM job) AS jobs
