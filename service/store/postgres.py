@@ -209,8 +209,9 @@ class _Turn:
         else:  # a place free: taken at once, without arming a timer (most requests)
             await line.acquire()
         try:
-            if store._kept:
-                self._pooled = store._kept.pop()
+            kept = store._take_kept()
+            if kept is not None:
+                self._pooled = kept
                 metrics.pool_waited(time.perf_counter() - asked_at)
             else:
                 with waiting_since(asked_at):  # the pool's checkout times the whole wait
@@ -377,6 +378,19 @@ class PostgresStore(SqlStore):
     def kept_connections(self) -> int:
         """Connections the line keeps between turns: out of the pool, yet idle."""
         return len(self._kept)
+
+    def _take_kept(self) -> PoolProxiedConnection | None:
+        """A kept connection that is still open, if any. One the server or the network
+        ended while it was kept (a restart, a failover, a proxy's cut, noticed by asyncpg
+        when the socket closed) is discarded, not handed to a redemption as a 503."""
+        while self._kept:
+            pooled = self._kept.pop()
+            connection = pooled.driver_connection
+            if connection is not None and not connection.is_closed():
+                return pooled
+            pooled.invalidate()
+            pooled.close()
+        return None
 
     def _drop_kept(self) -> None:
         """The database went away: the kept connections are likely dead too, so none is
