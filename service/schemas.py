@@ -140,6 +140,10 @@ class LinkRequest(Strict):
         return value
 
 
+# API.md: a link's answer "also has" these when they apply; otherwise it has no such key.
+LINK_EXTRAS = ("code", "headers")
+
+
 class LinkResponse(BaseModel):
     id: str
     url: str
@@ -169,28 +173,22 @@ class LinkResponse(BaseModel):
     def _without_absent_extras(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """API.md: the answer "also has" ``code`` and ``headers`` when they apply; else no key."""
         body: dict[str, Any] = handler(self)
-        for key in ("code", "headers"):
+        for key in LINK_EXTRAS:
             if body.get(key) is None:
                 body.pop(key, None)
         return body
 
 
+_LINK_FIELDS = tuple(LinkResponse.model_fields)
+
+
 def link_fields(link: LinkResponse) -> dict[str, Any]:
-    """``link`` as its JSON answer says it (``code`` and ``headers`` only when they apply),
-    for ``service.api.links``' own encoding; the same fields as the model's serializer."""
-    fields: dict[str, Any] = {
-        "id": link.id,
-        "url": link.url,
-        "token": link.token,
-        "action": link.action,
-        "subject": link.subject,
-        "expires_at": link.expires_at,
-        "max_uses": link.max_uses,
-    }
-    if link.code is not None:
-        fields["code"] = link.code
-    if link.headers is not None:
-        fields["headers"] = link.headers
+    """``link``'s fields as its JSON answer has them (the model's serializer's rule for
+    ``LINK_EXTRAS``), for ``service.api.links``' own encoding."""
+    fields = {name: getattr(link, name) for name in _LINK_FIELDS}
+    for key in LINK_EXTRAS:
+        if fields[key] is None:
+            del fields[key]
     return fields
 
 

@@ -242,3 +242,27 @@ async def test_batch_size_limits(shop: Tenant, http: httpx.AsyncClient, count: i
     items = [{"action": "activate"}] * count
     response = await http.post("/v1/links/batch", json={"links": items}, headers=shop.headers)
     await problem_of(response, 422, "validation_error")
+
+
+@pytest.mark.parametrize(
+    "extras",
+    [{}, {"code": "482913"}, {"headers": {"List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}}],
+)
+def test_the_mint_answer_encodes_a_link_as_its_model_does(extras: dict[str, Any]) -> None:
+    """The mint routes encode answers themselves (orjson): the same JSON as the model's."""
+    import orjson
+
+    from service.api.links import created
+    from service.schemas import LinkResponse, link_fields
+
+    link = LinkResponse(
+        id="abc",
+        url=f"{PUBLIC_BASE_URL}/r/t",
+        token="t",
+        action="activate",
+        subject=None,
+        expires_at=datetime(2026, 12, 3, 2, 0, tzinfo=UTC),
+        max_uses=1,
+        **extras,
+    )
+    assert orjson.loads(created(link_fields(link)).body) == link.model_dump(mode="json")
