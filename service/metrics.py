@@ -383,15 +383,13 @@ def _exposition(backlog: tuple[int, float] | None) -> bytes:
 
 
 def sample_pool(store: Store) -> None:
-    """This process's pool: its size and the connections checked out now."""
+    """This process's pool: its size and the connections in use now (checked out, less
+    those the store keeps idle between redemptions)."""
     pool = store.engine.sync_engine.pool
     size = getattr(pool, "size", None)
     checked_out = getattr(pool, "checkedout", None)
-    # Connections the redemption line keeps between turns are checked out, yet idle.
-    kept = getattr(store, "kept_connections", None)
-    idle = kept() if callable(kept) else 0
     if callable(size) and callable(checked_out):
-        pool_sampled(size(), max(0, checked_out() - idle))
+        pool_sampled(size(), max(0, checked_out() - store.kept_connections()))
 
 
 async def render(store: Store) -> bytes:

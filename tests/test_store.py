@@ -26,11 +26,13 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 
+from service import metrics
 from service.config import Settings
 from service.db import create_session_factory, open_store
 from service.errors import DatabaseUnavailable
@@ -987,6 +989,17 @@ async def test_a_kept_connection_the_server_closed_is_passed_over(
     fresh = await pid()
     assert fresh != kept
     assert roomy_store.kept_connections() == 1
+
+
+@pytest.mark.backends(POSTGRES)
+async def test_kept_connections_are_not_counted_in_use(roomy_store: PostgresStore) -> None:
+    async with roomy_store.driver() as driver:
+        await driver.fetchval("SELECT 1")
+        metrics.sample_pool(roomy_store)
+        assert REGISTRY.get_sample_value("action_links_db_pool_in_use") == 1
+    assert roomy_store.kept_connections() == 1
+    metrics.sample_pool(roomy_store)
+    assert REGISTRY.get_sample_value("action_links_db_pool_in_use") == 0
 
 
 @pytest.mark.backends(POSTGRES)

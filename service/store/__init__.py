@@ -226,6 +226,11 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    def kept_connections(self) -> int:
+        """Connections checked out of the pool yet idle: kept for the next redemptions
+        (PostgreSQL's line; ``postgres.py``). The pool's ``in use`` gauge leaves them out."""
+        ...
+
     def watch(self, on_change: Callable[[str | None], None]) -> None:
         """Until ``close``, call ``on_change(client_id)`` when any process changes that
         client's configuration, and ``on_change(None)`` when changes may have been

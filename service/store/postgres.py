@@ -376,7 +376,6 @@ class PostgresStore(SqlStore):
         return _Turn(self)
 
     def kept_connections(self) -> int:
-        """Connections the line keeps between turns: out of the pool, yet idle."""
         return len(self._kept)
 
     def _take_kept(self) -> PoolProxiedConnection | None:

@@ -203,6 +203,9 @@ class SqlStore(ABC):
     async def close(self) -> None:
         await self._engine.dispose()
 
+    def kept_connections(self) -> int:
+        return 0
+
     @abstractmethod
     def watch(self, on_change: Callable[[str | None], None]) -> None: ...
 
