@@ -267,6 +267,7 @@ class SqlStore(ABC):
                 Redemption.claim_expires_at,
             )
         )
+        counter_back = self._given_back_counter()
         async with self._engine.begin() as conn:
             rows = (await conn.execute(take)).all()
             for row in rows:
@@ -277,7 +278,7 @@ class SqlStore(ABC):
                 # The row was the link's claim (no counter, or one at 0 uses): a counter
                 # now keeps the numbers handed out, so the next use takes a new one.
                 given = {"use": row.use, "at": row.redeemed_at, "expires_at": row.claim_expires_at}
-                await conn.execute(self._given_back_counter(), key | given)
+                await conn.execute(counter_back, key | given)
         return len(rows)
 
     def _given_back_counter(self) -> Any:
