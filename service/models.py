@@ -192,7 +192,8 @@ class Redemption(Base):
     via: Mapped[str] = mapped_column(String(16), server_default=text("'link'"))
     exchanged_at: Mapped[datetime | None]
     # The link's expiry, on the audit row of a single-use link that is its own claim
-    # (no counter row): purge keeps the row until then (migration 0006).
+    # (no counter row, migration 0006): purging the row before then gives the link a
+    # used-up counter first (``COUNTERS_FOR_PURGED_CLAIMS``).
     claim_expires_at: Mapped[datetime | None]
 
     __table_args__ = (

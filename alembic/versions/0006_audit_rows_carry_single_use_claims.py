@@ -3,7 +3,7 @@
 - ``redemptions.claim_expires_at``: set on the audit row of a single-use link
   (``max_uses`` 1, no once key) claimed without a counter, to that link's
   expiry. While it is in the future the row is the link's only record of its
-  use, so purge keeps it past the retention window until then.
+  use, so purge gives the link a used-up counter before the row goes.
 - ``ux_redemptions_single_use``: at most one audit row per single-use link
   (client, claim key). It is what makes such a claim exactly-once: two first
   uses racing insert one row, the other conflicts (``ON CONFLICT DO
