@@ -115,28 +115,24 @@ def test_the_schema_head_read_from_the_files_is_alembics() -> None:
 
 
 @pytest.mark.backends(SQLITE)
-def test_a_worker_does_not_import_alembic() -> None:
-    """alembic and mako cost each worker ~11 MB; only migrating needs them."""
+@pytest.mark.parametrize(
+    ("imports", "absent"),
+    [
+        # alembic and mako cost each worker ~11 MB; only migrating needs them.
+        ("from service.db import schema_head; schema_head()", ("alembic", "mako")),
+        # httpx's CLI (click, rich, pygments) would cost each worker ~5 MB when installed.
+        ("import httpx", ("rich", "pygments")),
+    ],
+)
+def test_a_worker_does_not_import_what_only_other_commands_need(
+    imports: str, absent: tuple[str, ...]
+) -> None:
     import subprocess
     import sys
 
     code = (
-        "import sys; import service.main; from service.db import schema_head; schema_head(); "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
-
-
-@pytest.mark.backends(SQLITE)
-def test_a_worker_does_not_import_httpxs_command_line_tool() -> None:
-    """httpx's CLI (click, rich, pygments) would cost each worker ~5 MB when installed."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys; import service.main; import httpx; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'pygments')))"
+        f"import sys; import service.main; {imports}; "
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {absent!r}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

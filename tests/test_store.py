@@ -20,6 +20,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -700,12 +701,20 @@ async def test_a_counter_from_before_the_audit_row_carried_claims_still_counts(
     assert (await store.peek(claims)).uses == 1
 
 
+@asynccontextmanager
+async def postgres_store(settings: Settings, pool_size: int) -> AsyncIterator[PostgresStore]:
+    store = open_store(settings.model_copy(update={"database_pool_size": pool_size}))
+    assert isinstance(store, PostgresStore)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 @pytest.fixture
 async def pg_store(settings: Settings) -> AsyncIterator[PostgresStore]:
-    store = open_store(settings.model_copy(update={"database_pool_size": 2}))
-    assert isinstance(store, PostgresStore)
-    yield store
-    await store.close()
+    async with postgres_store(settings, pool_size=2) as store:
+        yield store
 
 
 @pytest.mark.backends(POSTGRES)
@@ -896,10 +905,8 @@ def test_driver_errors_that_mean_the_database_is_unavailable(
 @pytest.fixture
 async def roomy_store(settings: Settings) -> AsyncIterator[PostgresStore]:
     """A pool of 4: the line may keep 2 connections, 2 stay for sessions."""
-    store = open_store(settings.model_copy(update={"database_pool_size": 4}))
-    assert isinstance(store, PostgresStore)
-    yield store
-    await store.close()
+    async with postgres_store(settings, pool_size=4) as store:
+        yield store
 
 
 @pytest.mark.backends(POSTGRES)
