@@ -43,6 +43,17 @@ def postgres_url() -> Iterator[str]:
     database.drop_database(url)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for ``pytest -n 2 --dist loadgroup`` (.ci/run): a module's tests stay on
+    one worker (its module-scoped processes start once), and the ``heavy`` runs (several
+    service processes with full pools each) share one worker, so that the two workers
+    never run two of them at once: together they would outgrow PostgreSQL's 100
+    connections and the 2 cores' share each run was sized for."""
+    for item in items:
+        group = "heavy" if item.get_closest_marker("heavy") else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """``@pytest.mark.backends("postgres", "sqlite")`` runs a test (or module) on each."""
     marker = metafunc.definition.get_closest_marker("backends")
