@@ -17,6 +17,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,12 @@ class Fleet:
         self.logs.append(process.log_path)
         return process
 
+    def start(self, count: int) -> None:
+        """Start ``count`` processes at once (each waits for its own health check)."""
+        with ThreadPoolExecutor(count) as pool:
+            for started in [pool.submit(self.start_one) for _ in range(count)]:
+                started.result()
+
     def url(self, index: int) -> str:
         return self.processes[index % len(self.processes)].base_url
 
@@ -102,8 +109,7 @@ def fleet(env: dict[str, str], log_dir: Path, count: int) -> Iterator[Fleet]:
     }
     with ExitStack() as stack:
         group = Fleet({**base, **env}, log_dir, stack)
-        for _ in range(count):
-            group.start_one()
+        group.start(count)
         yield group
     leaks = group.secrets.leaks(group.logs)
     assert not leaks, f"secrets found in service logs: {leaks}"
