@@ -5,11 +5,16 @@ receiver is called, so the give-back meets a dead database; a service
 process is SIGKILLed while its receiver thinks. Every time the person gets
 an honest answer, the use comes back, and the refused (or unsettled)
 redemption is never sent to the receiver again (API.md, *Webhooks*).
+
+One service process (behind the proxy) serves the whole module, each test
+with a client and a receiver of its own; the kill test starts its victim
+beside it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 from collections.abc import Iterator
@@ -21,10 +26,11 @@ import httpx
 import pytest
 
 from tests.conftest import SHOP_ORIGIN
+from tests.support import database
 from tests.support.database import fetch
 from tests.support.fleet import follow
 from tests.support.hooks import eventually
-from tests.support.processes import running_service
+from tests.support.processes import ServiceProcess, running_service
 from tests.support.proxy import TcpProxy
 from tests.support.receiver import NEVER, Answer, Received, Receiver
 from tests.support.served import ADMIN, service_env
@@ -40,6 +46,31 @@ ENV = {
 LEASE_SECONDS = 1 + 5  # WEBHOOK_TIMEOUT + the lease's grace (service.delivery)
 
 
+@pytest.fixture(scope="module")
+def database_url(postgres_url: str) -> Iterator[str]:
+    """A database of this module's own, for the service all its tests share."""
+    url = database.create_database()
+    yield url
+    database.drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def proxy() -> Iterator[TcpProxy]:
+    proxy = TcpProxy().start()
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture(scope="module")
+def service(
+    database_url: str, proxy: TcpProxy, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """``serve`` reaching PostgreSQL through the proxy, for every test of the module."""
+    env = service_env(proxy.url_for(database_url), 3, **ENV)
+    with running_service(env, tmp_path_factory.mktemp("settle")) as service:
+        yield service
+
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     receiver = Receiver().up()
@@ -48,10 +79,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def proxy() -> Iterator[TcpProxy]:
-    proxy = TcpProxy().start()
-    yield proxy
-    proxy.close()
+def client_id(request: pytest.FixtureRequest) -> str:
+    """A client of this test's own in the shared database."""
+    return "shop-" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]
 
 
 @pytest.fixture
@@ -65,6 +95,7 @@ def restorations(proxy: TcpProxy) -> Iterator[list[threading.Timer]]:
 
 @dataclass
 class Shop:
+    id: str
     base_url: str
     headers: dict[str, str]
 
@@ -78,9 +109,9 @@ class Shop:
         return self.base_url + url[url.index("/r/") :]
 
 
-async def set_up(http: httpx.AsyncClient, base_url: str, webhook_url: str) -> Shop:
+async def set_up(http: httpx.AsyncClient, base_url: str, webhook_url: str, client_id: str) -> Shop:
     body = {
-        "id": "shop",
+        "id": client_id,
         "name": "Shop",
         "webhook_url": webhook_url,
         "allowed_redirects": [f"{SHOP_ORIGIN}/"],
@@ -92,11 +123,11 @@ async def set_up(http: httpx.AsyncClient, base_url: str, webhook_url: str) -> Sh
         "failure_url": f"{SHOP_ORIGIN}/no",
         "delivery": "sync",
     }
-    path = f"{base_url}/v1/admin/clients/shop/actions/buy"
+    path = f"{base_url}/v1/admin/clients/{client_id}/actions/buy"
     put = await http.put(path, json=action, headers=ADMIN)
     assert put.status_code == 200, put.text
-    key = await http.post(f"{base_url}/v1/admin/clients/shop/keys", headers=ADMIN)
-    return Shop(base_url, {"Authorization": f"Bearer {key.json()['key']}"})
+    key = await http.post(f"{base_url}/v1/admin/clients/{client_id}/keys", headers=ADMIN)
+    return Shop(client_id, base_url, {"Authorization": f"Bearer {key.json()['key']}"})
 
 
 def refuse_first_and_cut(
@@ -115,8 +146,8 @@ def refuse_first_and_cut(
     receiver.script = script
 
 
-async def redemptions(database_url: str) -> list[Any]:
-    return await fetch(database_url, "SELECT id FROM redemptions")
+async def redemptions(database_url: str, client_id: str) -> list[Any]:
+    return await fetch(database_url, "SELECT id FROM redemptions WHERE client_id = $1", client_id)
 
 
 def sends(receiver: Receiver) -> dict[str, int]:
@@ -134,59 +165,61 @@ def sends(receiver: Receiver) -> dict[str, int]:
 )
 async def test_a_refused_use_is_given_back_through_a_database_cut(
     database_url: str,
-    tmp_path: Path,
+    service: ServiceProcess,
+    client_id: str,
     receiver: Receiver,
     proxy: TcpProxy,
     restorations: list[threading.Timer],
     down_for: float,
     given_back_by: str,
 ) -> None:
-    env = service_env(proxy.url_for(database_url), 3, **ENV)
-    with running_service(env, tmp_path) as service:
-        async with httpx.AsyncClient(timeout=30) as http:
-            shop = await set_up(http, service.base_url, receiver.url)
-            url = await shop.mint(http)
-            refuse_first_and_cut(receiver, proxy, down_for, restorations)
+    async with httpx.AsyncClient(timeout=30) as http:
+        shop = await set_up(http, service.base_url, receiver.url, client_id)
+        url = await shop.mint(http)
+        refuse_first_and_cut(receiver, proxy, down_for, restorations)
 
-            started = time.monotonic()
+        started = time.monotonic()
+        outcome, _ = await follow(url)
+        answered_after = time.monotonic() - started
+        # The receiver's verdict, whether or not the give-back is done yet.
+        assert outcome == "rejected", outcome
+        [refused] = receiver.received
+        assert answered_after < 1 + 3 + 1.5  # the call, the give-back's wait, slack
+
+        if given_back_by == "the request":
+            assert await redemptions(database_url, client_id) == []
+        else:
+            await asyncio.sleep(max(0.0, down_for + 0.5 - answered_after))
+
+        async def redeems_again() -> bool:
             outcome, _ = await follow(url)
-            answered_after = time.monotonic() - started
-            # The receiver's verdict, whether or not the give-back is done yet.
-            assert outcome == "rejected", outcome
-            [refused] = receiver.received
-            assert answered_after < 1 + 3 + 1.5  # the call, the give-back's wait, slack
+            return outcome == "success"
 
-            if given_back_by == "the request":
-                assert await redemptions(database_url) == []
-            else:
-                await asyncio.sleep(max(0.0, down_for + 0.5 - answered_after))
-
-            async def redeems_again() -> bool:
-                outcome, _ = await follow(url)
-                return outcome == "success"
-
-            await eventually(redeems_again, timeout=LEASE_SECONDS + 10, what="the use given back")
-            # Long enough for the whole retry schedule: the refusal is never sent again.
-            await asyncio.sleep(3.5)
+        await eventually(redeems_again, timeout=LEASE_SECONDS + 10, what="the use given back")
+        # Long enough for the whole retry schedule: the refusal is never sent again.
+        await asyncio.sleep(3.5)
     counts = sends(receiver)
     assert counts[refused.webhook_id] == 1
     assert sorted(counts.values()) == [1, 1]
-    assert len(await redemptions(database_url)) == 1
+    assert len(await redemptions(database_url, client_id)) == 1
 
 
 async def test_a_process_killed_mid_call_leaves_its_redemption_given_back(
-    database_url: str, tmp_path: Path, receiver: Receiver
+    database_url: str,
+    tmp_path: Path,
+    service: ServiceProcess,
+    client_id: str,
+    receiver: Receiver,
 ) -> None:
     """Nobody settles it, so every process applies the rule: after its lease the
-    redemption is given back (never delivered: the person was never told success)."""
+    redemption is given back (never delivered: the person was never told success).
+    The module's service survives; the doomed process is started beside it."""
     env = service_env(database_url, 3, **ENV)
     receiver.script = lambda _r, _s: Answer(delay=NEVER if len(receiver.received) == 1 else 0)
-    with (
-        running_service(env, tmp_path) as doomed,
-        running_service(env, tmp_path) as survivor,
-    ):
+    survivor = service
+    with running_service(env, tmp_path) as doomed:
         async with httpx.AsyncClient(timeout=30) as http:
-            shop = await set_up(http, doomed.base_url, receiver.url)
+            shop = await set_up(http, doomed.base_url, receiver.url, client_id)
             url = await shop.mint(http)
             pending = asyncio.ensure_future(follow(url))
             await receiver.wait_for(1)
@@ -194,7 +227,7 @@ async def test_a_process_killed_mid_call_leaves_its_redemption_given_back(
             doomed.process.wait(timeout=10)
             assert (await pending)[0] == "transport"
             [abandoned] = receiver.received
-            assert len(await redemptions(database_url)) == 1
+            assert len(await redemptions(database_url, client_id)) == 1
 
             survivor_url = survivor.base_url + url[url.index("/r/") :]
 
@@ -207,5 +240,7 @@ async def test_a_process_killed_mid_call_leaves_its_redemption_given_back(
     counts = sends(receiver)
     assert counts[abandoned.webhook_id] == 1
     assert sorted(counts.values()) == [1, 1]
-    [row] = await fetch(database_url, "SELECT status FROM deliveries")
+    [row] = await fetch(
+        database_url, "SELECT status FROM deliveries WHERE client_id = $1", client_id
+    )
     assert row["status"] == "delivered"
