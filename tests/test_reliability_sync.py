@@ -15,6 +15,10 @@ whose redemption was refused try again.
   ends with exactly one accepted redemption, and no refused redemption is
   ever sent to the receiver again.
 
+One ``serve --workers 2`` (reaching PostgreSQL through the proxy, which only
+the second test cuts) serves both tests, each with a client and a receiver of
+its own.
+
 Full run (README, "Reliability"): see ``scaled`` below.
 """
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
 import threading
@@ -29,12 +34,12 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import SHOP_ORIGIN
+from tests.support import database
 from tests.support.database import fetch
 from tests.support.fleet import UNCERTAIN, follow, report
 from tests.support.hooks import eventually
@@ -56,6 +61,30 @@ LINKS_AT_ONCE = 5  # links raced at the same time (their people all at once)
 PATIENCE = 2 + 0.5
 
 
+@pytest.fixture(scope="module")
+def database_url(postgres_url: str) -> Iterator[str]:
+    """A database of this module's own, for the service both tests share."""
+    url = database.create_database()
+    yield url
+    database.drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def proxy() -> Iterator[TcpProxy]:
+    proxy = TcpProxy().start()
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture(scope="module")
+def service(
+    database_url: str, proxy: TcpProxy, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    env = service_env(proxy.url_for(database_url), 5, **ENV)
+    with running_service(env, tmp_path_factory.mktemp("vetoes"), "--workers", "2") as service:
+        yield service
+
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     receiver = Receiver().up()
@@ -64,10 +93,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def proxy() -> Iterator[TcpProxy]:
-    proxy = TcpProxy().start()
-    yield proxy
-    proxy.close()
+def client_id(request: pytest.FixtureRequest) -> str:
+    """A client of this test's own in the shared database."""
+    return "shop-" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]
 
 
 class Vetoes:
@@ -144,9 +172,11 @@ class Person:
             await asyncio.sleep(0.05 if used_since is None else 0.5)
 
 
-async def set_up(http: httpx.AsyncClient, base_url: str, webhook_url: str) -> dict[str, str]:
+async def set_up(
+    http: httpx.AsyncClient, base_url: str, webhook_url: str, client_id: str
+) -> dict[str, str]:
     body = {
-        "id": "shop",
+        "id": client_id,
         "name": "Shop",
         "webhook_url": webhook_url,
         "allowed_redirects": [f"{SHOP_ORIGIN}/"],
@@ -160,9 +190,9 @@ async def set_up(http: httpx.AsyncClient, base_url: str, webhook_url: str) -> di
             "delivery": "sync",
             "max_uses": max_uses,
         }
-        path = f"{base_url}/v1/admin/clients/shop/actions/{name}"
+        path = f"{base_url}/v1/admin/clients/{client_id}/actions/{name}"
         assert (await http.put(path, json=action, headers=ADMIN)).status_code == 200
-    key = await http.post(f"{base_url}/v1/admin/clients/shop/keys", headers=ADMIN)
+    key = await http.post(f"{base_url}/v1/admin/clients/{client_id}/keys", headers=ADMIN)
     return {"Authorization": f"Bearer {key.json()['key']}"}
 
 
@@ -214,34 +244,25 @@ async def no_decision_left(database_url: str) -> bool:
     return int(rows[0]["n"]) == 0
 
 
-def service_logs(directory: Path) -> str:
-    """Every service process's log in ``directory``, as one text."""
-    return "".join(path.read_text(errors="replace") for path in directory.glob("service-*.log"))
-
-
 async def test_the_sync_veto_race_never_shares_a_webhook_id(
-    database_url: str, tmp_path: Path, receiver: Receiver
+    database_url: str, service: ServiceProcess, client_id: str, receiver: Receiver
 ) -> None:
     links, racers = scaled(4, 50), scaled(10, 20)
     receiver.script = Vetoes()
-    env = service_env(database_url, 5, **ENV)
-    with running_service(env, tmp_path, "--workers", "2") as service:
-        async with httpx.AsyncClient(timeout=60) as http:
-            headers = await set_up(http, service.base_url, receiver.url)
-            minted = await mint(http, service, headers, "five", links)
-            people = [Person(*link) for link in minted for _ in range(racers)]
-            started = time.monotonic()
-            gate = asyncio.Semaphore(LINKS_AT_ONCE)
+    async with httpx.AsyncClient(timeout=60) as http:
+        headers = await set_up(http, service.base_url, receiver.url, client_id)
+        minted = await mint(http, service, headers, "five", links)
+        people = [Person(*link) for link in minted for _ in range(racers)]
+        started = time.monotonic()
+        gate = asyncio.Semaphore(LINKS_AT_ONCE)
 
-            async def race(link: list[Person]) -> None:
-                async with gate:
-                    await asyncio.gather(*(p.until_done(PATIENCE, started + 600) for p in link))
+        async def race(link: list[Person]) -> None:
+            async with gate:
+                await asyncio.gather(*(p.until_done(PATIENCE, started + 600) for p in link))
 
-            await asyncio.gather(
-                *(race(people[i : i + racers]) for i in range(0, len(people), racers))
-            )
-            seconds = time.monotonic() - started
-            await asyncio.sleep(2.5)  # a re-sent message would arrive within the schedule
+        await asyncio.gather(*(race(people[i : i + racers]) for i in range(0, len(people), racers)))
+        seconds = time.monotonic() - started
+        await asyncio.sleep(2.5)  # a re-sent message would arrive within the schedule
 
     answers = Counter(a for p in people for a in p.answers)
     successes = [r for p in people for r in p.redemption_ids]
@@ -249,7 +270,7 @@ async def test_the_sync_veto_race_never_shares_a_webhook_id(
     # ("unavailable": the receiver, in this test's busy process, answered too late.)
     assert set(answers) <= {"success", "used", "rejected", "unavailable"}, answers
     assert len(successes) == 5 * links
-    audit = await fetch(database_url, "SELECT id FROM redemptions")
+    audit = await fetch(database_url, "SELECT id FROM redemptions WHERE client_id = $1", client_id)
     assert sorted(r["id"] for r in audit) == sorted(successes)
     # Each accepted redemption has its own webhook-id: the deduplicating receiver
     # applied every one the people were told succeeded, and dropped none.
@@ -257,7 +278,9 @@ async def test_the_sync_veto_race_never_shares_a_webhook_id(
     assert seen.dropped == 0
     assert set(seen.sends.values()) == {1}  # nothing sent twice: not a refusal, not a success
     assert await ledger_problems(database_url) == []
-    rows = await fetch(database_url, "SELECT max(use) AS top FROM redemptions")
+    rows = await fetch(
+        database_url, "SELECT max(use) AS top FROM redemptions WHERE client_id = $1", client_id
+    )
     assert await no_decision_left(database_url)
     report(
         "sync veto race",
@@ -277,17 +300,18 @@ async def test_the_sync_veto_race_never_shares_a_webhook_id(
 
 
 async def test_give_backs_through_database_cuts_lose_nothing(
-    database_url: str, tmp_path: Path, receiver: Receiver, proxy: TcpProxy
+    database_url: str,
+    service: ServiceProcess,
+    client_id: str,
+    receiver: Receiver,
+    proxy: TcpProxy,
 ) -> None:
-    links = scaled(20, 400)
+    links = scaled(12, 400)
     vetoes = Vetoes(proxy, cut_every=scaled(3, 5))
-    env = service_env(proxy.url_for(database_url), 5, **ENV)
-    with (
-        running_service(env, tmp_path, "--workers", "2") as service,
-        contextlib.closing(vetoes),
-    ):
+    log_start = service.log_path.stat().st_size
+    with contextlib.closing(vetoes):
         async with httpx.AsyncClient(timeout=60) as http:
-            headers = await set_up(http, service.base_url, receiver.url)
+            headers = await set_up(http, service.base_url, receiver.url, client_id)
             minted = await mint(http, service, headers, "once", links)
             receiver.script = vetoes
             people = [Person(*link) for link in minted]
@@ -307,14 +331,16 @@ async def test_give_backs_through_database_cuts_lose_nothing(
                 what="every decision settled",
             )
             await asyncio.sleep(2.5)  # a re-sent message would arrive within the schedule
-        log = await asyncio.to_thread(service_logs, tmp_path)
+        log = service.log()[log_start:]
 
     answers = Counter(a for p in people for a in p.answers)
     seen = Deliveries.of(receiver)
     assert vetoes.cuts, "no refusal cut the database"
     assert set(answers) <= {"success", "used", "rejected", *UNCERTAIN}, answers
     assert set(seen.sends.values()) == {1}  # no refused (or accepted) message sent again
-    audit = await fetch(database_url, "SELECT id, link_id FROM redemptions")
+    audit = await fetch(
+        database_url, "SELECT id, link_id FROM redemptions WHERE client_id = $1", client_id
+    )
     assert len(audit) == links  # every link: exactly one accepted redemption
     assert {r["id"] for r in audit} <= set(seen.redemption_ids())
     assert seen.dropped == 0
