@@ -27,11 +27,11 @@ from tests.support.served import provision_shop, service_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
-EXCHANGES = scaled(60, 200)
-TYPED = scaled(60, 200)
-FOLLOWED = scaled(60, 200)
-WRONG = scaled(30, 100)
-RACING = scaled(40, 200)
+EXCHANGES = scaled(30, 200)
+TYPED = scaled(30, 200)
+FOLLOWED = scaled(30, 200)
+WRONG = scaled(20, 100)
+RACING = scaled(30, 200)
 
 
 @pytest.fixture(scope="module")

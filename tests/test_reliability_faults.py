@@ -38,13 +38,16 @@ from tests.support.fleet import (
 )
 from tests.support.invariants import reconcile, retry_uncertain
 from tests.support.proxy import TcpProxy
-from tests.support.scale import scaled
+from tests.support.scale import FULL, scaled
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 PROCESSES = 3
 REQUESTS_PER_LINK = 4
 LINKS_AT_ONCE = 8
+# Seconds each fault (and the load between faults) lasts, times this: in CI half the
+# full run's, still many hundreds of requests each against continuous load.
+HOLD = 1.0 if FULL else 0.5
 
 
 @pytest.fixture
@@ -62,9 +65,9 @@ async def some_links(http: httpx.AsyncClient, group: Fleet) -> list[Link]:
     """
     shop = await setup_shop(http, group.url(0), group)
     links = [
-        *await mint_links(http, group.url(0), shop, group, "once", scaled(600, 6000)),
-        *await mint_links(http, group.url(0), shop, group, "five", scaled(150, 1500)),
-        *await mint_links(http, group.url(0), shop, group, "hook", scaled(250, 2500)),
+        *await mint_links(http, group.url(0), shop, group, "once", scaled(300, 6000)),
+        *await mint_links(http, group.url(0), shop, group, "five", scaled(75, 1500)),
+        *await mint_links(http, group.url(0), shop, group, "hook", scaled(125, 2500)),
     ]
     random.Random(8).shuffle(links)
     return links
@@ -73,13 +76,13 @@ async def some_links(http: httpx.AsyncClient, group: Fleet) -> list[Link]:
 async def wait_until_ready(http: httpx.AsyncClient, group: Fleet) -> None:
     """Every process answers /readyz with 200 (the database is back)."""
     for process in group.processes:
-        for _ in range(120):
+        for _ in range(600):
             try:
                 if (await http.get(f"{process.base_url}/readyz")).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.05)
         else:
             raise AssertionError(f"{process.base_url} never became ready")
 
@@ -112,11 +115,11 @@ async def test_database_faults_lose_nothing(
     async def phase(name: str, action: Callable[[], None], hold: float) -> None:
         phases.append(name)
         await asyncio.to_thread(action)
-        await asyncio.sleep(hold)
+        await asyncio.sleep(hold * HOLD)
 
     async def faults() -> None:
         for _ in range(cycles):
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(1.5 * HOLD)
             await phase("reset", proxy.reset, 1.5)
             await phase("stall", proxy.stall, 2.0)
             await phase("restore", proxy.restore, 1.0)
@@ -166,12 +169,12 @@ async def test_sigkill_mid_redemption_loses_nothing(database_url: str, tmp_path:
 
         async def faults() -> None:
             for kill in range(kills):
-                await asyncio.sleep(1.5)
+                await asyncio.sleep(1.5 * HOLD)
                 victim = kill % PROCESSES
                 await asyncio.to_thread(group.kill, victim)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.5 * HOLD)
                 await asyncio.to_thread(group.replace, victim)
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0 * HOLD)
 
         async with http_client() as http:
             links = await some_links(http, group)

@@ -177,7 +177,7 @@ async def burst(requests: list[tuple[str, str, Headers]], at_once: int = 50) -> 
 @pytest.mark.slow
 @pytest.mark.heavy
 async def test_a_brute_force_burst_changes_nothing(database_url: str, tmp_path: Path) -> None:
-    count = scaled(1000, 10_000)
+    count = scaled(300, 10_000)
     rng = random.Random(8)
     # Debug logging: the most a process ever writes, searched for secrets at the end.
     # The abuse limits are off: this is about what the attempts themselves do (nothing);
