@@ -72,8 +72,17 @@ def drop_database(url: str) -> None:
 
 
 def truncate_all(url: str) -> None:
+    """Empty every table and restart the audit log's sequence, in one transaction.
+
+    ``DELETE`` rather than ``TRUNCATE``: on tables of a test's few rows it takes
+    a few milliseconds where ``TRUNCATE`` (new files for every table and index)
+    takes 150-250, and it runs before every PostgreSQL test. (Children first;
+    every foreign key cascades anyway.)
+    """
     dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
-    asyncio.run(_execute(dsn, f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    statements = [f"DELETE FROM {table}" for table in TABLES]
+    statements.append("ALTER SEQUENCE redemptions_seq_seq RESTART")
+    asyncio.run(_execute(dsn, "; ".join(statements)))
 
 
 def create_sqlite_database(path: Path) -> Path:
