@@ -43,11 +43,17 @@ def settings(settings: Settings) -> Settings:
     )
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+@pytest.fixture(scope="module")
+def shared_receiver() -> Iterator[Receiver]:
     receiver = Receiver().up()
     yield receiver
     receiver.down()
+
+
+@pytest.fixture
+def receiver(shared_receiver: Receiver) -> Receiver:
+    """The module's receiver, up and as new (each test's app is gone by the next test)."""
+    return shared_receiver.reset()
 
 
 async def hooked_tenant(
