@@ -163,7 +163,7 @@ async def test_database_faults_lose_nothing(
 
 
 async def test_sigkill_mid_redemption_loses_nothing(database_url: str, tmp_path: Path) -> None:
-    kills = scaled(2, 6)
+    kills = scaled(1, 6)
 
     with fleet({"DATABASE_URL": database_url}, tmp_path, PROCESSES) as group:
 

@@ -53,7 +53,7 @@ from tests.support.served import ADMIN, service_env
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 ACCEPT_THINK, REFUSE_THINK = 0.05, 0.3  # seconds the receiver takes to say yes, or no
-ENV = {"WEBHOOK_TIMEOUT": "2", "WEBHOOK_RETRY_SCHEDULE": "1,1"}
+ENV = {"WEBHOOK_TIMEOUT": "2", "WEBHOOK_RETRY_SCHEDULE": "0.5,0.5"}
 LEASE_SECONDS = 2 + 5  # WEBHOOK_TIMEOUT + the lease's grace (service.delivery)
 LINKS_AT_ONCE = 5  # links raced at the same time (their people all at once)
 # A use still awaiting its receiver may be refused and come back: "used" is final
@@ -262,7 +262,7 @@ async def test_the_sync_veto_race_never_shares_a_webhook_id(
 
         await asyncio.gather(*(race(people[i : i + racers]) for i in range(0, len(people), racers)))
         seconds = time.monotonic() - started
-        await asyncio.sleep(2.5)  # a re-sent message would arrive within the schedule
+        await asyncio.sleep(2.0)  # a re-sent message would arrive within the schedule
 
     answers = Counter(a for p in people for a in p.answers)
     successes = [r for p in people for r in p.redemption_ids]
@@ -330,7 +330,7 @@ async def test_give_backs_through_database_cuts_lose_nothing(
                 timeout=LEASE_SECONDS + 20,
                 what="every decision settled",
             )
-            await asyncio.sleep(2.5)  # a re-sent message would arrive within the schedule
+            await asyncio.sleep(2.0)  # a re-sent message would arrive within the schedule
         log = service.log()[log_start:]
 
     answers = Counter(a for p in people for a in p.answers)
