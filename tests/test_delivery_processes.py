@@ -170,7 +170,7 @@ async def test_a_killed_process_loses_nothing(
         database_url,
         5,
         CACHE_TTL="1",
-        WEBHOOK_TIMEOUT="2",
+        WEBHOOK_TIMEOUT="1",  # the lease: 1 s + 5 s of grace
         WEBHOOK_RETRY_SCHEDULE="0.1,0.5,1,1,1",
     )
     with running_service(env, tmp_path) as doomed:
