@@ -237,6 +237,67 @@ async def test_batch_is_all_or_nothing(shop: Tenant, http: httpx.AsyncClient) ->
     assert "links" not in problem
 
 
+async def test_a_batchs_errors_name_each_bad_item_with_all_its_errors(
+    shop: Tenant, http: httpx.AsyncClient
+) -> None:
+    """A batch is validated in one call; one with a bad item is looked at item by item,
+    so the answer is as it always was: every bad item, in order, each with its errors."""
+    ok = {"action": "activate", "subject": "s"}
+    items = [
+        ok,
+        {"action": "activate", "max_uses": 0, "extra": 1},
+        ok,
+        {"action": "nope"},
+        {"action": "activate", "success_url": "https://elsewhere.example/x"},
+        ok,
+    ]
+    response = await http.post("/v1/links/batch", json={"links": items}, headers=shop.headers)
+    problem = await problem_of(response, 422, "validation_error")
+    assert problem["detail"] == "3 item(s) invalid: [1, 3, 4]"
+    assert problem["errors"] == [
+        {
+            "index": 1,
+            "loc": ["links", 1, "max_uses"],
+            "msg": "Input should be greater than or equal to 1",
+            "type": "greater_than_equal",
+            "code": "validation_error",
+        },
+        {
+            "index": 1,
+            "loc": ["links", 1, "extra"],
+            "msg": "Extra inputs are not permitted",
+            "type": "extra_forbidden",
+            "code": "validation_error",
+        },
+        {
+            "index": 3,
+            "loc": ["links", 3],
+            "msg": "client 'shop' has no action 'nope'",
+            "code": "unknown_action",
+        },
+        {
+            "index": 4,
+            "loc": ["links", 4],
+            "msg": "success_url is not within the allowed_redirects of client 'shop'",
+            "code": "redirect_not_allowed",
+        },
+    ]
+
+
+async def test_a_batch_of_valid_items_that_cannot_all_be_minted_names_each(
+    shop: Tenant, http: httpx.AsyncClient
+) -> None:
+    """Every item validates, two cannot be minted: the first one's code, both named."""
+    ok = {"action": "activate"}
+    items = [ok, {"action": "nope"}, ok, {"action": "activate", "expires_in": 10**9}]
+    response = await http.post("/v1/links/batch", json={"links": items}, headers=shop.headers)
+    problem = await problem_of(response, 422, "unknown_action")
+    assert [(e["index"], e["code"]) for e in problem["errors"]] == [
+        (1, "unknown_action"),
+        (3, "ttl_too_long"),
+    ]
+
+
 @pytest.mark.parametrize("count", [0, 1001])
 async def test_batch_size_limits(shop: Tenant, http: httpx.AsyncClient, count: int) -> None:
     items = [{"action": "activate"}] * count
@@ -245,24 +306,41 @@ async def test_batch_size_limits(shop: Tenant, http: httpx.AsyncClient, count: i
 
 
 @pytest.mark.parametrize(
-    "extras",
-    [{}, {"code": "482913"}, {"headers": {"List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}}],
+    "settings", [{}, {"code": True}, {"one_click": True}, {"code": True, "one_click": True}]
 )
-def test_the_mint_answer_encodes_a_link_as_its_model_does(extras: dict[str, Any]) -> None:
-    """The mint routes encode answers themselves (orjson): the same JSON as the model's."""
+def test_the_mint_answer_encodes_a_link_as_its_model_does(settings: dict[str, bool]) -> None:
+    """The minting code spells the answer's fields itself and the routes encode it
+    (orjson): the same JSON as the model's, extras only when they apply."""
     import orjson
 
     from service.api.links import created
-    from service.schemas import LinkResponse, link_fields
+    from service.mint import Minter
+    from service.registry import ActionConfig, ClientConfig
+    from service.schemas import LINK_EXTRAS, LinkRequest, LinkResponse
+    from service.tokens import TokenCodec
 
-    link = LinkResponse(
-        id="abc",
-        url=f"{PUBLIC_BASE_URL}/r/t",
-        token="t",
-        action="activate",
-        subject=None,
-        expires_at=datetime(2026, 12, 3, 2, 0, tzinfo=UTC),
+    action = ActionConfig(
+        name="activate",
+        label=None,
+        success_url=f"{SHOP_ORIGIN}/ok",
+        failure_url=None,
+        ttl=600,
+        max_ttl=600,
         max_uses=1,
-        **extras,
+        confirm="none",
+        delivery="none",
+        enabled=True,
+        code=settings.get("code", False),
+        one_click=settings.get("one_click", False),
     )
-    assert orjson.loads(created(link_fields(link)).body) == link.model_dump(mode="json")
+    client = ClientConfig(
+        "shop", "Shop", None, "s", (f"{SHOP_ORIGIN}/",), True, {"activate": action}
+    )
+    minter = Minter(TokenCodec([b"k" * 32]), PUBLIC_BASE_URL, store=None)  # type: ignore[arg-type]
+    answer = minter.sign(client, LinkRequest(action="activate", subject="42")).answer
+    model = LinkResponse.model_validate(answer)
+    assert orjson.loads(created(answer).body) == model.model_dump(mode="json")
+    absent = {key for key in LINK_EXTRAS if getattr(model, key) is None}
+    assert set(answer) == set(LinkResponse.model_fields) - absent
+    assert ("code" in answer) is settings.get("code", False)
+    assert ("headers" in answer) is settings.get("one_click", False)

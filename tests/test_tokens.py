@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import string
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from itsdangerous import URLSafeSerializer
 
 from service.tokens import (
     BadData,
@@ -43,6 +46,33 @@ def test_round_trip_keeps_every_field() -> None:
     codec = TokenCodec([NEW_KEY])
     claims = make_claims(once_key="voucher:1", max_uses=None)
     assert codec.verify_link(codec.sign_link(claims)) == claims
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        None,
+        {"order": 12345, "plan": "pro"},
+        "x" * 500,  # compressed
+        2**70,  # beyond orjson: the standard library's encoding
+        {"é☃": [1e16, -0.0, 1.5e-7]},
+    ],
+)
+def test_tokens_are_stock_itsdangerous_tokens(data: Any) -> None:
+    """The codec signs without itsdangerous' layers (orjson, a pre-keyed HMAC): stock
+    itsdangerous still reads every token, and signs its payload to the same token."""
+    codec = TokenCodec([OLD_KEY, NEW_KEY])
+    claims = make_claims(data=data)
+    token = codec.sign_link(claims)
+    stock = URLSafeSerializer(
+        NEW_KEY,
+        salt=Purpose.LINK.value,
+        signer_kwargs={"digest_method": hashlib.sha256, "key_derivation": "hmac"},
+    )
+    assert stock.loads(token) == claims.to_wire()
+    payload, _, _ = token.rpartition(".")
+    assert stock.make_signer().sign(payload.encode()).decode() == token
+    assert codec.verify_link(token) == claims
 
 
 def test_link_ids_are_random_and_long_enough() -> None:

@@ -30,7 +30,6 @@ from service.schemas import (
     LinkRequest,
     LinkResponse,
     ResendRequest,
-    link_fields,
 )
 
 router = APIRouter(prefix="/v1/links", tags=["links"], route_class=JsonRoute)
@@ -92,8 +91,8 @@ async def mint_link(
     _minting(http, state, 1)
     link = await state.minter.mint(client, request)
     metrics.link_minted(client.id, request.action)
-    request_context.annotate(link_id=link.id)
-    return created(link_fields(link))
+    request_context.annotate(link_id=link["id"])
+    return created(link)
 
 
 @router.post(
@@ -122,8 +121,8 @@ async def mint_links(
     """
     _minting(http, state, len(request.links))
     links = await state.minter.mint_batch(client, request.links)
-    metrics.links_minted(client.id, (link.action for link in links))
-    return created({"links": [link_fields(link) for link in links]})
+    metrics.links_minted(client.id, (link["action"] for link in links))
+    return created({"links": links})
 
 
 @router.post(
@@ -153,5 +152,5 @@ async def resend_link(
     _minting(http, state, 1)
     link = await state.minter.mint(client, replacement, exact_max_uses=True)
     metrics.link_minted(client.id, replacement.action)
-    request_context.annotate(link_id=link.id)
-    return created(link_fields(link))
+    request_context.annotate(link_id=link["id"])
+    return created(link)
