@@ -86,6 +86,12 @@ async def authenticated_client(
 ClientDep = Annotated[ClientConfig, Depends(authenticated_client)]
 
 
+async def request_client(request: Request, state: AppState) -> ClientConfig:
+    """What ``ClientDep`` gives for ``request``, or its refusal, without FastAPI solving
+    it (``service.api.direct``)."""
+    return await authenticated_client(request, state, await _api_key(request))
+
+
 async def _require_operator_token(
     request: Request,
     state: AppState,

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from service import metrics, request_context
 from service.api import examples
 from service.api.deps import ClientDep, StateDep
-from service.api.json_body import JsonRoute
+from service.api.direct import ClientRoute
 from service.api.openapi import CLIENT_API, JSON_BODY, ProblemCode, operation
 from service.errors import (
     NotFound,
@@ -32,7 +32,7 @@ from service.schemas import (
     ResendRequest,
 )
 
-router = APIRouter(prefix="/v1/links", tags=["links"], route_class=JsonRoute)
+router = APIRouter(prefix="/v1/links", tags=["links"], route_class=ClientRoute)
 
 MINT_PROBLEMS = (UnknownAction, RedirectNotAllowed, TtlTooLong)
 NOT_A_HINT = ProblemCode(
