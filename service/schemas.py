@@ -54,10 +54,13 @@ AbsoluteUrl = Annotated[
 ]
 
 
+NUL_REFUSED = "must not contain NUL (U+0000) characters"
+
+
 def _refuse_nul(value: Any) -> Any:
     strings = value if isinstance(value, list) else [value]
     if any(isinstance(s, str) and "\x00" in s for s in strings):
-        raise ValueError("must not contain NUL (U+0000) characters")
+        raise ValueError(NUL_REFUSED)
     return value
 
 
@@ -70,30 +73,38 @@ def _plain_json(value: Any) -> Any:
     nesting makes every recursive encoder fail (``service.json_depth``).
 
     One walk of the value for all three (it runs for every minted link's
-    ``data``); too deep is said before anything else found.
+    ``data``), containers only on the stack; too deep is said before anything
+    else found.
     """
-    problem: str | None = None
-    stack: list[tuple[Any, int]] = [(value, 0)]
+    problem = _scalar_problem(value)
+    stack: list[tuple[Any, int]] = [(value, 0)] if type(value) in (dict, list) else []
     while stack:
         item, depth = stack.pop()
-        kind = type(item)
-        if kind is str:
-            if problem is None and not item.isascii() and not _utf8(item):
-                problem = "text must be valid Unicode (no lone surrogates)"
-        elif kind is dict or kind is list:
-            depth += 1
-            if depth > MAX_DATA_DEPTH:
-                raise ValueError(f"nested more than {MAX_DATA_DEPTH} levels deep")
-            if kind is dict:
-                stack.extend((key, depth) for key in item)
-                stack.extend((child, depth) for child in item.values())
-            else:
-                stack.extend((child, depth) for child in item)
-        elif kind is float and problem is None and not math.isfinite(item):
-            problem = "numbers must be finite (no NaN or Infinity)"
+        depth += 1
+        if depth > MAX_DATA_DEPTH:
+            raise ValueError(f"nested more than {MAX_DATA_DEPTH} levels deep")
+        if type(item) is dict:
+            for key in item:
+                problem = problem or _scalar_problem(key)
+            item = item.values()
+        for child in item:
+            kind = type(child)
+            if kind is dict or kind is list:
+                stack.append((child, depth))
+            elif problem is None:
+                problem = _scalar_problem(child)
     if problem is not None:
         raise ValueError(problem)
     return value
+
+
+def _scalar_problem(value: Any) -> str | None:
+    kind = type(value)
+    if kind is str and not value.isascii() and not _utf8(value):
+        return "text must be valid Unicode (no lone surrogates)"
+    if kind is float and not math.isfinite(value):
+        return "numbers must be finite (no NaN or Infinity)"
+    return None
 
 
 def _utf8(text: str) -> bool:
@@ -124,9 +135,15 @@ class Strict(Plain):
         return _refuse_nul(value)
 
 
+def _refuse_nul_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError(NUL_REFUSED)
+    return value
+
+
 # Text without NUL, checked after the field's other rules, as ``Strict`` does for every
 # field: for a model validated so often (``LinkRequest``) that a validator per field shows.
-NoNul = AfterValidator(_refuse_nul)
+NoNul = AfterValidator(_refuse_nul_text)
 
 
 # --- links -----------------------------------------------------------------
