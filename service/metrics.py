@@ -212,19 +212,27 @@ def actions_known(actions: Iterable[tuple[str, str]]) -> None:
 
 
 def link_minted(client_id: str, action: str) -> None:
-    LINKS_MINTED.labels(client_id, action).inc()
+    _minted(client_id, action).inc()
 
 
 def links_minted(client_id: str, actions: Iterable[str]) -> None:
     for action, count in Tally(actions).items():
-        LINKS_MINTED.labels(client_id, action).inc(count)
+        _minted(client_id, action).inc(count)
 
 
-# Children by label values, for the two families counted on every request: ``labels()``
+# Children by label values, for the families counted on every request: ``labels()``
 # takes a lock and builds its key each time (prometheus_client), the dict does not.
 # A child, once made, stays its family's for the life of the process.
 _redemptions: dict[str, Any] = {}
 _requests: dict[tuple[str, str, int], Any] = {}
+_mints: dict[tuple[str, str], Any] = {}
+
+
+def _minted(client_id: str, action: str) -> Any:
+    child = _mints.get((client_id, action))
+    if child is None:
+        child = _mints[client_id, action] = LINKS_MINTED.labels(client_id, action)
+    return child
 
 
 def redemption(outcome: str) -> None:
