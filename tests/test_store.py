@@ -685,6 +685,37 @@ async def test_a_single_use_claim_writes_its_audit_row_and_no_counter(store: Sto
     assert usage.uses == 1
 
 
+@pytest.mark.parametrize("max_uses", [1, 3])
+async def test_a_claim_writes_a_delivery_job_only_when_asked(store: Store, max_uses: int) -> None:
+    """Single-use and counted links alike: ``deliver`` adds the job, in the same claim."""
+    quiet, hooked = link(max_uses=max_uses), link(max_uses=max_uses)
+    assert (await store.claim(quiet, utc(), deliver=False, lease=None)).redemption is not None
+    result = await store.claim(hooked, utc(), deliver=True, lease=None)
+    assert result.redemption is not None
+    jobs = await fetch(url_of(store), "SELECT redemption_id, status FROM deliveries")
+    assert [(j["redemption_id"], j["status"]) for j in jobs] == [
+        (result.redemption.redemption_id, "pending")
+    ]
+
+
+async def test_refusing_a_used_link_writes_nothing_and_a_revocation_still_wins(
+    store: Store,
+) -> None:
+    """Refusals of a used single-use link leave no trace (no audit row, no sequence
+    number drawn: the next use's ``seq`` follows the last one), and once the link is
+    revoked as well its refusal says revoked, not used (API.md)."""
+    used, other = link(), link()
+    assert await uses_of(store, used, 4) == [1, None, None, None]
+    assert await uses_of(store, other, 1) == [1]
+    rows = await fetch(url_of(store), "SELECT link_id, seq FROM redemptions ORDER BY seq")
+    assert [r["link_id"] for r in rows] == [used.link_id, other.link_id]
+    assert rows[1]["seq"] == rows[0]["seq"] + 1
+    await store.revoke_link("shop", used.link_id, utc(), utc() + LATER)
+    refused = await store.claim(used, utc(), deliver=True, lease=None)
+    assert (refused.revoked, refused.redemption) == (True, None)
+    assert await fetch(url_of(store), "SELECT redemption_id FROM deliveries") == []
+
+
 @pytest.mark.backends(POSTGRES)
 async def test_a_counter_from_before_the_audit_row_carried_claims_still_counts(
     store: Store,

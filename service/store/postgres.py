@@ -126,16 +126,29 @@ class Positional:
         return [params[name] for name in self.names]
 
 
-# The delivery job of a claim's audit row, in both claims' statements (a CTE named ``job``).
-DELIVERY_JOB = """job AS (
+# The delivery job of a claim's audit row, in both claims' statements (a CTE named ``job``),
+# only in the variants that deliver: a claim of an action without a webhook neither
+# plans nor runs an INSERT into ``deliveries`` (``claim_sql``).
+DELIVERY_JOB = """,
+job AS (
     INSERT INTO deliveries
         (redemption_id, client_id, status, attempts, next_attempt_at, leased_until, created_at)
     SELECT id, :client_id, CAST(:job_status AS text), 0, :now,
            CAST(:leased_until AS timestamptz), :now
     FROM audit WHERE CAST(:deliver AS boolean)
     RETURNING redemption_id
-)
-"""
+)"""
+JOB_PLACE, JOBS_PLACE = "{job}", "{jobs}"
+
+
+def claim_sql(template: str, deliver: bool) -> str:
+    """``template`` with its delivery job (``deliver``), or without one."""
+    if deliver:
+        return template.replace(JOB_PLACE, DELIVERY_JOB).replace(
+            JOBS_PLACE, "(SELECT count(*) FROM job)"
+        )
+    return template.replace(JOB_PLACE, "").replace(JOBS_PLACE, "0")
+
 
 CLAIM_SQL = f"""
 WITH revoked AS (
@@ -172,11 +185,11 @@ audit AS (
            CAST(:data AS json), issued, CAST(:max_uses AS integer), :now, :once_key, :via
     FROM claimed
     RETURNING id, use
-),
-{DELIVERY_JOB}SELECT (SELECT yes FROM revoked) AS revoked,
+){JOB_PLACE}
+SELECT (SELECT yes FROM revoked) AS revoked,
        EXISTS (SELECT 1 FROM existing) AS existed,
        (SELECT use FROM audit) AS use,
-       (SELECT count(*) FROM job) AS jobs
+       {JOBS_PLACE} AS jobs
 """
 
 
@@ -249,6 +262,12 @@ class _Turn:
 # no retry. A counter row, if the link has one (claimed before 0006, or a sync use
 # given back: ``SqlStore._give_back``), still has its say: the link is used while it
 # counts a use, and the next use number follows the ones it handed out.
+#
+# The refusal is the cheap path: a link whose audit row exists is used (a give-back
+# deletes the row, purge gives the link a used-up counter before deleting it), so the
+# probe of that index comes first in the INSERT's condition and an exhausted link's
+# claim ends there, without forming the row (no sequence number drawn, no JSON read)
+# and without the speculative insertion. The conflict clause still decides races.
 SINGLE_USE_CLAIM_SQL = f"""
 WITH revoked AS (
     SELECT ({REVOKED}) AS yes
@@ -263,14 +282,16 @@ audit AS (
     SELECT :redemption_id, :client_id, :link_id, :claim_key, :action, :subject,
            CAST(:data AS json), COALESCE((SELECT issued FROM counter), 0) + 1, 1, :now,
            NULL, :via, CAST(:expires_at AS timestamptz)
-    WHERE NOT (SELECT yes FROM revoked) AND COALESCE((SELECT uses FROM counter), 0) < 1
+    WHERE NOT EXISTS (SELECT 1 FROM redemptions
+                      WHERE client_id = :client_id AND claim_key = :claim_key AND {SINGLE_USE})
+      AND NOT (SELECT yes FROM revoked) AND COALESCE((SELECT uses FROM counter), 0) < 1
     ON CONFLICT (client_id, claim_key) WHERE {SINGLE_USE} DO NOTHING
     RETURNING id, use
-),
-{DELIVERY_JOB}SELECT (SELECT yes FROM revoked) AS revoked,
+){JOB_PLACE}
+SELECT (SELECT yes FROM revoked) AS revoked,
        TRUE AS existed,
        (SELECT use FROM audit) AS use,
-       (SELECT count(*) FROM job) AS jobs
+       {JOBS_PLACE} AS jobs
 """
 
 
@@ -334,8 +355,14 @@ class PostgresStore(SqlStore):
         self._keep = max(0, size - KEPT_FOR_SESSIONS)
         self._kept: list[PoolProxiedConnection] = []
         self._closing = False
-        self._claim = Positional.compile(CLAIM_SQL, engine.dialect)
-        self._single_use_claim = Positional.compile(SINGLE_USE_CLAIM_SQL, engine.dialect)
+        # (single-use link, delivery job) → the claim's statement
+        self._claims = {
+            (single, deliver): Positional.compile(
+                claim_sql(SINGLE_USE_CLAIM_SQL if single else CLAIM_SQL, deliver), engine.dialect
+            )
+            for single in (False, True)
+            for deliver in (False, True)
+        }
         self._peek = {
             recorded: Positional.compile(peek_sql(recorded), engine.dialect)
             for recorded in (False, True)
@@ -411,7 +438,7 @@ class PostgresStore(SqlStore):
     ) -> ClaimResult:
         params = claim_params(link, now, deliver, lease, via, sync)
         params["data"] = json.dumps(link.data)  # the json codec SQLAlchemy sets up takes text
-        statement = self._single_use_claim if carries_its_claim(link) else self._claim
+        statement = self._claims[carries_its_claim(link), deliver]
         arguments = statement.arguments(params)
         traced = self._tracing.statement(self._engine, "claim", statement.sql)
         async with self.driver() as driver:  # no transaction: autocommit
