@@ -272,3 +272,44 @@ def test_typed_codes_survive_key_rotation_while_the_key_is_listed() -> None:
 def test_a_code_of_the_wrong_shape_never_matches(shape: str) -> None:
     codec = TokenCodec([NEW_KEY])
     assert not codec.typed_code_matches(make_claims(code=True), shape)
+
+
+def stock_serializer(keys: list[bytes], purpose: Purpose) -> URLSafeSerializer:
+    """itsdangerous as it comes, with the codec's settings: what verification must agree with."""
+    return URLSafeSerializer(
+        keys,
+        salt=purpose.value,
+        signer_kwargs={"digest_method": hashlib.sha256, "key_derivation": "hmac"},
+    )
+
+
+def test_verification_answers_what_itsdangerous_answers() -> None:
+    """The codec reads tokens without itsdangerous' layers (``tokens._loads``): for
+    genuine tokens under either listed key, compressed or not, for tampered ones and for
+    genuine signatures over payloads that are not base64, zlib, UTF-8 or JSON, it
+    returns the payload itsdangerous returns, or refuses what itsdangerous refuses."""
+    codec = TokenCodec([OLD_KEY, NEW_KEY])
+    stock = stock_serializer([OLD_KEY, NEW_KEY], Purpose.LINK)
+    signer = stock.make_signer(Purpose.LINK.value)
+    tokens = [
+        TokenCodec([OLD_KEY]).sign_link(make_claims()),
+        codec.sign_link(make_claims()),  # compressed: "."
+        codec.sign_link(make_claims(data=None, subject=None, success_url=None)),  # not
+        stock.dumps({"a": [1, "ü"]}),
+        stock.dumps(["not", "an", "object"]),
+    ]
+    for raw in (b"!!!", b".!!!", b".AAAA", b"_w", b"WzE", b"bm90IGpzb24", b"", b"."):
+        tokens.append(signer.sign(raw).decode())  # genuine signatures over bad payloads
+    genuine = tokens[1]
+    for i in range(len(genuine)):
+        tokens.append(genuine[:i] + ("A" if genuine[i] != "A" else "B") + genuine[i + 1 :])
+    for token in tokens:
+        try:
+            expected: object = stock.loads(token)
+        except BadData:
+            expected = BadData
+        try:
+            got: object = codec.verify(Purpose.LINK, token)
+        except BadData:
+            got = BadData
+        assert got == expected, token
