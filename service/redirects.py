@@ -9,6 +9,7 @@ control characters are refused outright, whatever the allowlist says.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
@@ -81,9 +82,21 @@ def require_allowed(client_id: str, prefixes: Iterable[str], **urls: str | None)
             )
 
 
+# What ``urlencode`` (``quote_plus``) leaves as it is: ids, tokens and outcome words.
+_PLAIN = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _urlencode(params: Mapping[str, str]) -> str:
+    """``urlencode(params)``, without quoting what needs none (every redirect's case)."""
+    plain = _PLAIN.fullmatch
+    if all(plain(k) and plain(v) for k, v in params.items()):
+        return "&".join([f"{k}={v}" for k, v in params.items()])
+    return urlencode(params)
+
+
 def with_query(url: str, params: Mapping[str, str]) -> str:
     """``url`` with ``params`` appended, keeping the query it already has."""
     parts = urlsplit(url)
-    extra = urlencode(params)
+    extra = _urlencode(params)
     query = f"{parts.query}&{extra}" if parts.query else extra
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+from urllib.parse import urlencode
 
+import pytest
+from starlette.responses import RedirectResponse
+
+from service.api.redirect import LinkRedirect
+from service.pages import LINK_HEADERS
 from service.redirects import is_allowed, with_query
 
 ALLOWED = ["https://good.example/app/", "https://good.example:8443/", "http://localhost:3000/cb"]
@@ -65,3 +70,38 @@ def test_with_query_keeps_existing_parameters() -> None:
     url = with_query("https://good.example/app/done?ref=mail&x=1#top", {"link_id": "L", "e": "a b"})
     assert url == "https://good.example/app/done?ref=mail&x=1&link_id=L&e=a+b#top"
     assert with_query("https://good.example/", {"a": "1"}) == "https://good.example/?a=1"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"link_id": "AbC-_9.~x", "redemption_id": "r" * 16, "code": ""},
+        {"error": "used", "link_id": "L", "reason": "out of stock"},
+        {"error": "expired", "resend": "a+b/c=", "x": "ü&=#%"},
+        {"k y": "v", "": ""},
+    ],
+)
+def test_the_query_is_what_urlencode_writes(params: dict[str, str]) -> None:
+    """``with_query`` writes plain ids and words as they are, and the rest as urlencode."""
+    url = "https://good.example/app/done?ref=mail"
+    assert with_query(url, params) == f"{url}&{urlencode(params)}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://good.example/app/done?link_id=L&redemption_id=R&code=C",
+        "https://good.example/a b/ü?q=x y&e=ä#frag ment",
+        "http://[::1]:8080/p;x?q=%41%zz&o=(1)*!$'",
+    ],
+)
+def test_a_link_redirect_is_starlettes_redirect_response(url: str) -> None:
+    """The redemption's 303 (built directly) has RedirectResponse's status, headers in
+    their order, and body."""
+    ours, theirs = LinkRedirect(url), RedirectResponse(url, status_code=303, headers=LINK_HEADERS)
+    assert (ours.status_code, ours.raw_headers, ours.body) == (
+        theirs.status_code,
+        theirs.raw_headers,
+        theirs.body,
+    )
+    assert ours.background is None

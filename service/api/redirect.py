@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.types import Scope
 
 from service import metrics, request_context
@@ -98,6 +98,30 @@ def answer_one_click(result: Redemption, scope: Scope) -> Response:
     return error_page(scope, FALLBACK_PAGE[result.outcome], headers)
 
 
+# starlette's RedirectResponse, whose headers it builds through its header machinery
+# on every request: the same status, headers (in the same order) and empty body.
+REDIRECT_HEADERS = [
+    *(
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in LINK_HEADERS.items()
+    ),
+    (b"content-length", b"0"),
+]
+LOCATION_SAFE = ":/%#?=@[]!$&'()*+,;"  # RedirectResponse's ``quote`` of the location
+
+
+class LinkRedirect(Response):
+    """``RedirectResponse(url, 303, LINK_HEADERS)``, built directly: every redemption
+    answers one (``tests/test_redirects.py`` holds them equal)."""
+
+    def __init__(self, url: str) -> None:
+        self.status_code = 303
+        self.body = b""
+        self.background = None
+        location = quote(url, safe=LOCATION_SAFE).encode("latin-1")
+        self.raw_headers = [*REDIRECT_HEADERS, (b"location", location)]
+
+
 def answer(result: Redemption | Confirmation, scope: Scope) -> Response:
     """A redirect, or a page in the language of the request in ``scope``."""
     if isinstance(result, Confirmation):
@@ -106,7 +130,7 @@ def answer(result: Redemption | Confirmation, scope: Scope) -> Response:
         return error_page(scope, "invalid")
     target = result.target_url()
     if target is not None:
-        return RedirectResponse(target, status_code=303, headers=LINK_HEADERS)
+        return LinkRedirect(target)
     if result.outcome is Outcome.SUCCESS:
         return error_page(scope, "disabled")  # success with nowhere allowed to go
     headers = {"Retry-After": "5"} if result.outcome is Outcome.UNAVAILABLE else None
