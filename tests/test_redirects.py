@@ -93,6 +93,7 @@ def test_the_query_is_what_urlencode_writes(params: dict[str, str]) -> None:
         "https://good.example/app/done?link_id=L&redemption_id=R&code=C",
         "https://good.example/a b/ü?q=x y&e=ä#frag ment",
         "http://[::1]:8080/p;x?q=%41%zz&o=(1)*!$'",
+        'https://good.example/x?q=<a>|{b}^`c`"d"\\e',
     ],
 )
 def test_a_link_redirect_is_starlettes_redirect_response(url: str) -> None:

@@ -10,6 +10,7 @@ answer is the 429 page instead of the 400 page.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from urllib.parse import parse_qs, quote
@@ -108,6 +109,8 @@ REDIRECT_HEADERS = [
     (b"content-length", b"0"),
 ]
 LOCATION_SAFE = ":/%#?=@[]!$&'()*+,;"  # RedirectResponse's ``quote`` of the location
+# What that ``quote`` leaves as it is (its safe characters and the always-safe ones).
+UNQUOTED = re.compile(r"[A-Za-z0-9_.~:/%#?=@\[\]!$&'()*+,;-]*")
 
 
 class LinkRedirect(Response):
@@ -118,7 +121,9 @@ class LinkRedirect(Response):
         self.status_code = 303
         self.body = b""
         self.background = None
-        location = quote(url, safe=LOCATION_SAFE).encode("latin-1")
+        if UNQUOTED.fullmatch(url) is None:
+            url = quote(url, safe=LOCATION_SAFE)
+        location = url.encode("latin-1")
         self.raw_headers = [*REDIRECT_HEADERS, (b"location", location)]
 
 
