@@ -2,8 +2,8 @@
 
 Each command runs against a PostgreSQL that is not running, a database that
 does not exist, and one that was never migrated; then bad settings and flags,
-the default ``PUBLIC_BASE_URL``, ``--dev`` on a terminal, ``--help`` and
-``--version``. What matters is what a person reads: one line on stderr that
+the default ``PUBLIC_BASE_URL``, ``--help`` and ``--version`` (``--dev`` on a
+terminal: tests/test_devmode.py). What matters is what a person reads: one line on stderr that
 says what to do, never a traceback, and a non-zero exit status.
 
 Of each kind of mistake, one command runs as a real process (``python -m
@@ -19,13 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import pty
-import re
-import select
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -284,49 +279,6 @@ def test_serve_links_to_the_address_it_listens_on(database_url: str, tmp_path: P
         warnings = [line for line in service.log().splitlines() if '"level":"warning"' in line]
     assert len(warnings) == 1, warnings
     assert f"PUBLIC_BASE_URL is http://127.0.0.1:{port}: minted links only work" in warnings[0]
-
-
-def read_until(fd: int, pattern: str, seconds: float) -> str:
-    """What a terminal shows until ``pattern`` appears."""
-    seen = ""
-    deadline = time.monotonic() + seconds
-    while pattern not in seen:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"{pattern!r} never appeared in:\n{seen}"
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if ready:
-            try:
-                seen += os.read(fd, 65536).decode(errors="replace")
-            except OSError:  # the other end closed: the process is gone
-                break
-    return seen
-
-
-def test_dev_mode_logs_readable_lines_on_a_terminal(tmp_path: Path) -> None:
-    port = free_port()
-    controller, terminal = pty.openpty()
-    env = clean_environment(LOG_LEVEL="info")
-    del env["SECRET_KEYS"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--dev", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=terminal,
-        stderr=terminal,
-    )
-    os.close(terminal)
-    try:
-        screen = read_until(controller, "Application startup complete", 90)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-        os.close(controller)
-    assert f"API docs:     http://127.0.0.1:{port}/docs" in screen
-    started = next(line for line in screen.splitlines() if "starting on" in line)
-    assert not started.lstrip().startswith("{"), started
-    assert re.match(r"\d{4}-\d\d-\d\dT[\d:.]+Z INFO\s+service\.cli: starting on", started)
-    assert "Traceback" not in screen
 
 
 def every_parser(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
