@@ -8,10 +8,11 @@ says what to do, never a traceback, and a non-zero exit status.
 
 Of each kind of mistake, one command runs as a real process (``python -m
 service``, the entry point of ``action-links``: what it prints up to its exit,
-interpreter shutdown included); the others of the same kind run the same entry
-function, ``service.cli.main``, in this process, with the same clean
-environment and working directory, which is the same code without the second
-of imports each process costs.
+interpreter shutdown included): an unreachable and a missing database, a schema
+behind, a SQLite directory that is not there, ``--version``; a refused setting's
+is tests/test_cli.py's. The others run the same entry function,
+``service.cli.main``, in this process, with the same clean environment and
+working directory: the same code without the second of imports each process costs.
 """
 
 from __future__ import annotations
@@ -176,8 +177,8 @@ NEEDS_SCHEMA = [argv for argv in DATABASE_COMMANDS if argv[0] not in ("migrate",
 def test_schema_not_migrated(
     argv: list[str], tmp_path: Path, never_migrated: str, in_process: Run
 ) -> None:
-    run = runner(argv, ["dispatcher"], in_process)
-    assert one_line(run(*argv, cwd=tmp_path, DATABASE_URL=never_migrated), 1) == MIGRATE
+    # In-process: the schema's real process is test_schema_behind's.
+    assert one_line(in_process(*argv, cwd=tmp_path, DATABASE_URL=never_migrated), 1) == MIGRATE
 
 
 def test_serve_on_an_unmigrated_schema_is_not_ready_until_migrated(
@@ -255,8 +256,8 @@ def test_sqlite_in_a_directory_that_does_not_exist(tmp_path: Path, in_process: R
 def test_a_bad_setting_or_flag_is_named(
     argv: list[str], settings: dict[str, str], message: str, tmp_path: Path, in_process: Run
 ) -> None:
-    run: Run = action_links if "WEBHOOK_TIMEOUT" in settings else in_process  # one real process
-    ran = run(*argv, cwd=tmp_path, **settings)
+    # In-process: a refused setting's real process is test_cli's serve without keys.
+    ran = in_process(*argv, cwd=tmp_path, **settings)
     assert one_line(ran, 2) == f"action-links: {message}"
 
 
@@ -314,11 +315,7 @@ def test_version_and_help(tmp_path: Path, in_process: Run) -> None:
         [*command, "--version"], capture_output=True, text=True, timeout=60, check=False
     )
     assert (version.returncode, version.stdout.strip()) == (0, f"action-links {__version__}")
-    for argv, run in (
-        (["--help"], action_links),
-        (["serve", "--help"], in_process),
-        (["action", "put", "--help"], in_process),
-    ):
-        shown = run(*argv, cwd=tmp_path)
+    for argv in (["--help"], ["serve", "--help"], ["action", "put", "--help"]):
+        shown = in_process(*argv, cwd=tmp_path)  # argparse's exit, as the process's
         assert shown.returncode == 0, shown.stderr
         assert shown.stdout.startswith("usage: action-links")
