@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,9 +110,18 @@ def test_serve_refuses_to_start_without_keys() -> None:
     assert "SECRET_KEYS" in lines[0]
 
 
-def test_serve_refuses_a_pages_dir_that_is_not_there(tmp_path: Path) -> None:
+def test_serve_refuses_a_pages_dir_that_is_not_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same refusal as above, of another setting: ``main`` in this process, in an
+    environment with only the two settings (restored after the test)."""
     missing = tmp_path / "no-such-dir"
-    lines = refused_serve(
-        SECRET_KEYS="k" * 8 + "0123456789abcdefghijklmnopqrstuvwxyz", PAGES_DIR=str(missing)
-    )
+    monkeypatch.setenv("PUBLIC_BASE_URL", "")  # serve sets it: remembered, then restored
+    for name in list(os.environ):
+        if name not in ("PATH", "PYTHONPATH"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("SECRET_KEYS", "k" * 8 + "0123456789abcdefghijklmnopqrstuvwxyz")
+    monkeypatch.setenv("PAGES_DIR", str(missing))
+    assert main(["serve", "--port", "1"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [f"action-links: PAGES_DIR={missing} is not a directory"]

@@ -293,7 +293,10 @@ def test_container_commands_with_the_compose_environment(
     check_env = {**os.environ, **app_env}
     local_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
-    with running_command(command, app_env, tmp_path, port) as too_early:
+    # Too early, the question is only alive-but-not-ready, which one process answers as
+    # well as the image's two workers; the app started after `migrate` runs as the image does.
+    early_env = {**app_env, "WEB_CONCURRENCY": "1"}
+    with running_command(command, early_env, tmp_path, port) as too_early:
         alive = subprocess.run(healthcheck, env=check_env, capture_output=True, timeout=30)
         assert alive.returncode == 0, alive.stderr.decode()
         not_ready = httpx.get(f"{too_early.base_url}/readyz", timeout=10)

@@ -1,11 +1,18 @@
 """A first run of ``action-links``, as a new user meets it: every mistake is one line.
 
-Each command runs as a real process (``python -m service``, the entry point of
-``action-links``) against a PostgreSQL that is not running, a database that
+Each command runs against a PostgreSQL that is not running, a database that
 does not exist, and one that was never migrated; then bad settings and flags,
-the default ``PUBLIC_BASE_URL``, ``--dev`` on a terminal, ``--help`` and
-``--version``. What matters is what a person reads: one line on stderr that
+the default ``PUBLIC_BASE_URL``, ``--help`` and ``--version`` (``--dev`` on a
+terminal: tests/test_devmode.py). What matters is what a person reads: one line on stderr that
 says what to do, never a traceback, and a non-zero exit status.
+
+Of each kind of mistake, one command runs as a real process (``python -m
+service``, the entry point of ``action-links``: what it prints up to its exit,
+interpreter shutdown included): an unreachable and a missing database, a schema
+behind, a SQLite directory that is not there, ``--version``; a refused setting's
+is tests/test_cli.py's. The others run the same entry function,
+``service.cli.main``, in this process, with the same clean environment and
+working directory: the same code without the second of imports each process costs.
 """
 
 from __future__ import annotations
@@ -13,23 +20,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import pty
-import re
-import select
-import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from service import __version__
-from service.cli import build_parser
+from service.cli import build_parser, main
 from service.config import Settings, environment_name
+from service.db import migrate
 from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN
 from tests.support import database
 from tests.support.processes import REPO_ROOT, free_port, running_service
@@ -50,10 +53,19 @@ DATABASE_COMMANDS = [
 ]
 
 
+# Read by the command besides Settings' own variables (serve and --dev).
+OTHER_VARIABLES = ("PORT", "WEB_CONCURRENCY", "ACTION_LINKS_DEV", "LOG_FORMAT")
+
+
+def setting_variables() -> set[str]:
+    """Every variable the command reads a setting from (``NAME`` and ``NAME_FILE``)."""
+    names = {environment_name(field) for field in Settings.model_fields}
+    return names | {f"{name}_FILE" for name in names} | set(OTHER_VARIABLES)
+
+
 def clean_environment(**settings: str) -> dict[str, str]:
     """This environment without any setting of the service, plus ``settings``."""
-    names = {environment_name(field) for field in Settings.model_fields}
-    names |= {f"{name}_FILE" for name in names}
+    names = setting_variables()
     env = {k: v for k, v in os.environ.items() if k.upper() not in names}
     return {**env, "PYTHONPATH": str(REPO_ROOT), "SECRET_KEYS": SECRET, **settings}
 
@@ -74,6 +86,35 @@ def action_links(
     )
 
 
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Run:
+    """``action_links`` without a process: ``service.cli.main`` in ``cwd``, in the clean
+    environment (restored after the test), its exit status and output as a process's."""
+
+    def run(*argv: str, cwd: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+        if argv[0] == "serve":
+            argv = (*argv, "--port", str(free_port()))
+        present = {name for name in os.environ if name.upper() in setting_variables()}
+        for name in present | set(setting_variables()):
+            monkeypatch.setenv(name, "")  # remembered: the test's end restores it
+            monkeypatch.delenv(name)
+        for name, value in {"SECRET_KEYS": SECRET, **settings}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        try:
+            status = main(list(argv))
+        except SystemExit as exc:  # argparse: --help, or a flag it refuses
+            status = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(argv), status, out, err)
+
+    return run
+
+
 def one_line(result: subprocess.CompletedProcess[str], status: int) -> str:
     """The single line a refusal prints; no traceback, the expected exit status."""
     assert "Traceback" not in result.stderr, result.stderr
@@ -91,11 +132,25 @@ def unmigrated(postgres_url: str) -> Iterator[str]:
     database.drop_database(url)
 
 
+@pytest.fixture(scope="module")
+def never_migrated(postgres_url: str) -> Iterator[str]:
+    """An unmigrated database for the commands that refuse it (none of them migrates)."""
+    url = database.create_database(migrated=False)
+    yield url
+    database.drop_database(url)
+
+
+def runner(argv: list[str], real: list[str], in_process: Run) -> Run:
+    """A real process for the command ``real`` of a kind of mistake, ``main`` for the others."""
+    return action_links if argv == real else in_process
+
+
 @pytest.mark.parametrize("argv", DATABASE_COMMANDS, ids=" ".join)
-def test_postgresql_not_running(argv: list[str], tmp_path: Path) -> None:
+def test_postgresql_not_running(argv: list[str], tmp_path: Path, in_process: Run) -> None:
     port = free_port()  # nothing listens there
     url = f"postgresql://postgres@127.0.0.1:{port}/links"
-    line = one_line(action_links(*argv, cwd=tmp_path, DATABASE_URL=url), 1)
+    run = runner(argv, ["migrate"], in_process)
+    line = one_line(run(*argv, cwd=tmp_path, DATABASE_URL=url), 1)
     assert line == (
         f"action-links: cannot reach PostgreSQL at 127.0.0.1:{port}: start it, or point "
         "DATABASE_URL at a running server"
@@ -103,10 +158,13 @@ def test_postgresql_not_running(argv: list[str], tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("argv", DATABASE_COMMANDS, ids=" ".join)
-def test_database_does_not_exist(argv: list[str], tmp_path: Path, postgres_url: str) -> None:
+def test_database_does_not_exist(
+    argv: list[str], tmp_path: Path, postgres_url: str, in_process: Run
+) -> None:
     name = f"al_missing_{uuid.uuid4().hex[:8]}"
     url = f"postgresql://postgres@127.0.0.1/{name}"
-    line = one_line(action_links(*argv, cwd=tmp_path, DATABASE_URL=url), 1)
+    run = runner(argv, ["migrate"], in_process)
+    line = one_line(run(*argv, cwd=tmp_path, DATABASE_URL=url), 1)
     assert f'database "{name}" does not exist' in line
     assert f"`createdb -h 127.0.0.1 -U postgres {name}`" in line
 
@@ -116,8 +174,11 @@ NEEDS_SCHEMA = [argv for argv in DATABASE_COMMANDS if argv[0] not in ("migrate",
 
 
 @pytest.mark.parametrize("argv", NEEDS_SCHEMA, ids=" ".join)
-def test_schema_not_migrated(argv: list[str], tmp_path: Path, unmigrated: str) -> None:
-    assert one_line(action_links(*argv, cwd=tmp_path, DATABASE_URL=unmigrated), 1) == MIGRATE
+def test_schema_not_migrated(
+    argv: list[str], tmp_path: Path, never_migrated: str, in_process: Run
+) -> None:
+    # In-process: the schema's real process is test_schema_behind's.
+    assert one_line(in_process(*argv, cwd=tmp_path, DATABASE_URL=never_migrated), 1) == MIGRATE
 
 
 def test_serve_on_an_unmigrated_schema_is_not_ready_until_migrated(
@@ -128,25 +189,33 @@ def test_serve_on_an_unmigrated_schema_is_not_ready_until_migrated(
     env = clean_environment(DATABASE_URL=unmigrated, LOG_LEVEL="info")
     with running_service(env, tmp_path) as service:
         assert httpx.get(f"{service.base_url}/readyz", timeout=10).status_code == 503
-        assert action_links("migrate", cwd=tmp_path, DATABASE_URL=unmigrated).returncode == 0
+        # What `action-links migrate` runs (its process: test_deployment's compose run).
+        migrate(Settings(database_url=unmigrated))
         assert httpx.get(f"{service.base_url}/readyz", timeout=10).status_code == 200
         told = [line for line in service.log().splitlines() if "not ready until migrated" in line]
     assert len(told) == 1, told
     assert "run `action-links migrate`" in told[0]
 
 
-def test_schema_behind(tmp_path: Path, unmigrated: str) -> None:
-    assert action_links("migrate", cwd=tmp_path, DATABASE_URL=unmigrated).returncode == 0
-    asyncio.run(database.fetch(unmigrated, "UPDATE alembic_version SET version_num = '0000'"))
-    line = one_line(action_links("client", "list", cwd=tmp_path, DATABASE_URL=unmigrated), 1)
+@pytest.fixture
+def migrated(postgres_url: str) -> Iterator[str]:
+    url = database.create_database()
+    yield url
+    database.drop_database(url)
+
+
+def test_schema_behind(tmp_path: Path, migrated: str) -> None:
+    """A migrated database whose recorded revision is older than this version's."""
+    asyncio.run(database.fetch(migrated, "UPDATE alembic_version SET version_num = '0000'"))
+    line = one_line(action_links("client", "list", cwd=tmp_path, DATABASE_URL=migrated), 1)
     assert line.startswith("action-links: the database schema is at 0000, this version")
     assert "run `action-links migrate`" in line
 
 
-def test_sqlite_in_a_directory_that_does_not_exist(tmp_path: Path) -> None:
+def test_sqlite_in_a_directory_that_does_not_exist(tmp_path: Path, in_process: Run) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/missing/links.db"
-    for argv in (["migrate"], ["serve", "--dev"]):
-        line = one_line(action_links(*argv, cwd=tmp_path, DATABASE_URL=url), 1)
+    for argv, run in ((["migrate"], action_links), (["serve", "--dev"], in_process)):
+        line = one_line(run(*argv, cwd=tmp_path, DATABASE_URL=url), 1)
         assert line == (
             f"action-links: cannot create the SQLite database {tmp_path}/missing/links.db: "
             f"the directory {tmp_path}/missing does not exist (create it, or change DATABASE_URL)"
@@ -185,9 +254,10 @@ def test_sqlite_in_a_directory_that_does_not_exist(tmp_path: Path) -> None:
     ],
 )
 def test_a_bad_setting_or_flag_is_named(
-    argv: list[str], settings: dict[str, str], message: str, tmp_path: Path
+    argv: list[str], settings: dict[str, str], message: str, tmp_path: Path, in_process: Run
 ) -> None:
-    ran = action_links(*argv, cwd=tmp_path, **settings)  # type: ignore[arg-type]  # env names only
+    # In-process: a refused setting's real process is test_cli's serve without keys.
+    ran = in_process(*argv, cwd=tmp_path, **settings)
     assert one_line(ran, 2) == f"action-links: {message}"
 
 
@@ -210,49 +280,6 @@ def test_serve_links_to_the_address_it_listens_on(database_url: str, tmp_path: P
         warnings = [line for line in service.log().splitlines() if '"level":"warning"' in line]
     assert len(warnings) == 1, warnings
     assert f"PUBLIC_BASE_URL is http://127.0.0.1:{port}: minted links only work" in warnings[0]
-
-
-def read_until(fd: int, pattern: str, seconds: float) -> str:
-    """What a terminal shows until ``pattern`` appears."""
-    seen = ""
-    deadline = time.monotonic() + seconds
-    while pattern not in seen:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"{pattern!r} never appeared in:\n{seen}"
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if ready:
-            try:
-                seen += os.read(fd, 65536).decode(errors="replace")
-            except OSError:  # the other end closed: the process is gone
-                break
-    return seen
-
-
-def test_dev_mode_logs_readable_lines_on_a_terminal(tmp_path: Path) -> None:
-    port = free_port()
-    controller, terminal = pty.openpty()
-    env = clean_environment(LOG_LEVEL="info")
-    del env["SECRET_KEYS"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--dev", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=terminal,
-        stderr=terminal,
-    )
-    os.close(terminal)
-    try:
-        screen = read_until(controller, "Application startup complete", 90)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-        os.close(controller)
-    assert f"API docs:     http://127.0.0.1:{port}/docs" in screen
-    started = next(line for line in screen.splitlines() if "starting on" in line)
-    assert not started.lstrip().startswith("{"), started
-    assert re.match(r"\d{4}-\d\d-\d\dT[\d:.]+Z INFO\s+service\.cli: starting on", started)
-    assert "Traceback" not in screen
 
 
 def every_parser(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
@@ -281,7 +308,7 @@ def test_every_command_and_flag_is_described() -> None:
     assert "(default: None)" not in "".join(helps.values())
 
 
-def test_version_and_help(tmp_path: Path) -> None:
+def test_version_and_help(tmp_path: Path, in_process: Run) -> None:
     entry_point = Path(sys.executable).parent / "action-links"
     command = [str(entry_point)] if entry_point.exists() else [sys.executable, "-m", "service"]
     version = subprocess.run(
@@ -289,6 +316,6 @@ def test_version_and_help(tmp_path: Path) -> None:
     )
     assert (version.returncode, version.stdout.strip()) == (0, f"action-links {__version__}")
     for argv in (["--help"], ["serve", "--help"], ["action", "put", "--help"]):
-        shown = action_links(*argv, cwd=tmp_path)
+        shown = in_process(*argv, cwd=tmp_path)  # argparse's exit, as the process's
         assert shown.returncode == 0, shown.stderr
         assert shown.stdout.startswith("usage: action-links")

@@ -9,7 +9,7 @@ import re
 import signal
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, get_args
@@ -171,20 +171,13 @@ def test_serve_prepares_an_empty_metrics_directory(
 # --- two worker processes -----------------------------------------------------------------
 
 
-@pytest.fixture
-def two_workers(database_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
-    # Scrapes are logged at DEBUG: the test sees who served them.
-    env = service_env(database_url, 3, LOG_LEVEL="debug")
-    with running_service(env, tmp_path, "--workers", "2") as service:
-        yield service
-
-
 def log_entries(service: ServiceProcess) -> list[dict[str, Any]]:
     return [json.loads(line) for line in service.log().splitlines() if line.strip()]
 
 
-def pids_serving(service: ServiceProcess, route: str) -> set[int]:
-    return {e["pid"] for e in log_entries(service) if e.get("route") == route}
+def pids_serving(service: ServiceProcess, route: str, since: int = 0) -> set[int]:
+    """The workers that served ``route``, in the log from its entry ``since`` on."""
+    return {e["pid"] for e in log_entries(service)[since:] if e.get("route") == route}
 
 
 def serving_workers(service: ServiceProcess) -> list[int]:
@@ -200,65 +193,6 @@ async def workers_become(service: ServiceProcess, expected: Callable[[list[int]]
         return expected(serving_workers(service))
 
     await eventually(reached, timeout=60, what="the workers to start or stop")
-
-
-@pytest.mark.slow
-async def test_totals_add_up_across_worker_processes(two_workers: ServiceProcess) -> None:
-    """A scrape reports what every worker counted, a worker that has exited included:
-    one worker serves a first round alone; it stops, and its replacement serves the
-    second round and the scrape, which reports the totals of both rounds."""
-    no_reuse = httpx.Limits(max_keepalive_connections=0)
-    expected: Counter[str] = Counter()
-    async with httpx.AsyncClient(
-        base_url=two_workers.base_url, limits=no_reuse, timeout=30
-    ) as http:
-
-        async def mint() -> str:
-            response = await http.post("/v1/links", json={"action": "go"}, headers=headers)
-            assert response.status_code == 201
-            expected["minted"] += 1
-            return "/r/" + str(response.json()["token"])
-
-        async def redeem(path: str) -> None:
-            location = (await http.get(path)).headers["location"]
-            assert "redemption_id=" in location or "error=used" in location
-            expected["success" if "redemption_id=" in location else "used"] += 1
-
-        async def round_of_requests() -> None:
-            paths = await asyncio.gather(*(mint() for _ in range(5)))
-            await asyncio.gather(*(redeem(p) for p in paths + paths[:2]))
-            batch = await http.post(
-                "/v1/links/batch", json={"links": [{"action": "go"}] * 5}, headers=headers
-            )
-            assert batch.status_code == 201
-            expected["minted"] += 5
-
-        async def scrape_reports_the_totals() -> None:
-            _, samples = await scrape(http)
-            minted = value(samples, "action_links_links_minted_total", client="shop", action="go")
-            assert minted == expected["minted"]
-            redemptions = "action_links_redemptions_total"
-            assert value(samples, redemptions, outcome="success") == expected["success"]
-            assert value(samples, redemptions, outcome="used") == expected["used"]
-
-        await workers_become(two_workers, lambda pids: len(pids) == 2)
-        os.kill(two_workers.process.pid, signal.SIGTTOU)  # the supervisor retires one
-        await workers_become(two_workers, lambda pids: len(pids) == 1)
-        [first] = serving_workers(two_workers)
-        headers = await provision_shop(http)
-        await round_of_requests()
-        await scrape_reports_the_totals()
-        routes = ("/v1/links", "/v1/links/batch", "/r/{token:path}", "/metrics")
-        assert all(pids_serving(two_workers, route) == {first} for route in routes)
-
-        os.kill(first, signal.SIGTERM)  # the supervisor starts a replacement
-        await workers_become(two_workers, lambda pids: len(pids) == 1 and first not in pids)
-        [second] = serving_workers(two_workers)
-        await round_of_requests()
-        await scrape_reports_the_totals()
-        assert all(pids_serving(two_workers, route) == {first, second} for route in routes)
-    assert expected["used"] == 4
-    assert expected["minted"] == 20
 
 
 async def test_counts_webhook_attempts_by_outcome(
@@ -401,33 +335,94 @@ async def test_attempt_latency_and_deliveries_that_end_failed(
     assert slow == value(before, f"{name}_bucket", outcome="failed", le="0.1"), "took >= 0.2 s"
 
 
-@pytest.fixture
-def fresh_two_workers(database_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
-    env = service_env(database_url, 3, LOG_LEVEL="debug")
-    with running_service(env, tmp_path, "--workers", "2") as service:
-        yield service
-
-
 @pytest.mark.slow
-async def test_a_fresh_two_worker_serve_shows_everything_at_zero(
-    http: httpx.AsyncClient, admin_headers: dict[str, str], database_url: str, tmp_path: Path
+async def test_two_workers_start_at_zero_and_add_up_their_totals(
+    http: httpx.AsyncClient, database_url: str, tmp_path: Path
 ) -> None:
-    """Configured before the serve starts (in-process), then scraped before any link traffic."""
-    await provision_shop(http)
+    """One ``serve --workers 2`` (its processes are what this costs), in two parts:
+    a fresh serve shows everything at zero, then its workers' totals add up."""
+    headers = await provision_shop(http)  # before the serve starts, in-process
+    # Scrapes are logged at DEBUG: the test sees who served them.
     env = service_env(database_url, 3, LOG_LEVEL="debug")
     with running_service(env, tmp_path, "--workers", "2") as service:
-        no_reuse = httpx.Limits(max_keepalive_connections=0)
-        async with httpx.AsyncClient(base_url=service.base_url, limits=no_reuse) as scraper:
-            for _ in range(100):  # until both workers have started and sampled themselves
-                text, samples = await scrape(scraper)
-                pids = {
-                    dict(labels)["pid"]
-                    for name, labels in samples
-                    if name == "process_resident_memory_bytes"
-                }
-                if len(pids) == 2 and value(samples, "action_links_db_pool_size") == 6:
-                    break
-                await asyncio.sleep(0.2)
+        await a_fresh_serve_shows_everything_at_zero(service)
+        await totals_add_up_across_worker_processes(service, headers)
+
+
+async def totals_add_up_across_worker_processes(
+    two_workers: ServiceProcess, headers: dict[str, str]
+) -> None:
+    """A scrape reports what every worker counted, a worker that has exited included:
+    one worker serves a first round alone; it stops, and its replacement serves the
+    second round and the scrape, which reports the totals of both rounds."""
+    no_reuse = httpx.Limits(max_keepalive_connections=0)
+    expected: Counter[str] = Counter()
+    async with httpx.AsyncClient(
+        base_url=two_workers.base_url, limits=no_reuse, timeout=30
+    ) as http:
+
+        async def mint() -> str:
+            response = await http.post("/v1/links", json={"action": "go"}, headers=headers)
+            assert response.status_code == 201
+            expected["minted"] += 1
+            return "/r/" + str(response.json()["token"])
+
+        async def redeem(path: str) -> None:
+            location = (await http.get(path)).headers["location"]
+            assert "redemption_id=" in location or "error=used" in location
+            expected["success" if "redemption_id=" in location else "used"] += 1
+
+        async def round_of_requests() -> None:
+            paths = await asyncio.gather(*(mint() for _ in range(5)))
+            await asyncio.gather(*(redeem(p) for p in paths + paths[:2]))
+            batch = await http.post(
+                "/v1/links/batch", json={"links": [{"action": "go"}] * 5}, headers=headers
+            )
+            assert batch.status_code == 201
+            expected["minted"] += 5
+
+        async def scrape_reports_the_totals() -> None:
+            _, samples = await scrape(http)
+            minted = value(samples, "action_links_links_minted_total", client="shop", action="go")
+            assert minted == expected["minted"]
+            redemptions = "action_links_redemptions_total"
+            assert value(samples, redemptions, outcome="success") == expected["success"]
+            assert value(samples, redemptions, outcome="used") == expected["used"]
+
+        await workers_become(two_workers, lambda pids: len(pids) == 2)
+        os.kill(two_workers.process.pid, signal.SIGTTOU)  # the supervisor retires one
+        await workers_become(two_workers, lambda pids: len(pids) == 1)
+        [first] = serving_workers(two_workers)
+        since = len(log_entries(two_workers))  # the scrapes before were both workers'
+        await round_of_requests()
+        await scrape_reports_the_totals()
+        routes = ("/v1/links", "/v1/links/batch", "/r/{token:path}", "/metrics")
+        assert all(pids_serving(two_workers, route, since) == {first} for route in routes)
+
+        os.kill(first, signal.SIGTERM)  # the supervisor starts a replacement
+        await workers_become(two_workers, lambda pids: len(pids) == 1 and first not in pids)
+        [second] = serving_workers(two_workers)
+        await round_of_requests()
+        await scrape_reports_the_totals()
+        assert all(pids_serving(two_workers, route, since) == {first, second} for route in routes)
+    assert expected["used"] == 4
+    assert expected["minted"] == 20
+
+
+async def a_fresh_serve_shows_everything_at_zero(service: ServiceProcess) -> None:
+    """Configured before the serve starts, then scraped before any link traffic."""
+    no_reuse = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=service.base_url, limits=no_reuse) as scraper:
+        for _ in range(100):  # until both workers have started and sampled themselves
+            text, samples = await scrape(scraper)
+            pids = {
+                dict(labels)["pid"]
+                for name, labels in samples
+                if name == "process_resident_memory_bytes"
+            }
+            if len(pids) == 2 and value(samples, "action_links_db_pool_size") == 6:
+                break
+            await asyncio.sleep(0.2)
     assert len(pids) == 2, "each worker's process metrics"
     for pid in pids:
         assert value(samples, "process_resident_memory_bytes", pid=pid) > 10_000_000
