@@ -19,9 +19,8 @@ import pytest
 
 from tests.conftest import Tenant, link_path
 from tests.support.database import POSTGRES, SQLITE, fetch
-from tests.support.shared_app import FIXTURES, ON_THE_MODULES_LOOP
+from tests.support.shared_app import FIXTURES, on_the_modules_loop
 
-pytestmark = ON_THE_MODULES_LOOP
 backend, database_url, settings, app, state, http, shop = FIXTURES  # the module's app
 
 Headers = dict[str, str]
@@ -194,3 +193,6 @@ async def test_nul_in_a_link_is_the_invalid_page(http: httpx.AsyncClient, path: 
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("text/html")
     assert "location" not in response.headers
+
+
+on_the_modules_loop(globals())

@@ -3,11 +3,12 @@
 For modules of many small in-process tests, where building the app and
 emptying the database would cost more than the test: the module imports these
 fixtures (they replace the conftest's per-test ``database_url``, ``settings``,
-``app``, ``state``, ``http`` and ``shop``) and runs its tests on the module's
-event loop, where the app runs::
+``app``, ``state``, ``http`` and ``shop``) and runs its async tests on the
+module's event loop, where the app runs::
 
-    pytestmark = ON_THE_MODULES_LOOP
     backend, database_url, settings, app, state, http, shop = FIXTURES
+    ...
+    on_the_modules_loop(globals())  # at the end of the module
 
 Each
 test gets a client of its own (``shop`` has a new id each time), so no test
@@ -17,9 +18,11 @@ their own client or link.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -62,14 +65,19 @@ def database_url(
     return postgres_url
 
 
-@pytest.fixture(scope="module")
-def settings(database_url: str) -> Settings:
+def app_settings(database_url: str, **overrides: object) -> Settings:
+    """The conftest's settings (and ``overrides``), for a module's own ``settings``."""
     return Settings(
         database_url=database_url,
         secret_keys=SECRET,
         admin_token=ADMIN_TOKEN,
         public_base_url=PUBLIC_BASE_URL,
-    )
+    ).model_copy(update=overrides)
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str) -> Settings:
+    return app_settings(database_url)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -98,5 +106,12 @@ async def shop(http: httpx.AsyncClient, admin_headers: dict[str, str]) -> Tenant
     return await make_tenant(http, admin_headers, new_client_id())
 
 
-ON_THE_MODULES_LOOP = pytest.mark.asyncio(loop_scope="module")
 FIXTURES = (backend, database_url, settings, app, state, http, shop)
+
+
+def on_the_modules_loop(namespace: dict[str, Any]) -> None:
+    """Mark the async tests of a module to run on the module's event loop (the sync
+    ones may not carry the mark)."""
+    for name, value in namespace.items():
+        if name.startswith("test_") and inspect.iscoroutinefunction(value):
+            namespace[name] = pytest.mark.asyncio(loop_scope="module")(value)
