@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -226,7 +227,13 @@ class Tab:
 
 
 async def screenshot(page: Page, path: Path) -> None:
-    await page.screenshot(path=str(path), full_page=True)
+    """The whole page: when it fits the viewport, the viewport's shot (the same picture,
+    at half the cost of Chromium's full-page capture)."""
+    fits = await page.evaluate(
+        "document.documentElement.scrollHeight <= innerHeight"
+        " && document.documentElement.scrollWidth <= innerWidth"
+    )
+    await page.screenshot(path=str(path), full_page=not fits)
     data = await asyncio.to_thread(path.read_bytes)
     assert data.startswith(PNG_SIGNATURE)
     assert len(data) > 2000
@@ -249,8 +256,10 @@ def landed(url: str, origin: str) -> tuple[str, dict[str, list[str]]]:
 async def scan(url: str) -> None:
     """What mail scanners and unfurlers do: GET and HEAD, many times, without cookies."""
 
+    tls = ssl.create_default_context()  # built once: loading the CA bundle takes ~30 ms
+
     async def fetch(method: str, agent: str) -> None:
-        async with httpx.AsyncClient(timeout=30) as scanner:  # a new client: no cookies
+        async with httpx.AsyncClient(timeout=30, verify=tls) as scanner:  # new: no cookies
             response = await scanner.request(method, url, headers={"User-Agent": agent})
         assert response.status_code == 200, response.text
         assert "set-cookie" not in response.headers
