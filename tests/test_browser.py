@@ -1,7 +1,10 @@
 """The people-facing pages in a real browser: Debian's Chromium, driven by Playwright.
 
-The service runs as a real process against the test database; the client's
-landing pages are another server on another port, so the form's POST is
+The service runs as a real process against the test database (one for the
+module: each test empties the database and sets its client up again; one
+Chromium for the module too, each test in fresh browser contexts, which share
+no cookies or storage); the client's landing pages are another server on
+another port, so the form's POST is
 redirected across origins exactly as it is in production (and Chromium's
 ``form-action`` enforcement on that redirect is exercised).
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -30,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright
 
 from service.pages import PAGES, Pages
@@ -41,7 +46,8 @@ from tests.support.landing import LandingServer
 from tests.support.processes import ServiceProcess, running_service
 from tests.test_redeem import count
 
-pytestmark = pytest.mark.slow
+# The module's Chromium lives on the module's event loop, and so do its tests.
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -98,17 +104,22 @@ def require_chromium() -> None:
     pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); .ci/run installs it")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def landing() -> Iterator[LandingServer]:
     server = LandingServer().start()
     yield server
     server.close()
 
 
-@pytest.fixture
-def service(database_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
+@pytest.fixture(scope="module")
+def service(
+    postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """One process for the module, on the session's database (``database_url`` empties
+    it before each test, so each test's ``shop`` starts from nothing)."""
     require_chromium()
-    with running_service(service_env(database_url), tmp_path) as process:
+    log_dir = tmp_path_factory.mktemp("browser")
+    with running_service(service_env(postgres_url), log_dir) as process:
         yield process
 
 
@@ -133,8 +144,9 @@ async def launched() -> AsyncIterator[Browser]:
         await chromium.close()
 
 
-@pytest.fixture
-async def browser(service: ServiceProcess) -> AsyncIterator[Browser]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """One Chromium for the module; each test opens its own contexts (``Tab.open``)."""
     async with launched() as chromium:
         yield chromium
 
@@ -182,8 +194,11 @@ class Shop:
         assert revoked.status_code == 204, revoked.text
 
 
-@pytest.fixture
-async def shop(service: ServiceProcess, landing: LandingServer) -> AsyncIterator[Shop]:
+@pytest_asyncio.fixture(loop_scope="module")
+async def shop(
+    service: ServiceProcess, landing: LandingServer, database_url: str
+) -> AsyncIterator[Shop]:
+    """Client ``shop`` of the module's service, in a database emptied for this test."""
     async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as http:
         yield await Shop(http, service.base_url, landing).setup()
 
@@ -212,7 +227,13 @@ class Tab:
 
 
 async def screenshot(page: Page, path: Path) -> None:
-    await page.screenshot(path=str(path), full_page=True)
+    """The whole page: when it fits the viewport, the viewport's shot (the same picture,
+    at half the cost of Chromium's full-page capture)."""
+    fits = await page.evaluate(
+        "document.documentElement.scrollHeight <= innerHeight"
+        " && document.documentElement.scrollWidth <= innerWidth"
+    )
+    await page.screenshot(path=str(path), full_page=not fits)
     data = await asyncio.to_thread(path.read_bytes)
     assert data.startswith(PNG_SIGNATURE)
     assert len(data) > 2000
@@ -235,8 +256,10 @@ def landed(url: str, origin: str) -> tuple[str, dict[str, list[str]]]:
 async def scan(url: str) -> None:
     """What mail scanners and unfurlers do: GET and HEAD, many times, without cookies."""
 
+    tls = ssl.create_default_context()  # built once: loading the CA bundle takes ~30 ms
+
     async def fetch(method: str, agent: str) -> None:
-        async with httpx.AsyncClient(timeout=30) as scanner:  # a new client: no cookies
+        async with httpx.AsyncClient(timeout=30, verify=tls) as scanner:  # new: no cookies
             response = await scanner.request(method, url, headers={"User-Agent": agent})
         assert response.status_code == 200, response.text
         assert "set-cookie" not in response.headers
@@ -476,7 +499,7 @@ def expected_title(name: str, language: str) -> str:
     return gettext("Link refused: %(error)s") % {"error": "expired"}
 
 
-async def test_every_page_renders_in_every_language(tmp_path: Path) -> None:
+async def test_every_page_renders_in_every_language(browser: Browser, tmp_path: Path) -> None:
     """Every page, those only a failure in production shows included, in each locale.
 
     The route handler answers as the service would: it negotiates the language
@@ -491,20 +514,19 @@ async def test_every_page_renders_in_every_language(tmp_path: Path) -> None:
         status, headers, body = rendered(pages, urlsplit(route.request.url).path[1:], language)
         await route.fulfill(status=status, headers=headers, body=body)
 
-    async with launched() as chromium:
-        for language, locale in LOCALES.items():
-            tab = await Tab.open(chromium, {**DESKTOP, "locale": locale})
-            await tab.context.route(f"{RENDERED_ORIGIN}/**", answer)
-            for name in names:
-                status = PAGES[name].status if name in PAGES else 200
-                title = await opened(tab, f"{RENDERED_ORIGIN}/{name}", status, language)
-                assert title == expected_title(name, language)
-                assert await tab.page.inner_text("h1") == title
-                if language != "en":
-                    assert title != expected_title(name, "en")
-                await screenshot(tab.page, tmp_path / f"{name}-{language}.png")
-            assert tab.csp_violations() == []
-            await tab.close()
+    for language, locale in LOCALES.items():
+        tab = await Tab.open(browser, {**DESKTOP, "locale": locale})
+        await tab.context.route(f"{RENDERED_ORIGIN}/**", answer)
+        for name in names:
+            status = PAGES[name].status if name in PAGES else 200
+            title = await opened(tab, f"{RENDERED_ORIGIN}/{name}", status, language)
+            assert title == expected_title(name, language)
+            assert await tab.page.inner_text("h1") == title
+            if language != "en":
+                assert title != expected_title(name, "en")
+            await screenshot(tab.page, tmp_path / f"{name}-{language}.png")
+        assert tab.csp_violations() == []
+        await tab.close()
 
 
 OPERATOR_PAGE = """{% extends "base.html" %}
@@ -520,37 +542,37 @@ BROKEN_CONFIRM = '{% extends "base.html" %}{% block main %}{{ no_such_value.x }}
 
 
 async def test_an_operator_pages_dir_is_used_and_cannot_loosen_the_page(
-    database_url: str, landing: LandingServer, tmp_path: Path
+    browser: Browser, database_url: str, landing: LandingServer, tmp_path: Path
 ) -> None:
+    """A process of its own, started with ``PAGES_DIR`` (the module's has none)."""
     pages_dir = tmp_path / "pages"
     pages_dir.mkdir()
     (pages_dir / "page.html").write_text(OPERATOR_PAGE)
     (pages_dir / "style.css").write_text(OPERATOR_STYLE)
     (pages_dir / "confirm.html").write_text(BROKEN_CONFIRM)
     env = service_env(database_url, PAGES_DIR=str(pages_dir))
-    async with launched() as chromium:
-        with running_service(env, tmp_path) as service:
-            async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as http:
-                shop = await Shop(http, service.base_url, landing).setup()
-                await shop.action("activate", confirm="page", label="Activer le compte")
-                tab = await Tab.open(chromium, {**DESKTOP, "locale": "fr-FR"})
-                title = await opened(tab, f"{service.base_url}/r/garbage", 400, "fr")
-                # The operator's template and style, translated; its script did not run.
-                assert title == "Ce lien n'est pas valide · Example Corp"
-                assert await tab.page.inner_text("h1.operator") == "Ce lien n'est pas valide"
-                background = "getComputedStyle(document.body).backgroundColor"
-                assert await tab.page.evaluate(background) == "rgb(102, 51, 153)"
-                assert len(tab.csp_violations()) == 1
-                await screenshot(tab.page, tmp_path / "operator-invalid-fr.png")
+    with running_service(env, tmp_path) as service:
+        async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as http:
+            shop = await Shop(http, service.base_url, landing).setup()
+            await shop.action("activate", confirm="page", label="Activer le compte")
+            tab = await Tab.open(browser, {**DESKTOP, "locale": "fr-FR"})
+            title = await opened(tab, f"{service.base_url}/r/garbage", 400, "fr")
+            # The operator's template and style, translated; its script did not run.
+            assert title == "Ce lien n'est pas valide · Example Corp"
+            assert await tab.page.inner_text("h1.operator") == "Ce lien n'est pas valide"
+            background = "getComputedStyle(document.body).backgroundColor"
+            assert await tab.page.evaluate(background) == "rgb(102, 51, 153)"
+            assert len(tab.csp_violations()) == 1
+            await screenshot(tab.page, tmp_path / "operator-invalid-fr.png")
 
-                # A confirm.html that cannot render: the built-in page, which still works.
-                url, link_id = await shop.mint("activate")
-                for _ in range(3):
-                    assert await opened(tab, url, 200, "fr") == "Activer le compte"
-                async with tab.page.expect_navigation(url=f"{landing.origin}/welcome?**"):
-                    await tab.page.get_by_role("button", name="Confirmer").click()
-                assert landed(tab.page.url, landing.origin)[1]["link_id"] == [link_id]
-                await tab.close()
-            log = service.log()
+            # A confirm.html that cannot render: the built-in page, which still works.
+            url, link_id = await shop.mint("activate")
+            for _ in range(3):
+                assert await opened(tab, url, 200, "fr") == "Activer le compte"
+            async with tab.page.expect_navigation(url=f"{landing.origin}/welcome?**"):
+                await tab.page.get_by_role("button", name="Confirmer").click()
+            assert landed(tab.page.url, landing.origin)[1]["link_id"] == [link_id]
+            await tab.close()
+        log = service.log()
     assert log.count("PAGES_DIR: confirm.html failed to render") == 1
     assert "no_such_value" in log

@@ -6,6 +6,9 @@ its limit); 300 to 950 levels minted, and then ``inspect`` and the client's
 whole audit-log listing answered 500 (pydantic refuses to serialize more
 than about 250 levels) for as long as the audit rows were kept. A body of
 100,000 levels was a 400 "error parsing the body" instead of a 422.
+
+In-process tests share one app for the module, each with a new client
+(``tests.support.shared_app``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from tests.conftest import ADMIN_TOKEN, PUBLIC_BASE_URL, SECRET, Tenant, make_te
 from tests.support.database import fetch
 from tests.support.processes import running_service
 from tests.support.served import ADMIN, provision_shop, service_env
+from tests.support.shared_app import FIXTURES, on_the_modules_loop
+
+backend, database_url, settings, app, state, http, shop = FIXTURES  # the module's app
 
 Headers = dict[str, str]
 DEPTHS = [MAX_DATA_DEPTH + 1, 300, 955, 2000, 100_000]
@@ -184,6 +190,7 @@ async def test_deep_bodies_are_422_on_every_json_route(
     admin: bool,
 ) -> None:
     headers = admin_headers if admin else shop.headers
+    path = path.replace("/shop", f"/{shop.id}")
     response = await post_json(http, path, template % nested(depth), headers, method)
     assert response.status_code == 422, response.text[:300]
     assert response.headers["content-type"] == "application/problem+json"
@@ -202,15 +209,15 @@ async def test_a_deep_body_over_the_size_limit_is_413(
 # --- data minted before the limit ------------------------------------------------------
 
 
-async def legacy_token(depth: int) -> str:
-    """A link of client ``shop`` minted before the limit existed, with deep ``data``.
+async def legacy_token(client_id: str, depth: int) -> str:
+    """A link of the client minted before the limit existed, with deep ``data``.
 
     Signed on a fresh thread, whose stack leaves room for the encoder's recursion.
     """
     codec = TokenCodec([SECRET.encode()])
     claims = LinkClaims(
-        link_id=codec.mint_link_id("shop"),
-        client_id="shop",
+        link_id=codec.mint_link_id(client_id),
+        client_id=client_id,
         action="activate",
         subject="legacy",
         data=nested_value(depth),
@@ -225,7 +232,7 @@ async def legacy_token(depth: int) -> str:
 async def test_inspecting_an_old_link_with_deep_data_is_no_500(
     shop: Tenant, http: httpx.AsyncClient, depth: int
 ) -> None:
-    token = await legacy_token(depth)
+    token = await legacy_token(shop.id, depth)
     response = await http.post("/v1/links/inspect", json={"token": token}, headers=shop.headers)
     assert response.status_code == 200, response.text[:300]
     link = response.json()["link"]
@@ -240,18 +247,21 @@ async def test_the_audit_log_lists_old_deep_data_as_null(
 ) -> None:
     fresh = await shop.mint(subject="fresh", data={"keep": [1, 2]})
     assert (await http.get("/r/" + fresh["token"])).status_code == 303
+    old = f"old-{shop.id}"  # the module's database is shared: ids of this test's own
     await fetch(
         database_url,
         "INSERT INTO redemptions (id, client_id, link_id, claim_key, action, subject, data,"
-        " use, redeemed_at) VALUES ('old.1', 'shop', 'old', 'l:old', 'activate', 'legacy',"
+        " use, redeemed_at) VALUES ($2 || '.1', $3, $2, 'l:' || $2, 'activate', 'legacy',"
         " $1::json, 1, now() - interval '1 day')",
         nested(depth),
+        old,
+        shop.id,
     )
     listed = await http.get("/v1/redemptions", headers=shop.headers)
     assert listed.status_code == 200, listed.text[:300]
     data = {item["subject"]: item["data"] for item in listed.json()["items"]}
     assert data == {"fresh": {"keep": [1, 2]}, "legacy": None}
-    one = await http.get("/v1/redemptions/old.1", headers=shop.headers)
+    one = await http.get(f"/v1/redemptions/{old}.1", headers=shop.headers)
     assert one.status_code == 200, one.text[:300]
     assert one.json()["data"] is None
 
@@ -320,3 +330,6 @@ def test_a_real_process_answers_422_at_every_depth(database_url: str, tmp_path: 
 async def _provision(base_url: str) -> Headers:
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
         return await provision_shop(http)
+
+
+on_the_modules_loop(globals())

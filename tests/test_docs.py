@@ -1,26 +1,25 @@
 """``/docs``: Swagger UI from the service's own files, under its own CSP, with no internet.
 
 The browser test runs Debian's Chromium (as ``tests/test_browser.py`` does)
-against a real ``action-links serve`` process, with every request to
-anything but that process aborted: the page must render every operation and
-the webhook from what the service itself serves.
+against the app, in-process: Playwright's request interception hands each
+request for the service's origin to the app and Chromium the app's answer,
+headers (its CSP) included, and aborts every request to anything else: the
+page must render every operation and the webhook from what the service
+itself serves.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Route, async_playwright
+from playwright.async_api import Browser, Route
 
 from service.api.docs import CSP
-from tests.conftest import SECRET
-from tests.support.processes import ServiceProcess, running_service
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, Tab, require_chromium, screenshot
+from tests.test_browser import DESKTOP, Tab, launched, screenshot
 
 LOCAL_REFERENCE = re.compile(r'(?:src|href)="([^"]+)"')
 
@@ -55,43 +54,43 @@ async def test_the_page_and_its_files_are_served_by_the_service(http: httpx.Asyn
     assert missing.headers["content-type"] == "application/problem+json"
 
 
-@pytest.fixture
-def service(database_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
-    require_chromium()
-    env = {"DATABASE_URL": database_url, "SECRET_KEYS": SECRET, "DATABASE_POOL_SIZE": "2"}
-    with running_service(env, tmp_path) as process:
-        yield process
-
-
-@pytest.fixture
-async def browser(service: ServiceProcess) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, chromium_sandbox=False
-        )
-        yield chromium
-        await chromium.close()
+SERVICE_ORIGIN = "http://links.test"  # answered by the app, never by a network
 
 
 @pytest.mark.slow
 async def test_the_docs_render_every_operation_offline(
-    browser: Browser, service: ServiceProcess, tmp_path: Path
+    http: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    async with httpx.AsyncClient() as http:
-        operations = (await http.get(f"{service.base_url}/openapi.json")).json()["paths"]
+    operations = (await http.get("/openapi.json")).json()["paths"]
     ids = [op["operationId"] for methods in operations.values() for op in methods.values()]
+    async with launched() as browser:
+        await docs_render(browser, http, ids, tmp_path)
+
+
+async def docs_render(
+    browser: Browser, http: httpx.AsyncClient, ids: list[str], tmp_path: Path
+) -> None:
     tab = await Tab.open(browser, DESKTOP)
     elsewhere: list[str] = []
 
     async def offline(route: Route) -> None:
-        if urlsplit(route.request.url).hostname == "127.0.0.1":
-            await route.continue_()
-        else:
-            elsewhere.append(route.request.url)
+        request = route.request
+        if not request.url.startswith(f"{SERVICE_ORIGIN}/"):
+            elsewhere.append(request.url)
             await route.abort("internetdisconnected")
+            return
+        answer = await http.request(
+            request.method,
+            request.url.removeprefix(SERVICE_ORIGIN),
+            headers=await request.all_headers(),
+            content=request.post_data_buffer,
+        )
+        await route.fulfill(
+            status=answer.status_code, headers=dict(answer.headers), body=answer.content
+        )
 
     await tab.context.route("**/*", offline)
-    response = await tab.page.goto(f"{service.base_url}/docs")
+    response = await tab.page.goto(f"{SERVICE_ORIGIN}/docs")
     assert response is not None
     assert response.status == 200
     page = tab.page

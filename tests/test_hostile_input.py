@@ -4,6 +4,9 @@ Found by these tests (and fixed): a NUL in a subject or once key minted a
 link whose redemption failed with a 500, as did NaN or Infinity in ``data``;
 a lone surrogate in ``data`` failed minting with a 500; a NUL in any admin
 name, label or path parameter failed with a 500.
+
+One app per backend for the module, a new client per test
+(``tests.support.shared_app``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import pytest
 
 from tests.conftest import Tenant, link_path
 from tests.support.database import POSTGRES, SQLITE, fetch
+from tests.support.shared_app import FIXTURES, on_the_modules_loop
+
+backend, database_url, settings, app, state, http, shop = FIXTURES  # the module's app
 
 Headers = dict[str, str]
 
@@ -118,7 +124,11 @@ async def test_unusual_but_valid_data_round_trips(
     assert minted.status_code == 201, minted.text
     redeemed = await http.get(link_path(minted.json()))
     assert "redemption_id=" in redeemed.headers["location"]
-    stored = await fetch(database_url, "SELECT CAST(data AS TEXT) AS data FROM redemptions")
+    stored = await fetch(
+        database_url,
+        "SELECT CAST(data AS TEXT) AS data FROM redemptions WHERE link_id = $1",
+        minted.json()["id"],
+    )
     assert json.loads(stored[0]["data"]) == data
 
 
@@ -143,6 +153,7 @@ async def test_nul_in_admin_bodies_is_422(
     path: str,
     payload: dict[str, Any],
 ) -> None:
+    path = path.replace("/shop", f"/{shop.id}")
     response = await http.request(method, path, json=payload, headers=admin_headers)
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "validation_error"
@@ -168,6 +179,7 @@ async def test_nul_in_paths_and_queries_is_400(
     shop: Tenant, http: httpx.AsyncClient, admin_headers: Headers, method: str, path: str
 ) -> None:
     headers = admin_headers if "/admin/" in path else shop.headers
+    path = path.replace("/shop", f"/{shop.id}")
     payload = {"success_url": "https://shop.example/a"} if method == "PUT" else None
     response = await http.request(method, path, json=payload, headers=headers)
     assert response.status_code == 400, response.text
@@ -181,3 +193,6 @@ async def test_nul_in_a_link_is_the_invalid_page(http: httpx.AsyncClient, path: 
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("text/html")
     assert "location" not in response.headers
+
+
+on_the_modules_loop(globals())

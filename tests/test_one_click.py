@@ -1,8 +1,9 @@
 """One-click unsubscribe (RFC 8058, API.md *Finishing the flow*): ``POST /r/{token}``
 with ``List-Unsubscribe=One-Click``, through the same redemption as every door.
 
-In-process on PostgreSQL and SQLite; then once the way a mailbox provider calls a
-real ``serve`` process (no cookie, no Referer, a form body).
+In-process on PostgreSQL and SQLite (one app per database for the module, a new
+client per test: ``tests.support.shared_app``); then once the way a mailbox
+provider calls a real ``serve`` process (no cookie, no Referer, a form body).
 """
 
 from __future__ import annotations
@@ -13,16 +14,26 @@ from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from service.config import Settings
 from service.state import AppState
 from tests.conftest import Tenant, link_path, make_tenant
-from tests.support import database
+from tests.support import shared_app
 from tests.support.database import POSTGRES, SQLITE, fetch
 from tests.support.processes import running_service
 from tests.support.receiver import Answer, Receiver
 from tests.support.served import provision_shop, service_env
 from tests.test_finish import sign
+
+backend, database_url, app, state, http, shop = (  # the module's app; settings below
+    shared_app.backend,
+    shared_app.database_url,
+    shared_app.app,
+    shared_app.state,
+    shared_app.http,
+    shared_app.shop,
+)
 
 Headers = dict[str, str]
 Json = dict[str, Any]
@@ -36,11 +47,13 @@ async def click(http: httpx.AsyncClient, link: Json, body: str = ONE_CLICK, **he
     return await http.post(link_path(link), content=body, headers={**FORM, **headers})
 
 
-async def vias(database_url: str) -> list[str]:
-    return [r["via"] for r in await fetch(database_url, "SELECT via FROM redemptions ORDER BY seq")]
+async def vias(database_url: str, client_id: str) -> list[str]:
+    """How the client's links were redeemed, in order."""
+    query = "SELECT via FROM redemptions WHERE client_id = $1 ORDER BY seq"
+    return [r["via"] for r in await fetch(database_url, query, client_id)]
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def unsubscribe(shop: Tenant, admin_headers: Headers) -> Tenant:
     """``shop`` with action ``unsubscribe``: one click, behind a confirmation page."""
     await shop.put_action("unsubscribe", admin_headers, one_click=True, confirm="page")
@@ -65,9 +78,10 @@ async def test_the_mint_answer_carries_the_mail_headers_only_for_one_click_actio
     first, second = batch.json()["links"]
     assert first["headers"]["List-Unsubscribe"] == f"<{first['url']}>"
     assert "headers" not in second
-    shown = await http.get("/v1/admin/clients/shop/actions/unsubscribe", headers=admin_headers)
+    actions = f"/v1/admin/clients/{unsubscribe.id}/actions"
+    shown = await http.get(f"{actions}/unsubscribe", headers=admin_headers)
     assert (shown.json()["one_click"], shown.json()["confirm"]) == (True, "page")
-    default = await http.get("/v1/admin/clients/shop/actions/activate", headers=admin_headers)
+    default = await http.get(f"{actions}/activate", headers=admin_headers)
     assert default.json()["one_click"] is False
 
 
@@ -79,7 +93,7 @@ async def test_scanners_take_nothing_and_one_click_redeems_a_confirm_link_once(
     # A scanner first: GET and HEAD show or describe the confirmation page, use nothing.
     assert (await http.get(link_path(link))).status_code == 200
     assert (await http.head(link_path(link))).status_code == 200
-    assert await vias(database_url) == []
+    assert await vias(database_url, unsubscribe.id) == []
 
     done = await click(http, link)
     assert done.status_code == 200, done.text
@@ -90,7 +104,7 @@ async def test_scanners_take_nothing_and_one_click_redeems_a_confirm_link_once(
     # Twice is done too, and takes nothing more.
     again = await click(http, link)
     assert (again.status_code, again.text.strip()) == (200, DONE)
-    assert await vias(database_url) == ["one_click"]
+    assert await vias(database_url, unsubscribe.id) == ["one_click"]
     german = await click(http, link, **{"Accept-Language": "de"})
     assert german.headers["content-language"] == "de"
     assert german.text.strip() != DONE
@@ -114,7 +128,7 @@ async def test_any_other_post_still_needs_the_confirmation_nonce(
     link = await unsubscribe.mint("unsubscribe")
     refused = await http.post(link_path(link), content=body, headers={"Content-Type": content_type})
     assert refused.status_code == 403  # the confirmation page again
-    assert await vias(database_url) == []
+    assert await vias(database_url, unsubscribe.id) == []
 
 
 @pytest.mark.backends(POSTGRES, SQLITE)
@@ -127,14 +141,15 @@ async def test_the_one_click_body_does_not_bypass_confirmation_of_other_actions(
     plain = await shop.mint()  # confirm "none": a POST redeems, as any POST does
     answered = await click(http, plain)
     assert answered.status_code == 303
-    assert await vias(database_url) == ["link"]
+    assert await vias(database_url, shop.id) == ["link"]
 
 
 @pytest.mark.backends(POSTGRES, SQLITE)
 async def test_dead_links_answer_their_page_and_bad_tokens_400(
     unsubscribe: Tenant, http: httpx.AsyncClient, admin_headers: Headers, state: AppState
 ) -> None:
-    expired = {"token": sign(state, action="unsubscribe", expires_at=1)}
+    mine = {"client_id": unsubscribe.id, "link_id": state.codec.mint_link_id(unsubscribe.id)}
+    expired = {"token": sign(state, action="unsubscribe", expires_at=1, **mine)}
     assert (await click(http, expired)).status_code == 410
     revoked = await unsubscribe.mint("unsubscribe")
     assert (await http.delete(f"/v1/links/{revoked['id']}", headers=unsubscribe.headers)).is_success
@@ -153,16 +168,17 @@ def receiver() -> Iterator[Receiver]:
     receiver.down()
 
 
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"webhook_timeout": 1.0})
+@pytest.fixture(scope="module")
+def settings(database_url: str) -> Settings:
+    return shared_app.app_settings(database_url, webhook_timeout=1.0)
 
 
 @pytest.mark.backends(POSTGRES, SQLITE)
 async def test_webhooks_say_one_click_and_sync_can_veto(
     http: httpx.AsyncClient, admin_headers: Headers, receiver: Receiver, database_url: str
 ) -> None:
-    shop = await make_tenant(http, admin_headers, "shop", webhook_url=receiver.url)
+    client_id = shared_app.new_client_id()
+    shop = await make_tenant(http, admin_headers, client_id, webhook_url=receiver.url)
     await shop.put_action("hooked", admin_headers, delivery="async", one_click=True)
     await shop.put_action("vetoed", admin_headers, delivery="sync", one_click=True)
 
@@ -175,25 +191,20 @@ async def test_webhooks_say_one_click_and_sync_can_veto(
     assert (await click(http, vetoed)).status_code == 409  # the rejected page: not done
     receiver.answer(Answer(200))
     assert (await click(http, vetoed)).status_code == 200  # the use was given back
-    assert await vias(database_url) == ["one_click", "one_click"]
+    assert await vias(database_url, client_id) == ["one_click", "one_click"]
     listed = await http.get("/v1/redemptions", headers=shop.headers)
     assert {item["via"] for item in listed.json()["items"]} == {"one_click"}
 
 
-@pytest.fixture
-def served_database(postgres_url: str) -> Iterator[str]:
-    url = database.create_database()
-    yield url
-    database.drop_database(url)
-
-
 async def test_a_mailbox_provider_unsubscribes_through_a_real_process(
-    served_database: str, tmp_path: Path
+    postgres_url: str, tmp_path: Path
 ) -> None:
-    env = service_env(served_database, 2)
+    """On the session's database, as a client of its own."""
+    client_id = shared_app.new_client_id()
+    env = service_env(postgres_url, 2)
     with running_service(env, tmp_path) as service:
         async with httpx.AsyncClient(base_url=service.base_url) as http:
-            headers = await provision_shop(http, one_click=True, confirm="auto")
+            headers = await provision_shop(http, client_id, one_click=True, confirm="auto")
             minted = await http.post("/v1/links", json={"action": "go"}, headers=headers)
             link = minted.json()
             list_unsubscribe = link["headers"]["List-Unsubscribe"]
@@ -207,6 +218,10 @@ async def test_a_mailbox_provider_unsubscribes_through_a_real_process(
             assert (done.status_code, done.text.strip()) == (200, DONE)
             assert done.request.headers.get("cookie") is None
             assert (await provider.post(url, content=ONE_CLICK, headers=FORM)).status_code == 200
-    rows = await fetch(served_database, "SELECT via, use FROM redemptions")
+    query = "SELECT via, use FROM redemptions WHERE client_id = $1"
+    rows = await fetch(postgres_url, query, client_id)
     assert [(r["via"], r["use"]) for r in rows] == [("one_click", 1)]
     assert link["token"] not in service.log()
+
+
+shared_app.on_the_modules_loop(globals())

@@ -4,6 +4,8 @@ What the operator may change is the body; the escaping and every header
 (CSP with its nonce, the security headers, the language) stay the code's.
 A template that fails to render answers with the built-in page and one
 warning per template, never a 500. In a real browser: ``test_browser.py``.
+The built-in app and the clients are the module's (``tests.support.shared_app``);
+each test's operator app is its own, over its own ``PAGES_DIR``.
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from service.config import ConfigurationError, Settings
 from tests.conftest import Tenant, link_path, make_tenant
+from tests.support.shared_app import FIXTURES, new_client_id, on_the_modules_loop
 from tests.test_confirm import HOSTILE, assert_people_page
 from tests.test_pages_language import serving
+
+backend, database_url, settings, app, state, http, shop = FIXTURES  # the module's app
 
 Headers = dict[str, str]
 OPERATOR_PAGE = """{% extends "base.html" %}
@@ -57,7 +63,7 @@ def pages_dir(tmp_path: Path) -> Path:
     return directory
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def operator_http(settings: Settings, pages_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
     async for client in serving(settings.model_copy(update={"pages_dir": pages_dir})):
         yield client
@@ -103,7 +109,7 @@ async def test_an_operator_confirm_page_escapes_what_it_shows(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     (pages_dir / "confirm.html").write_text(OPERATOR_CONFIRM)
-    tenant = await make_tenant(operator_http, admin_headers, "evil", name=HOSTILE)
+    tenant = await make_tenant(operator_http, admin_headers, new_client_id("evil"), name=HOSTILE)
     await tenant.put_action("activate", admin_headers, confirm="page", label=HOSTILE)
     link = await tenant.mint()
     response = await operator_http.get(link_path(link), headers={"Accept-Language": "es"})
@@ -174,3 +180,6 @@ def test_pages_dir_is_read_from_the_environment(
     assert Settings().pages_dir == tmp_path
     monkeypatch.setenv("PAGES_DIR", "")
     assert Settings().pages_dir is None
+
+
+on_the_modules_loop(globals())

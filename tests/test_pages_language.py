@@ -2,6 +2,8 @@
 
 In a real browser: ``test_browser.py``. The catalogs themselves:
 ``test_pages_catalogs.py``; an operator's ``PAGES_DIR``: ``test_pages_dir.py``.
+In-process tests share one app for the module, each with a new client
+(``tests.support.shared_app``).
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ from service.pages.language import (
 )
 from service.state import AppState
 from tests.conftest import Tenant, link_path, make_tenant
+from tests.support.shared_app import FIXTURES, new_client_id, on_the_modules_loop
 from tests.test_confirm import HOSTILE, assert_people_page, confirm_link
 from tests.test_redeem import sign
+
+backend, database_url, settings, app, state, http, shop = FIXTURES  # the module's app
 
 Headers = dict[str, str]
 GARBAGE_10KB = "\x7f;q=,<script>é" * 640
@@ -183,7 +188,7 @@ async def test_an_expired_link_without_failure_url_says_ask_for_a_new_one(
     ask_for_a_new_link: str,
 ) -> None:
     await shop.put_action("activate", admin_headers, failure_url=None)
-    token = sign(state, expires_at=int(time.time()) - 5)
+    token = sign(state, client_id=shop.id, expires_at=int(time.time()) - 5)
     response = await http.get(f"/r/{token}", headers=in_language(language))
     html = assert_people_page(response, 410)
     assert ask_for_a_new_link in html
@@ -193,7 +198,7 @@ async def test_an_expired_link_without_failure_url_says_ask_for_a_new_one(
 async def test_the_confirm_page_in_french_still_escapes_everything(
     http: httpx.AsyncClient, admin_headers: Headers
 ) -> None:
-    tenant = await make_tenant(http, admin_headers, "evil", name=HOSTILE)
+    tenant = await make_tenant(http, admin_headers, new_client_id("evil"), name=HOSTILE)
     await tenant.put_action("activate", admin_headers, confirm="auto", label=HOSTILE)
     link = await tenant.mint(subject=HOSTILE)
     for method in ("GET", "HEAD"):
@@ -271,3 +276,6 @@ def test_every_page_in_every_language(kind: str, language: str) -> None:
         assert translated.title != english.title
         assert translated.message != english.message
     assert f"<h1>{translated.title}</h1>".replace("'", "&#39;") in html
+
+
+on_the_modules_loop(globals())

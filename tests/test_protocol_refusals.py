@@ -14,7 +14,6 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -29,9 +28,14 @@ pytestmark = pytest.mark.slow
 MB = 1_000_000
 
 
-@pytest.fixture
-def service(database_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
-    with running_service(service_env(database_url, 2), tmp_path) as process:
+@pytest.fixture(scope="module")
+def service(
+    postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """One process for the module: every test talks to it on connections of its own, and
+    only the keep-alive test needs data (it empties the database first: ``database_url``)."""
+    log_dir = tmp_path_factory.mktemp("refusals")
+    with running_service(service_env(postgres_url, 2), log_dir) as process:
         yield process
 
 
@@ -121,7 +125,9 @@ def assert_closes(answer: Answer) -> None:
     assert answer.closed, "the server said close, but kept the connection open"
 
 
-def test_a_413_on_a_keep_alive_connection_says_close(service: ServiceProcess) -> None:
+def test_a_413_on_a_keep_alive_connection_says_close(
+    service: ServiceProcess, database_url: str
+) -> None:
     """A client reusing connections (httpx, one at a time) gets every answer."""
     headers = asyncio.run(provision(service.base_url))
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
