@@ -121,7 +121,29 @@ class Plain(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+def _declare_no_nul(schema: dict[str, Any]) -> None:
+    """Say in the JSON schema what ``Strict`` refuses: text of its fields holds no NUL.
+
+    A client generated from the OpenAPI document (or a fuzzer) then knows the rule
+    instead of meeting it as a 422; fields with a pattern, format or fixed values
+    already say what they accept.
+    """
+    for field in schema.get("properties", {}).values():
+        for variant in field.get("anyOf", [field]):
+            if variant.get("type") == "array":
+                variant = variant.get("items", {})
+            if variant.get("type") == "string" and not variant.keys() & {
+                "pattern",
+                "format",
+                "enum",
+                "const",
+            }:
+                variant["pattern"] = NO_NUL_PATTERN
+
+
 class Strict(Plain):
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_declare_no_nul)
+
     @field_validator("*", mode="after")
     @classmethod
     def _no_nul(cls, value: Any, info: ValidationInfo) -> Any:

@@ -60,7 +60,7 @@ async def list_redemptions(
     subject: Annotated[str | None, Query(max_length=200, pattern=NO_NUL_PATTERN)] = None,
     action: Annotated[str | None, Query(pattern=ACTION_NAME_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    cursor: Annotated[str | None, Query(max_length=1024, pattern=NO_NUL_PATTERN)] = None,
 ) -> RedemptionPage:
     """This client's audit log, optionally filtered, in pages of `limit`. Pass
     `next_cursor` as `cursor` (with the same filters) for the next page; it is
