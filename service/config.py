@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1, le=100)
     # How long a process may cache clients, keys and actions (API.md: at most 30 s).
     cache_ttl: float = Field(default=10.0, ge=0, le=30)
+    # Seconds a client may take to send a request head before its connection is closed
+    # (service/http_limits.py): slowloris' bound.
+    http_head_timeout: float = Field(default=15.0, gt=0, le=300)
     # A directory of templates and style that replace the built-in people-facing pages'.
     pages_dir: Path | None = None
     # Abuse limits (README, "Abuse limits"): failures counted in the database, per client

@@ -9,8 +9,8 @@ throughput of small requests. So this subclass keeps httptools and adds:
 - at most ``MAX_HEAD_BYTES`` of request line and headers (a link token is at
   most 16 KiB; the rest leaves room for cookies of a parent domain),
 - at most ``MAX_HEADERS`` header lines (Apache's default),
-- at most ``HEAD_TIMEOUT`` seconds to receive a request head, measured from
-  the connection or from the first byte of a request after the previous one.
+- at most ``HTTP_HEAD_TIMEOUT`` seconds (15 by default) to receive a request
+  head, measured from the connection or from the first byte of a request after the previous one.
 
 A request over a limit is answered 431 (or 414 for its URL), a request the
 parser cannot read 400, each as ``api.problem_json.refusal`` renders it (a page
@@ -51,7 +51,6 @@ from service.pages import Pages
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100
-HEAD_TIMEOUT = 15.0
 LINGER_BYTES = 16 * 1024 * 1024
 LINGER_SECONDS = 2.0
 
@@ -174,7 +173,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _start_head_timer(self) -> None:
         if self._head_timer is None:
-            self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_timed_out)
+            self._head_timer = self.loop.call_later(head_timeout(), self._head_timed_out)
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -193,6 +192,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _close_now(self) -> None:
         if not self._socket.is_closing():
             self._socket.close()
+
+
+@cache
+def head_timeout() -> float:
+    """This process's ``HTTP_HEAD_TIMEOUT`` (read once: the protocol has no app state)."""
+    return Settings().http_head_timeout
 
 
 @cache
