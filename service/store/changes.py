@@ -55,12 +55,16 @@ class ChangeListener:
         self._connect = connect
         self._on_change = on_change
         self._task: asyncio.Task[None] | None = None
+        # Checked by the loops as well as cancelling them: Python 3.11's asyncio.timeout
+        # can turn a cancellation that meets its own deadline into a TimeoutError.
+        self._stopping = False
         self.connected = asyncio.Event()  # set while listening (for tests and readiness)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="config-change-listener")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -69,7 +73,7 @@ class ChangeListener:
 
     async def _run(self) -> None:
         backoff = FIRST_BACKOFF
-        while True:
+        while not self._stopping:
             try:
                 connection = await self._connect()
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -79,13 +83,23 @@ class ChangeListener:
                 continue
             try:
                 await self._listen(connection)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # InternalClientError: asyncpg found its protocol busy with an operation it
+            # had abandoned (seen once at a loaded shutdown); a new connection fixes it.
+            except (
+                OSError,
+                TimeoutError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
+            ) as exc:
                 log.warning(
                     "change listener lost its connection (%s); reconnecting", type(exc).__name__
                 )
             finally:
                 self.connected.clear()
                 connection.terminate()
+            if self._stopping:
+                return
             backoff = FIRST_BACKOFF
             await asyncio.sleep(backoff)
 
@@ -97,10 +111,12 @@ class ChangeListener:
         # Changes made while nobody listened were missed: forget everything once.
         self._on_change(None)
         self.connected.set()
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(PING_INTERVAL):
                     await lost.wait()
+            if self._stopping:
+                return
             if lost.is_set() or connection.is_closed():
                 raise ConnectionError("the listening connection was closed")
             async with asyncio.timeout(PING_TIMEOUT):
