@@ -19,8 +19,10 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.support import database
-from tests.support.database import fetch
+from tests.support.database import (
+    fetch,
+    module_database_url,  # noqa: F401 (the module's database_url)
+)
 from tests.support.processes import ServiceProcess, running_service
 from tests.support.scale import scaled
 from tests.support.served import provision_shop, service_env
@@ -32,15 +34,6 @@ TYPED = scaled(30, 200)
 FOLLOWED = scaled(30, 200)
 WRONG = scaled(20, 100)
 RACING = scaled(30, 200)
-
-
-@pytest.fixture(scope="module")
-def database_url(postgres_url: str) -> Iterator[str]:
-    """A database of this module's own: one service serves all its tests (each its
-    own client), since starting ``serve --workers 2`` costs more than a test here."""
-    url = database.create_database()
-    yield url
-    database.drop_database(url)
 
 
 @pytest.fixture(scope="module")

@@ -39,13 +39,18 @@ import httpx
 import pytest
 
 from tests.conftest import SHOP_ORIGIN
-from tests.support import database
-from tests.support.database import fetch
+from tests.support.database import (
+    fetch,
+    module_database_url,  # noqa: F401 (the module's database_url)
+)
 from tests.support.fleet import UNCERTAIN, follow, report
 from tests.support.hooks import eventually
 from tests.support.invariants import ledger_problems
 from tests.support.processes import ServiceProcess, running_service
-from tests.support.proxy import TcpProxy
+from tests.support.proxy import (
+    TcpProxy,
+    module_proxy,  # noqa: F401 (the module's proxy)
+)
 from tests.support.receiver import Answer, Received, Receiver
 from tests.support.scale import scaled
 from tests.support.served import ADMIN, service_env
@@ -59,21 +64,6 @@ LINKS_AT_ONCE = 5  # links raced at the same time (their people all at once)
 # A use still awaiting its receiver may be refused and come back: "used" is final
 # once it has lasted longer than a receiver may take.
 PATIENCE = 2 + 0.5
-
-
-@pytest.fixture(scope="module")
-def database_url(postgres_url: str) -> Iterator[str]:
-    """A database of this module's own, for the service both tests share."""
-    url = database.create_database()
-    yield url
-    database.drop_database(url)
-
-
-@pytest.fixture(scope="module")
-def proxy() -> Iterator[TcpProxy]:
-    proxy = TcpProxy().start()
-    yield proxy
-    proxy.close()
 
 
 @pytest.fixture(scope="module")

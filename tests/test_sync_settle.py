@@ -26,12 +26,17 @@ import httpx
 import pytest
 
 from tests.conftest import SHOP_ORIGIN
-from tests.support import database
-from tests.support.database import fetch
+from tests.support.database import (
+    fetch,
+    module_database_url,  # noqa: F401 (the module's database_url)
+)
 from tests.support.fleet import follow
 from tests.support.hooks import eventually
 from tests.support.processes import ServiceProcess, running_service
-from tests.support.proxy import TcpProxy
+from tests.support.proxy import (
+    TcpProxy,
+    module_proxy,  # noqa: F401 (the module's proxy)
+)
 from tests.support.receiver import NEVER, Answer, Received, Receiver
 from tests.support.served import ADMIN, service_env
 
@@ -44,21 +49,6 @@ ENV = {
     "CACHE_TTL": "30",  # the receiver's address is known without the database
 }
 LEASE_SECONDS = 1 + 5  # WEBHOOK_TIMEOUT + the lease's grace (service.delivery)
-
-
-@pytest.fixture(scope="module")
-def database_url(postgres_url: str) -> Iterator[str]:
-    """A database of this module's own, for the service all its tests share."""
-    url = database.create_database()
-    yield url
-    database.drop_database(url)
-
-
-@pytest.fixture(scope="module")
-def proxy() -> Iterator[TcpProxy]:
-    proxy = TcpProxy().start()
-    yield proxy
-    proxy.close()
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,13 @@ import os
 import secrets
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
 from service.config import Settings
 from service.db import migrate
@@ -134,3 +136,12 @@ async def fetch(url: str, query: str, *args: object) -> list[Any]:
         return list(await conn.fetch(query, *args))
     finally:
         await conn.close()
+
+
+@pytest.fixture(scope="module", name="database_url")
+def module_database_url(postgres_url: str) -> Iterator[str]:
+    """A migrated database of the module's own, for a service process all its tests share
+    (each test its own client): import it into the module to replace the per-test one."""
+    url = create_database()
+    yield url
+    drop_database(url)

@@ -17,8 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any
+
+import pytest
 
 
 class TcpProxy:
@@ -131,3 +134,11 @@ class TcpProxy:
             self._writers.discard(writer)
             with contextlib.suppress(Exception):
                 writer.close()
+
+
+@pytest.fixture(scope="module", name="proxy")
+def module_proxy() -> Iterator[TcpProxy]:
+    """One proxy for a module whose shared service reaches PostgreSQL through it."""
+    proxy = TcpProxy().start()
+    yield proxy
+    proxy.close()
