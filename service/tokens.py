@@ -366,14 +366,10 @@ class _Serializer(URLSafeSerializer):
         return (payload + b"." + base64_encode(mac.digest())).decode("ascii")
 
 
-def _link_id_tag(key: bytes | hmac.HMAC, client_id: str, random_part: str) -> str:
-    """``key``: the key, or an HMAC already keyed with it (copied, not re-keyed)."""
-    message = f"{client_id}\x00{random_part}".encode("utf-8", "surrogatepass")
-    if isinstance(key, hmac.HMAC):
-        mac = key.copy()
-        mac.update(message)
-    else:
-        mac = hmac.new(key, message, hashlib.sha256)
+def _link_id_tag(keyed: hmac.HMAC, client_id: str, random_part: str) -> str:
+    """``keyed``: an HMAC keyed once with a link-id key, copied here (not re-keyed)."""
+    mac = keyed.copy()
+    mac.update(f"{client_id}\x00{random_part}".encode("utf-8", "surrogatepass"))
     return base64.urlsafe_b64encode(mac.digest()[:LINK_ID_TAG_BYTES]).decode()
 
 
@@ -433,8 +429,11 @@ class TokenCodec:
             for purpose in Purpose
         }
         self._keys = {purpose: _unsign_keys(self._serializers[purpose]) for purpose in Purpose}
-        self._link_id_keys = [hmac.new(key, LINK_ID_SALT, hashlib.sha256).digest() for key in keys]
-        self._link_id_mac = hmac.new(self._link_id_keys[-1], digestmod=hashlib.sha256)
+        # One keyed HMAC per listed key (oldest first), copied per link id.
+        self._link_id_macs = [
+            hmac.new(hmac.digest(key, LINK_ID_SALT, "sha256"), digestmod=hashlib.sha256)
+            for key in keys
+        ]
         self._typed_code_keys = [
             hmac.new(key, TYPED_CODE_SALT, hashlib.sha256).digest() for key in keys
         ]
@@ -448,7 +447,7 @@ class TokenCodec:
         token's signature is what makes a link redeemable.
         """
         random_part = new_link_id()
-        return random_part + _link_id_tag(self._link_id_mac, client_id, random_part)
+        return random_part + _link_id_tag(self._link_id_macs[-1], client_id, random_part)
 
     def owns_link_id(self, client_id: str, link_id: str) -> bool:
         """Whether ``link_id`` was minted for ``client_id`` under one of the listed keys."""
@@ -456,8 +455,8 @@ class TokenCodec:
             return False
         random_part, tag = link_id[:LINK_ID_RANDOM_CHARS], link_id[LINK_ID_RANDOM_CHARS:]
         return any(
-            hmac.compare_digest(_link_id_tag(key, client_id, random_part), tag)
-            for key in self._link_id_keys
+            hmac.compare_digest(_link_id_tag(mac, client_id, random_part), tag)
+            for mac in self._link_id_macs
         )
 
     def typed_code(self, link: LinkClaims) -> str:
