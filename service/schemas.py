@@ -115,14 +115,8 @@ def _utf8(text: str) -> bool:
     return True
 
 
-class Plain(BaseModel):
-    """A request body: strict types, no unknown fields."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
 def _declare_no_nul(schema: dict[str, Any]) -> None:
-    """Say in the JSON schema what ``Strict`` refuses: text of its fields holds no NUL.
+    """Say in the JSON schema what request bodies refuse: text of their fields holds no NUL.
 
     A client generated from the OpenAPI document (or a fuzzer) then knows the rule
     instead of meeting it as a 422; fields with a pattern, format or fixed values
@@ -141,9 +135,14 @@ def _declare_no_nul(schema: dict[str, Any]) -> None:
                 variant["pattern"] = NO_NUL_PATTERN
 
 
-class Strict(Plain):
+class Plain(BaseModel):
+    """A request body: strict types, no unknown fields, text without NUL (said in its
+    schema; refused by ``Strict``'s validator, or by ``NoNul`` and patterns)."""
+
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_declare_no_nul)
 
+
+class Strict(Plain):
     @field_validator("*", mode="after")
     @classmethod
     def _no_nul(cls, value: Any, info: ValidationInfo) -> Any:
