@@ -296,3 +296,33 @@ async def test_the_link_redeemed_webhook_is_described(http: httpx.AsyncClient) -
     sent = body(redemption)
     assert validator.is_valid(json.loads(sent))
     LinkRedeemedEvent.model_validate_json(sent)
+
+
+async def test_request_bodies_say_their_text_holds_no_nul(http: httpx.AsyncClient) -> None:
+    """What the service refuses (NUL: PostgreSQL text cannot hold it) is in the document,
+    so that a generated client or a fuzzer's valid data never meets it as a 422."""
+    doc = await document(http)
+    schemas = doc["components"]["schemas"]
+    bodies = {
+        content["schema"]["$ref"].rsplit("/", 1)[1]
+        for _, _, operation in operations(doc)
+        for content in operation.get("requestBody", {}).get("content", {}).values()
+        if "$ref" in content.get("schema", {})
+    }
+    assert {"LinkRequest", "InspectRequest", "ResendRequest"} <= bodies
+    texts = 0
+    for name in sorted(bodies):
+        for field, spec in schemas[name].get("properties", {}).items():
+            for variant in spec.get("anyOf", [spec]):
+                if variant.get("type") == "array":
+                    variant = variant.get("items", {})
+                if variant.get("type") != "string" or variant.keys() & {"format", "enum", "const"}:
+                    continue
+                texts += 1
+                assert "pattern" in variant, f"{name}.{field}"
+                assert re.search(variant["pattern"], "a\x00b") is None, f"{name}.{field}"
+    assert texts > 10
+    cursor = next(
+        p for p in doc["paths"]["/v1/redemptions"]["get"]["parameters"] if p["name"] == "cursor"
+    )
+    assert re.search(cursor["schema"]["anyOf"][0]["pattern"], "a\x00b") is None
