@@ -48,10 +48,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     one worker (its module-scoped processes start once), and the ``heavy`` runs (several
     service processes with full pools each) share one worker, so that the two workers
     never run two of them at once: together they would outgrow PostgreSQL's 100
-    connections and the 2 cores' share each run was sized for."""
+    connections and the 2 cores' share each run was sized for.
+
+    The longest groups come first (the heavy runs, then the modules marked ``slow``,
+    which start processes or a browser; ``.ci/run`` passes ``--no-loadscope-reorder``
+    so that xdist keeps this order): the short modules then fill both workers' ends
+    evenly, instead of one long module starting last while the other worker idles."""
+
+    def length_rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("heavy"):
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
     for item in items:
         group = "heavy" if item.get_closest_marker("heavy") else item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=length_rank)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
