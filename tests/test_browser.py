@@ -2,18 +2,26 @@
 
 The service runs as a real process against the test database (one for the
 module: each test empties the database and sets its client up again; one
-Chromium for the module too, each test in fresh browser contexts, which share
-no cookies or storage); the client's landing pages are another server on
-another port, so the form's POST is
+Chromium for the module too, launched while the service starts, each test in
+fresh browser contexts, which share no cookies or storage); the client's
+landing pages are another server on another port, so the form's POST is
 redirected across origins exactly as it is in production (and Chromium's
 ``form-action`` enforcement on that redirect is exercised).
 
-Each page is shown in each language, to a browser whose locale asks for it:
-the pages a link leads to through the running service, and every page
-(including those only a failure in production shows: rejected, unavailable,
-too many attempts, and the demo pages) as the service renders it, handed
-to Chromium with its headers through Playwright's request interception.
-An operator's ``PAGES_DIR`` is used by a service started with one.
+What needs a browser is checked here, once per page: each page is opened by a
+browser whose locale asks for one of the languages (every language is asked for,
+and every page is shown translated at least once), and renders under its own
+CSP with its own style. The pages a link leads to come from the running
+service; every page (including those only a failure in production shows:
+rejected, unavailable, too many attempts, and the demo pages) as the service
+renders it, handed to Chromium with its headers through Playwright's request
+interception. Every page in every language, by its HTML: the in-process
+``test_every_page_is_worded_in_every_language`` below, and ``test_pages_language.py``.
+An operator's ``PAGES_DIR`` is used by an app made with one (in-process, behind
+the same interception).
+
+Screenshots are taken once per device (desktop, phone; the no-script phone
+page): nothing compares them, they prove Chromium paints the page.
 
 Without ``/usr/bin/chromium`` the tests skip locally and fail under CI=true;
 ``.ci/run`` installs it.
@@ -22,11 +30,12 @@ Without ``/usr/bin/chromium`` the tests skip locally and fail under CI=true;
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +44,11 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import pytest_asyncio
+from asgi_lifespan import LifespanManager
 from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright
 
+from service.config import Settings
+from service.main import create_app
 from service.pages import PAGES, Pages
 from service.pages.catalogs import translations
 from service.pages.language import language_of
@@ -111,16 +123,39 @@ def landing() -> Iterator[LandingServer]:
     server.close()
 
 
-@pytest.fixture(scope="module")
-def service(
+@dataclass
+class Started:
+    """The module's service process and its Chromium."""
+
+    service: ServiceProcess
+    browser: Browser
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def started(
     postgres_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServiceProcess]:
+) -> AsyncIterator[Started]:
     """One process for the module, on the session's database (``database_url`` empties
-    it before each test, so each test's ``shop`` starts from nothing)."""
+    it before each test, so each test's ``shop`` starts from nothing), and one Chromium,
+    launched while the process starts (each test opens its own contexts: ``Tab.open``)."""
     require_chromium()
     log_dir = tmp_path_factory.mktemp("browser")
-    with running_service(service_env(postgres_url), log_dir) as process:
-        yield process
+    with ExitStack() as stack:
+        starting = asyncio.create_task(
+            asyncio.to_thread(
+                stack.enter_context, running_service(service_env(postgres_url), log_dir)
+            )
+        )
+        try:
+            async with launched() as chromium:
+                yield Started(await starting, chromium)
+        finally:
+            await asyncio.gather(starting, return_exceptions=True)  # then the stack stops it
+
+
+@pytest.fixture(scope="module")
+def service(started: Started) -> ServiceProcess:
+    return started.service
 
 
 def service_env(database_url: str, **extra: str) -> dict[str, str]:
@@ -144,11 +179,9 @@ async def launched() -> AsyncIterator[Browser]:
         await chromium.close()
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    """One Chromium for the module; each test opens its own contexts (``Tab.open``)."""
-    async with launched() as chromium:
-        yield chromium
+@pytest.fixture(scope="module")
+def browser(started: Started) -> Browser:
+    return started.browser
 
 
 @dataclass
@@ -331,7 +364,6 @@ async def test_on_a_phone_a_stale_form_is_offered_again(
     async with page.expect_navigation(url=url):
         await page.get_by_role("button", name="Confirm").tap()
     assert "Nothing was done" in await page.inner_text("main")
-    await screenshot(page, tmp_path / "refused-phone.png")
     assert await count(database_url, "claims") == 0
     async with page.expect_navigation(url=f"{landing.origin}/welcome?**"):
         await page.get_by_role("button", name="Confirm").tap()
@@ -341,65 +373,44 @@ async def test_on_a_phone_a_stale_form_is_offered_again(
     await tab.close()
 
 
-@pytest.mark.parametrize(
-    ("language", "press_the_button"),
-    [("en", "Press the button"), ("de", "Drücken Sie die Schaltfläche")],
-)
 async def test_auto_link_redeems_without_a_click_and_with_one_without_script(
-    browser: Browser,
-    shop: Shop,
-    landing: LandingServer,
-    database_url: str,
-    tmp_path: Path,
-    language: str,
-    press_the_button: str,
+    browser: Browser, shop: Shop, landing: LandingServer, database_url: str, tmp_path: Path
 ) -> None:
-    locale = {"locale": LOCALES[language]}
+    """The page's script, with its translated words, submits the form by itself (in French:
+    the words are a JSON string in the script); without script the person presses the
+    button (in German; the English words are the in-process tests')."""
     await shop.action("login", confirm="auto", label="Sign in to Example Shop")
     url, link_id = await shop.mint("login")
-    if language == "en":  # what scanners see does not depend on the language
-        await scan(url)
+    await scan(url)  # what scanners see does not depend on the language
     assert await count(database_url, "claims") == 0
 
-    tab = await Tab.open(browser, {**DESKTOP, **locale})
+    tab = await Tab.open(browser, {**DESKTOP, "locale": LOCALES["fr"]})
     async with tab.page.expect_navigation(url=f"{landing.origin}/welcome?**"):
-        await tab.page.goto(url)
+        response = await tab.page.goto(url)
+    assert response is not None
+    assert response.headers["content-language"] == "fr"
     _, query = landed(tab.page.url, landing.origin)
     assert query["link_id"] == [link_id]
     assert await count(database_url, "redemptions") == 1
     assert tab.csp_violations() == []
     await tab.close()
 
-    tab = await Tab.open(browser, {**PHONE, **locale, "java_script_enabled": False})
     url, link_id = await shop.mint("login")
+    english = await shop.http.get(url)  # the same page in English, by its HTML
+    assert english.status_code == 200
+    assert "Press the button" in english.text
+    assert f">{CONFIRM_BUTTONS['en']}</button>" in english.text
+    tab = await Tab.open(browser, {**PHONE, "locale": LOCALES["de"], "java_script_enabled": False})
     await tab.page.goto(url)
-    assert press_the_button in await tab.page.inner_text("main")
-    assert await tab.page.evaluate("document.documentElement.lang") == language
-    await screenshot(tab.page, tmp_path / f"auto-no-script-phone-{language}.png")
+    assert "Drücken Sie die Schaltfläche" in await tab.page.inner_text("main")
+    assert await tab.page.evaluate("document.documentElement.lang") == "de"
+    await screenshot(tab.page, tmp_path / "auto-no-script-phone-de.png")
     assert await count(database_url, "redemptions") == 1
     async with tab.page.expect_navigation(url=f"{landing.origin}/welcome?**"):
-        await tab.page.get_by_role("button", name=CONFIRM_BUTTONS[language]).tap()
+        await tab.page.get_by_role("button", name=CONFIRM_BUTTONS["de"]).tap()
     assert landed(tab.page.url, landing.origin)[1]["link_id"] == [link_id]
     assert await count(database_url, "redemptions") == 2
     await tab.close()
-
-
-async def test_expired_page_reads_well(
-    browser: Browser, shop: Shop, database_url: str, tmp_path: Path
-) -> None:
-    await shop.action("activate", confirm="page", failure_url=None)
-    expired = expired_token()
-    for name, device in (("desktop", DESKTOP), ("phone", PHONE)):
-        tab = await Tab.open(browser, device)
-        response = await tab.page.goto(f"{shop.base_url}/r/{expired}")
-        assert response is not None
-        assert response.status == 410
-        assert await tab.page.inner_text("h1") == "This link has expired"
-        assert "Ask the sender for a new link." in await tab.page.inner_text("main")
-        await screenshot(tab.page, tmp_path / f"expired-{name}.png")
-        assert tab.csp_violations() == []
-        await tab.close()
-    assert await count(database_url, "claims") == 0
 
 
 async def test_an_expired_link_lands_with_a_resend_hint_that_buys_a_working_link(
@@ -433,52 +444,74 @@ async def opened(tab: Tab, url: str, status: int, language: str) -> str:
     headers = await response.all_headers()
     assert headers["content-language"] == language
     assert headers["vary"] == "Accept-Language"
-    assert await tab.page.evaluate("document.documentElement.lang") == language
-    # The page's nonce'd style applied (a browser's default margin is 8px).
-    assert await tab.page.evaluate("getComputedStyle(document.body).margin") == "0px"
-    return await tab.page.title()
+    # One round trip: the document's language, its body's margin, its title.
+    shown = await tab.page.evaluate(
+        "[document.documentElement.lang, getComputedStyle(document.body).margin, document.title]"
+    )
+    assert shown[0] == language
+    assert shown[1] == "0px"  # the page's nonce'd style applied (a browser's default is 8px)
+    title: str = shown[2]
+    return title
 
 
-async def test_link_pages_in_every_language(
-    browser: Browser, shop: Shop, landing: LandingServer, tmp_path: Path
+def by_language(names: list[str], languages: list[str]) -> dict[str, list[str]]:
+    """``names`` dealt out to ``languages`` in turn: each name once, each language asked for."""
+    assert len(names) >= len(languages)
+    return {language: names[i :: len(languages)] for i, language in enumerate(languages)}
+
+
+async def test_link_pages_in_the_locales_language(
+    browser: Browser, shop: Shop, landing: LandingServer, database_url: str
 ) -> None:
-    """The pages a person reaches through the running service, in the locale's language."""
+    """The pages a person reaches through the running service, each once, in the language
+    of the browser's locale (never English: a page that ignored the locale would show).
+    The expired link, with no failure URL, sends the person back to the sender."""
     await shop.action("activate", failure_url=None)
     await shop.action("login", confirm="page", failure_url=None, label="Sign in")
-    for language, locale in LOCALES.items():
-        tab = await Tab.open(browser, {**PHONE, "locale": locale})
-        used, _ = await shop.mint("activate")
-        async with tab.page.expect_navigation(url=f"{landing.origin}/welcome?**"):
-            await tab.page.goto(used)
-        revoked, revoked_id = await shop.mint("activate")
-        await shop.revoke(revoked_id)
-        links = {
-            "invalid": (f"{shop.base_url}/r/garbage", 400),
-            "expired": (f"{shop.base_url}/r/{expired_token()}", 410),
-            "used": (used, 410),
-            "revoked": (revoked, 410),
-            "not_found": (f"{shop.base_url}/r/a%0Ab", 404),
-        }
+    used, _ = await shop.mint("activate")
+    async with httpx.AsyncClient(follow_redirects=False, timeout=30) as person:
+        redeemed = await person.get(used)
+    assert redeemed.status_code == 303, redeemed.text
+    revoked, revoked_id = await shop.mint("activate")
+    await shop.revoke(revoked_id)
+    confirm, _ = await shop.mint("login")
+    claims = await count(database_url, "claims")
+    links = {
+        "invalid": (f"{shop.base_url}/r/garbage", 400),
+        "expired": (f"{shop.base_url}/r/{expired_token()}", 410),
+        "used": (used, 410),
+        "revoked": (revoked, 410),
+        "not_found": (f"{shop.base_url}/r/a%0Ab", 404),
+        "confirm": (confirm, 200),
+    }
+    dealt = by_language(list(links), ["de", "fr", "es"])
+    for language, kinds in dealt.items():
+        tab = await Tab.open(browser, {**PHONE, "locale": LOCALES[language]})
         gettext = translations(language).gettext
-        for kind, (url, status) in links.items():
+        for kind in kinds:
+            url, status = links[kind]
             title = await opened(tab, url, status, language)
+            if kind == "confirm":
+                assert title == "Sign in"  # the client's own words
+                await tab.page.get_by_role("button", name=CONFIRM_BUTTONS[language]).wait_for()
+                continue
             assert title == gettext(PAGES[kind].title)
             assert await tab.page.inner_text("h1") == title
-            await screenshot(tab.page, tmp_path / f"{kind}-{language}.png")
-        assert gettext(PAGES["expired"].title) == EXPIRED_TITLES[language]
-
-        confirm, _ = await shop.mint("login")
-        assert await opened(tab, confirm, 200, language) == "Sign in"  # the client's own words
-        await tab.page.get_by_role("button", name=CONFIRM_BUTTONS[language]).wait_for()
-        await screenshot(tab.page, tmp_path / f"confirm-{language}.png")
+            if kind == "expired":
+                assert title == EXPIRED_TITLES[language]
+                ask = gettext("Ask the sender for a new link.")
+                assert ask != "Ask the sender for a new link."
+                assert ask in await tab.page.inner_text("main")
         assert tab.csp_violations() == []
         await tab.close()
+    assert await count(database_url, "claims") == claims  # no page claimed anything
 
 
 DEMO_PAGES: dict[str, dict[str, object]] = {
     "demo-done": {"kind": "demo", "error": None, "link_id": "l1", "redemption_id": "r1"},
     "demo-failed": {"kind": "demo", "error": "expired", "link_id": "l1", "redemption_id": ""},
 }
+EVERY_PAGE = [*sorted(PAGES), *DEMO_PAGES]
 
 
 def rendered(pages: Pages, name: str, language: str) -> tuple[int, dict[str, str], bytes]:
@@ -499,14 +532,38 @@ def expected_title(name: str, language: str) -> str:
     return gettext("Link refused: %(error)s") % {"error": "expired"}
 
 
-async def test_every_page_renders_in_every_language(browser: Browser, tmp_path: Path) -> None:
-    """Every page, those only a failure in production shows included, in each locale.
+def expected_status(name: str) -> int:
+    return PAGES[name].status if name in PAGES else 200
+
+
+@pytest.mark.parametrize("language", list(LOCALES))
+async def test_every_page_is_worded_in_every_language(language: str) -> None:
+    """No browser: what the browser test below sees of each page in one language, every
+    page shows in every language (status, headers, ``lang``, title and heading)."""
+    pages = Pages()
+    for name in EVERY_PAGE:
+        status, headers, body = rendered(pages, name, language)
+        html = body.decode()
+        assert status == expected_status(name), name
+        assert headers["content-language"] == language
+        assert headers["vary"] == "Accept-Language"
+        assert f'<html lang="{language}">' in html, name
+        title = expected_title(name, language).replace("'", "&#39;")
+        assert f"<title>{title}</title>" in html, name
+        assert f"<h1>{title}</h1>" in html, name
+        if language != "en":
+            assert expected_title(name, language) != expected_title(name, "en"), name
+    assert expected_title("expired", language) == EXPIRED_TITLES[language]
+
+
+async def test_every_page_renders_in_the_locales_language(browser: Browser) -> None:
+    """Every page, those only a failure in production shows included, once each, in the
+    language of the locale of the browser it is shown to (each locale asks for some).
 
     The route handler answers as the service would: it negotiates the language
     from the Accept-Language Chromium sends and renders the page with its headers.
     """
     pages = Pages()
-    names = [*sorted(PAGES), *DEMO_PAGES]
 
     async def answer(route: Route) -> None:
         sent = await route.request.all_headers()
@@ -514,17 +571,13 @@ async def test_every_page_renders_in_every_language(browser: Browser, tmp_path: 
         status, headers, body = rendered(pages, urlsplit(route.request.url).path[1:], language)
         await route.fulfill(status=status, headers=headers, body=body)
 
-    for language, locale in LOCALES.items():
-        tab = await Tab.open(browser, {**DESKTOP, "locale": locale})
+    for language, names in by_language(EVERY_PAGE, list(LOCALES)).items():
+        tab = await Tab.open(browser, {**DESKTOP, "locale": LOCALES[language]})
         await tab.context.route(f"{RENDERED_ORIGIN}/**", answer)
         for name in names:
-            status = PAGES[name].status if name in PAGES else 200
-            title = await opened(tab, f"{RENDERED_ORIGIN}/{name}", status, language)
+            title = await opened(tab, f"{RENDERED_ORIGIN}/{name}", expected_status(name), language)
             assert title == expected_title(name, language)
             assert await tab.page.inner_text("h1") == title
-            if language != "en":
-                assert title != expected_title(name, "en")
-            await screenshot(tab.page, tmp_path / f"{name}-{language}.png")
         assert tab.csp_violations() == []
         await tab.close()
 
@@ -542,37 +595,71 @@ BROKEN_CONFIRM = '{% extends "base.html" %}{% block main %}{{ no_such_value.x }}
 
 
 async def test_an_operator_pages_dir_is_used_and_cannot_loosen_the_page(
-    browser: Browser, database_url: str, landing: LandingServer, tmp_path: Path
+    browser: Browser,
+    database_url: str,
+    landing: LandingServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A process of its own, started with ``PAGES_DIR`` (the module's has none)."""
+    """An app of its own, made with ``PAGES_DIR`` (the module's process has none), in-process:
+    Chromium's requests for its origin are handed to it, its answers (headers and all) back.
+    (That ``serve`` reads ``PAGES_DIR`` from the environment: ``test_pages_dir.py``.)"""
     pages_dir = tmp_path / "pages"
     pages_dir.mkdir()
     (pages_dir / "page.html").write_text(OPERATOR_PAGE)
     (pages_dir / "style.css").write_text(OPERATOR_STYLE)
     (pages_dir / "confirm.html").write_text(BROKEN_CONFIRM)
-    env = service_env(database_url, PAGES_DIR=str(pages_dir))
-    with running_service(env, tmp_path) as service:
-        async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as http:
-            shop = await Shop(http, service.base_url, landing).setup()
-            await shop.action("activate", confirm="page", label="Activer le compte")
-            tab = await Tab.open(browser, {**DESKTOP, "locale": "fr-FR"})
-            title = await opened(tab, f"{service.base_url}/r/garbage", 400, "fr")
-            # The operator's template and style, translated; its script did not run.
-            assert title == "Ce lien n'est pas valide · Example Corp"
-            assert await tab.page.inner_text("h1.operator") == "Ce lien n'est pas valide"
-            background = "getComputedStyle(document.body).backgroundColor"
-            assert await tab.page.evaluate(background) == "rgb(102, 51, 153)"
-            assert len(tab.csp_violations()) == 1
-            await screenshot(tab.page, tmp_path / "operator-invalid-fr.png")
+    caplog.set_level(logging.WARNING, logger="service.pages.render")
+    settings = Settings(
+        database_url=database_url,
+        secret_keys=SECRET,
+        admin_token=ADMIN_TOKEN,
+        public_base_url=RENDERED_ORIGIN,
+        pages_dir=pages_dir,
+    )
+    app = create_app(settings)
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=RENDERED_ORIGIN) as http,
+    ):
 
-            # A confirm.html that cannot render: the built-in page, which still works.
-            url, link_id = await shop.mint("activate")
-            for _ in range(3):
-                assert await opened(tab, url, 200, "fr") == "Activer le compte"
-            async with tab.page.expect_navigation(url=f"{landing.origin}/welcome?**"):
-                await tab.page.get_by_role("button", name="Confirmer").click()
-            assert landed(tab.page.url, landing.origin)[1]["link_id"] == [link_id]
-            await tab.close()
-        log = service.log()
-    assert log.count("PAGES_DIR: confirm.html failed to render") == 1
-    assert "no_such_value" in log
+        async def answer(route: Route) -> None:
+            request = route.request
+            response = await http.request(
+                request.method,
+                request.url,
+                headers=await request.all_headers(),
+                content=request.post_data_buffer,
+            )
+            await route.fulfill(
+                status=response.status_code, headers=dict(response.headers), body=response.content
+            )
+
+        shop = await Shop(http, RENDERED_ORIGIN, landing).setup()
+        await shop.action("activate", confirm="page", label="Activer le compte")
+        tab = await Tab.open(browser, {**DESKTOP, "locale": "fr-FR"})
+        await tab.context.route(f"{RENDERED_ORIGIN}/**", answer)
+        title = await opened(tab, f"{RENDERED_ORIGIN}/r/garbage", 400, "fr")
+        # The operator's template and style, translated; its script did not run.
+        assert title == "Ce lien n'est pas valide · Example Corp"
+        assert await tab.page.inner_text("h1.operator") == "Ce lien n'est pas valide"
+        background = "getComputedStyle(document.body).backgroundColor"
+        assert await tab.page.evaluate(background) == "rgb(102, 51, 153)"
+        assert len(tab.csp_violations()) == 1
+
+        # A confirm.html that cannot render: the built-in page, which still works.
+        url, link_id = await shop.mint("activate")
+        for _ in range(3):
+            assert await opened(tab, url, 200, "fr") == "Activer le compte"
+        async with tab.page.expect_navigation(url=f"{landing.origin}/welcome?**"):
+            await tab.page.get_by_role("button", name="Confirmer").click()
+        assert landed(tab.page.url, landing.origin)[1]["link_id"] == [link_id]
+        await tab.close()
+    warnings = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "service.pages.render" and record.levelno == logging.WARNING
+    ]
+    assert len(warnings) == 1, warnings
+    assert "PAGES_DIR: confirm.html failed to render" in warnings[0]
+    assert "no_such_value" in warnings[0]

@@ -34,7 +34,10 @@ class LandingServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.visits: list[str] = []
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        # Polled every 50 ms (not 0.5 s): ``close`` waits for the loop to notice.
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def origin(self) -> str:
