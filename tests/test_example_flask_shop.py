@@ -104,7 +104,10 @@ def running(
         store = Store()
         app = create_app(Settings(base_url, api_key, secret), store)
         server = make_server("127.0.0.1", shop_port, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        # Polled every 50 ms (not 0.5 s): ``shutdown`` waits for the loop to notice.
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         thread.start()
         try:
             with (
