@@ -2,23 +2,22 @@
 
 The service runs as a real process against the test database (one for the
 module: each test empties the database and sets its client up again; one
-Chromium for the module too, launched while the service starts, each test in
-fresh browser contexts, which share no cookies or storage); the client's
+Chromium for the module too, launched while the service starts, with one tab
+per device and locale, shared by the tests: ``Tabs`` says why); the client's
 landing pages are another server on another port, so the form's POST is
 redirected across origins exactly as it is in production (and Chromium's
 ``form-action`` enforcement on that redirect is exercised).
 
 What needs a browser is checked here, once per page: each page is opened by a
-browser whose locale asks for one of the languages (every language is asked for,
-and every page is shown translated at least once), and renders under its own
-CSP with its own style. The pages a link leads to come from the running
-service; every page (including those only a failure in production shows:
-rejected, unavailable, too many attempts, and the demo pages) as the service
-renders it, handed to Chromium with its headers through Playwright's request
-interception. Every page in every language, by its HTML: the in-process
-``test_every_page_is_worded_in_every_language`` below, and ``test_pages_language.py``.
-An operator's ``PAGES_DIR`` is used by an app made with one (in-process, behind
-the same interception).
+browser (a desktop's or a phone's) whose locale asks for one of the four languages
+(each language is asked for), and renders under its own CSP with its own style.
+The pages a link leads to come from the running service; every page (including
+those only a failure in production shows: rejected, unavailable, too many
+attempts, and the demo pages) as the service renders it, handed to Chromium with
+its headers through Playwright's request interception. Every page in every
+language, by its HTML: the in-process ``test_every_page_is_worded_in_every_language``
+below, and ``test_pages_language.py``. An operator's ``PAGES_DIR`` is used by an
+app made with one (in-process, behind the same interception).
 
 Screenshots are taken once per device (desktop, phone; the no-script phone
 page): nothing compares them, they prove Chromium paints the page.
@@ -30,6 +29,7 @@ Without ``/usr/bin/chromium`` the tests skip locally and fail under CI=true;
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import ssl
@@ -104,6 +104,13 @@ EXPIRED_TITLES = {
     "fr": "Ce lien a expiré",
     "es": "Este enlace ha caducado",
 }
+# The browser each language is asked for by (a phone or a desktop, in the locale).
+IN: dict[str, dict[str, Any]] = {
+    "en": {**DESKTOP, "locale": LOCALES["en"]},
+    "de": {**PHONE, "locale": LOCALES["de"]},
+    "fr": {**DESKTOP, "locale": LOCALES["fr"]},
+    "es": {**PHONE, "locale": LOCALES["es"]},
+}
 CONFIRM_BUTTONS = {"en": "Confirm", "de": "Bestätigen", "fr": "Confirmer", "es": "Confirmar"}
 RENDERED_ORIGIN = "http://pages.test"  # answered by the route handler, never by a network
 
@@ -137,7 +144,7 @@ async def started(
 ) -> AsyncIterator[Started]:
     """One process for the module, on the session's database (``database_url`` empties
     it before each test, so each test's ``shop`` starts from nothing), and one Chromium,
-    launched while the process starts (each test opens its own contexts: ``Tab.open``)."""
+    launched while the process starts (its tabs: ``tabs``)."""
     require_chromium()
     log_dir = tmp_path_factory.mktemp("browser")
     with ExitStack() as stack:
@@ -259,6 +266,38 @@ class Tab:
         await self.context.close()
 
 
+class Tabs:
+    """The module's tabs, one per device and locale, each opened once (a context costs
+    Chromium a quarter to half a second here) and handed to every test that asks for it,
+    with an empty console and no routes. What a fresh profile would isolate, the pages
+    leave nothing of: they set no cookie, store nothing and are never cached
+    (``no-store``; the scanners' check asserts both)."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
+        self.opened: dict[str, Tab] = {}
+
+    async def tab(self, device: dict[str, Any]) -> Tab:
+        key = json.dumps(device, sort_keys=True)
+        if key not in self.opened:
+            self.opened[key] = await Tab.open(self.browser, device)
+        tab = self.opened[key]
+        tab.console.clear()
+        await tab.page.unroute_all()
+        return tab
+
+    async def close(self) -> None:
+        for tab in self.opened.values():
+            await tab.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def tabs(browser: Browser) -> AsyncIterator[Tabs]:
+    pool = Tabs(browser)
+    yield pool
+    await pool.close()
+
+
 async def screenshot(page: Page, path: Path) -> None:
     """The whole page: when it fits the viewport, the viewport's shot (the same picture,
     at half the cost of Chromium's full-page capture)."""
@@ -308,14 +347,14 @@ async def scan(url: str) -> None:
 
 
 async def test_page_link_survives_scanners_and_redeems_on_click(
-    browser: Browser, shop: Shop, landing: LandingServer, database_url: str, tmp_path: Path
+    tabs: Tabs, shop: Shop, landing: LandingServer, database_url: str, tmp_path: Path
 ) -> None:
     await shop.action("activate", confirm="page", label="Activate your account")
     url, link_id = await shop.mint("activate")
     await scan(url)
     assert await count(database_url, "claims") == 0
 
-    tab = await Tab.open(browser, DESKTOP)
+    tab = await tabs.tab(IN["en"])
     page = tab.page
     response = await page.goto(url)
     assert response is not None
@@ -342,15 +381,14 @@ async def test_page_link_survives_scanners_and_redeems_on_click(
     assert (path, query["error"]) == ("/oops", ["used"])
     assert await count(database_url, "redemptions") == 1
     assert tab.csp_violations() == []
-    await tab.close()
 
 
 async def test_on_a_phone_a_stale_form_is_offered_again(
-    browser: Browser, shop: Shop, landing: LandingServer, database_url: str, tmp_path: Path
+    tabs: Tabs, shop: Shop, landing: LandingServer, database_url: str, tmp_path: Path
 ) -> None:
     await shop.action("activate", confirm="page", label="Confirm your email address")
     url, link_id = await shop.mint("activate")
-    tab = await Tab.open(browser, PHONE)
+    tab = await tabs.tab(PHONE)
     page = tab.page
     await page.goto(url)
     await screenshot(page, tmp_path / "confirm-phone.png")
@@ -370,11 +408,10 @@ async def test_on_a_phone_a_stale_form_is_offered_again(
     assert landed(page.url, landing.origin)[1]["link_id"] == [link_id]
     assert await count(database_url, "redemptions") == 1
     assert tab.csp_violations() == []
-    await tab.close()
 
 
 async def test_auto_link_redeems_without_a_click_and_with_one_without_script(
-    browser: Browser, shop: Shop, landing: LandingServer, database_url: str, tmp_path: Path
+    tabs: Tabs, shop: Shop, landing: LandingServer, database_url: str, tmp_path: Path
 ) -> None:
     """The page's script, with its translated words, submits the form by itself (in French:
     the words are a JSON string in the script); without script the person presses the
@@ -384,7 +421,7 @@ async def test_auto_link_redeems_without_a_click_and_with_one_without_script(
     await scan(url)  # what scanners see does not depend on the language
     assert await count(database_url, "claims") == 0
 
-    tab = await Tab.open(browser, {**DESKTOP, "locale": LOCALES["fr"]})
+    tab = await tabs.tab(IN["fr"])
     async with tab.page.expect_navigation(url=f"{landing.origin}/welcome?**"):
         response = await tab.page.goto(url)
     assert response is not None
@@ -393,14 +430,13 @@ async def test_auto_link_redeems_without_a_click_and_with_one_without_script(
     assert query["link_id"] == [link_id]
     assert await count(database_url, "redemptions") == 1
     assert tab.csp_violations() == []
-    await tab.close()
 
     url, link_id = await shop.mint("login")
     english = await shop.http.get(url)  # the same page in English, by its HTML
     assert english.status_code == 200
     assert "Press the button" in english.text
     assert f">{CONFIRM_BUTTONS['en']}</button>" in english.text
-    tab = await Tab.open(browser, {**PHONE, "locale": LOCALES["de"], "java_script_enabled": False})
+    tab = await tabs.tab({**IN["de"], "java_script_enabled": False})
     await tab.page.goto(url)
     assert "Drücken Sie die Schaltfläche" in await tab.page.inner_text("main")
     assert await tab.page.evaluate("document.documentElement.lang") == "de"
@@ -410,14 +446,13 @@ async def test_auto_link_redeems_without_a_click_and_with_one_without_script(
         await tab.page.get_by_role("button", name=CONFIRM_BUTTONS["de"]).tap()
     assert landed(tab.page.url, landing.origin)[1]["link_id"] == [link_id]
     assert await count(database_url, "redemptions") == 2
-    await tab.close()
 
 
 async def test_an_expired_link_lands_with_a_resend_hint_that_buys_a_working_link(
-    browser: Browser, shop: Shop, landing: LandingServer, database_url: str
+    tabs: Tabs, shop: Shop, landing: LandingServer, database_url: str
 ) -> None:
     await shop.action("activate", confirm="page")
-    tab = await Tab.open(browser, PHONE)
+    tab = await tabs.tab(PHONE)
     await tab.page.goto(f"{shop.base_url}/r/{expired_token()}")
     path, query = landed(tab.page.url, landing.origin)
     assert (path, query["error"]) == ("/oops", ["expired"])
@@ -433,7 +468,6 @@ async def test_an_expired_link_lands_with_a_resend_hint_that_buys_a_working_link
     assert landed(tab.page.url, landing.origin)[1]["link_id"] == [resent.json()["id"]]
     assert await count(database_url, "redemptions") == 1
     assert tab.csp_violations() == []
-    await tab.close()
 
 
 async def opened(tab: Tab, url: str, status: int, language: str) -> str:
@@ -461,7 +495,7 @@ def by_language(names: list[str], languages: list[str]) -> dict[str, list[str]]:
 
 
 async def test_link_pages_in_the_locales_language(
-    browser: Browser, shop: Shop, landing: LandingServer, database_url: str
+    tabs: Tabs, shop: Shop, landing: LandingServer, database_url: str
 ) -> None:
     """The pages a person reaches through the running service, each once, in the language
     of the browser's locale (never English: a page that ignored the locale would show).
@@ -486,7 +520,7 @@ async def test_link_pages_in_the_locales_language(
     }
     dealt = by_language(list(links), ["de", "fr", "es"])
     for language, kinds in dealt.items():
-        tab = await Tab.open(browser, {**PHONE, "locale": LOCALES[language]})
+        tab = await tabs.tab(IN[language])
         gettext = translations(language).gettext
         for kind in kinds:
             url, status = links[kind]
@@ -503,7 +537,6 @@ async def test_link_pages_in_the_locales_language(
                 assert ask != "Ask the sender for a new link."
                 assert ask in await tab.page.inner_text("main")
         assert tab.csp_violations() == []
-        await tab.close()
     assert await count(database_url, "claims") == claims  # no page claimed anything
 
 
@@ -556,7 +589,7 @@ async def test_every_page_is_worded_in_every_language(language: str) -> None:
     assert expected_title("expired", language) == EXPIRED_TITLES[language]
 
 
-async def test_every_page_renders_in_the_locales_language(browser: Browser) -> None:
+async def test_every_page_renders_in_the_locales_language(tabs: Tabs) -> None:
     """Every page, those only a failure in production shows included, once each, in the
     language of the locale of the browser it is shown to (each locale asks for some).
 
@@ -572,14 +605,13 @@ async def test_every_page_renders_in_the_locales_language(browser: Browser) -> N
         await route.fulfill(status=status, headers=headers, body=body)
 
     for language, names in by_language(EVERY_PAGE, list(LOCALES)).items():
-        tab = await Tab.open(browser, {**DESKTOP, "locale": LOCALES[language]})
-        await tab.context.route(f"{RENDERED_ORIGIN}/**", answer)
+        tab = await tabs.tab(IN[language])
+        await tab.page.route(f"{RENDERED_ORIGIN}/**", answer)
         for name in names:
             title = await opened(tab, f"{RENDERED_ORIGIN}/{name}", expected_status(name), language)
             assert title == expected_title(name, language)
             assert await tab.page.inner_text("h1") == title
         assert tab.csp_violations() == []
-        await tab.close()
 
 
 OPERATOR_PAGE = """{% extends "base.html" %}
@@ -595,7 +627,7 @@ BROKEN_CONFIRM = '{% extends "base.html" %}{% block main %}{{ no_such_value.x }}
 
 
 async def test_an_operator_pages_dir_is_used_and_cannot_loosen_the_page(
-    browser: Browser,
+    tabs: Tabs,
     database_url: str,
     landing: LandingServer,
     tmp_path: Path,
@@ -637,8 +669,8 @@ async def test_an_operator_pages_dir_is_used_and_cannot_loosen_the_page(
 
         shop = await Shop(http, RENDERED_ORIGIN, landing).setup()
         await shop.action("activate", confirm="page", label="Activer le compte")
-        tab = await Tab.open(browser, {**DESKTOP, "locale": "fr-FR"})
-        await tab.context.route(f"{RENDERED_ORIGIN}/**", answer)
+        tab = await tabs.tab(IN["fr"])
+        await tab.page.route(f"{RENDERED_ORIGIN}/**", answer)
         title = await opened(tab, f"{RENDERED_ORIGIN}/r/garbage", 400, "fr")
         # The operator's template and style, translated; its script did not run.
         assert title == "Ce lien n'est pas valide · Example Corp"
@@ -654,7 +686,6 @@ async def test_an_operator_pages_dir_is_used_and_cannot_loosen_the_page(
         async with tab.page.expect_navigation(url=f"{landing.origin}/welcome?**"):
             await tab.page.get_by_role("button", name="Confirmer").click()
         assert landed(tab.page.url, landing.origin)[1]["link_id"] == [link_id]
-        await tab.close()
     warnings = [
         record.getMessage()
         for record in caplog.records
