@@ -614,6 +614,46 @@ async def test_every_page_renders_in_the_locales_language(tabs: Tabs) -> None:
         assert tab.csp_violations() == []
 
 
+@asynccontextmanager
+async def in_process(database_url: str, origin: str, **settings: Any) -> AsyncIterator[InProcess]:
+    """An app of this process on ``database_url``, for Chromium's requests to ``origin``."""
+    app = create_app(
+        Settings(
+            database_url=database_url,
+            secret_keys=SECRET,
+            admin_token=ADMIN_TOKEN,
+            public_base_url=origin,
+            **settings,
+        )
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(transport=transport, base_url=origin) as http,
+    ):
+        yield InProcess(http)
+
+
+@dataclass
+class InProcess:
+    """An in-process app's client, and the route handler that hands it Chromium's requests
+    and Chromium its answers, headers (its CSP) and all."""
+
+    http: httpx.AsyncClient
+
+    async def answer(self, route: Route) -> None:
+        request = route.request
+        response = await self.http.request(
+            request.method,
+            request.url,
+            headers=await request.all_headers(),
+            content=request.post_data_buffer,
+        )
+        await route.fulfill(
+            status=response.status_code, headers=dict(response.headers), body=response.content
+        )
+
+
 OPERATOR_PAGE = """{% extends "base.html" %}
 {% block title %}{{ page.title }} · Example Corp{% endblock %}
 {% block main %}
@@ -642,35 +682,11 @@ async def test_an_operator_pages_dir_is_used_and_cannot_loosen_the_page(
     (pages_dir / "style.css").write_text(OPERATOR_STYLE)
     (pages_dir / "confirm.html").write_text(BROKEN_CONFIRM)
     caplog.set_level(logging.WARNING, logger="service.pages.render")
-    settings = Settings(
-        database_url=database_url,
-        secret_keys=SECRET,
-        admin_token=ADMIN_TOKEN,
-        public_base_url=RENDERED_ORIGIN,
-        pages_dir=pages_dir,
-    )
-    app = create_app(settings)
-    async with (
-        LifespanManager(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=RENDERED_ORIGIN) as http,
-    ):
-
-        async def answer(route: Route) -> None:
-            request = route.request
-            response = await http.request(
-                request.method,
-                request.url,
-                headers=await request.all_headers(),
-                content=request.post_data_buffer,
-            )
-            await route.fulfill(
-                status=response.status_code, headers=dict(response.headers), body=response.content
-            )
-
-        shop = await Shop(http, RENDERED_ORIGIN, landing).setup()
+    async with in_process(database_url, RENDERED_ORIGIN, pages_dir=pages_dir) as app:
+        shop = await Shop(app.http, RENDERED_ORIGIN, landing).setup()
         await shop.action("activate", confirm="page", label="Activer le compte")
         tab = await tabs.tab(IN["fr"])
-        await tab.page.route(f"{RENDERED_ORIGIN}/**", answer)
+        await tab.page.route(f"{RENDERED_ORIGIN}/**", app.answer)
         title = await opened(tab, f"{RENDERED_ORIGIN}/r/garbage", 400, "fr")
         # The operator's template and style, translated; its script did not run.
         assert title == "Ce lien n'est pas valide · Example Corp"
@@ -694,3 +710,43 @@ async def test_an_operator_pages_dir_is_used_and_cannot_loosen_the_page(
     assert len(warnings) == 1, warnings
     assert "PAGES_DIR: confirm.html failed to render" in warnings[0]
     assert "no_such_value" in warnings[0]
+
+
+async def test_the_docs_render_every_operation_offline(tabs: Tabs, database_url: str) -> None:
+    """``/docs`` (Swagger UI) from the service's own files, under its own CSP, with no
+    internet: an in-process app answers Chromium's requests for its origin, and every
+    request to anything else is aborted. The page must render every operation and the
+    webhook. (The page and its files, without a browser: ``test_docs.py``.)"""
+    async with in_process(database_url, RENDERED_ORIGIN) as app:
+        operations = (await app.http.get("/openapi.json")).json()["paths"]
+        ids = [op["operationId"] for methods in operations.values() for op in methods.values()]
+        elsewhere: list[str] = []
+
+        async def offline(route: Route) -> None:
+            if route.request.url.startswith(f"{RENDERED_ORIGIN}/"):
+                await app.answer(route)
+            else:
+                elsewhere.append(route.request.url)
+                await route.abort("internetdisconnected")
+
+        tab = await tabs.tab(IN["en"])
+        await tab.page.route("**/*", offline)
+        response = await tab.page.goto(f"{RENDERED_ORIGIN}/docs")
+        assert response is not None
+        assert response.status == 200
+        page = tab.page
+        await page.locator("#operations-links-mintLink").wait_for()
+        await page.get_by_text("link.redeemed").first.wait_for()
+        shown = await page.locator(".opblock-summary-operation-id").all_inner_texts()
+        assert set(ids) <= set(shown)
+        assert "Mint one link" in await page.inner_text("#operations-links-mintLink")
+
+        # An operation opens on its example and its problem codes.
+        await page.locator("#operations-links-mintLink .opblock-summary-control").click()
+        details = page.locator("#operations-links-mintLink")
+        await details.get_by_text("activate_user").first.wait_for()
+        assert "unknown_action" in await details.inner_text()
+
+    assert elsewhere == []
+    assert tab.csp_violations() == []
+    assert not [line for line in tab.console if "Failed to load" in line], tab.console
