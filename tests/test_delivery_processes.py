@@ -34,11 +34,13 @@ pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 REDEMPTIONS = scaled(80, 200)  # delivered by two processes' dispatchers
+# Dispatchers look at the outbox every 0.025 to 0.05 s when nothing wakes them.
+POLL = {"WEBHOOK_POLL_INTERVAL": "0.05"}
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    receiver = Receiver().up()
+    receiver = Receiver(shutdown_grace=0).up()  # requests left hanging are not waited for
     yield receiver
     receiver.down()
 
@@ -119,7 +121,8 @@ async def test_two_processes_deliver_every_redemption(
         5,
         CACHE_TTL="1",
         WEBHOOK_TIMEOUT="5",
-        WEBHOOK_RETRY_SCHEDULE="0.5,1,1,2,2,2,5,5,5",
+        WEBHOOK_RETRY_SCHEDULE="0.1,0.5,1,2,2,2,5,5,5",
+        **POLL,
     )
     with running_service(env, tmp_path, "--workers", "2") as service:
         async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as http:
@@ -165,24 +168,37 @@ async def webhook_secret(database_url: str) -> str:
 async def test_a_killed_process_loses_nothing(
     database_url: str, tmp_path: Path, receiver: Receiver
 ) -> None:
-    receiver.answer(Answer(delay=NEVER))
+    receiver.answer(Answer(503))
     env = service_env(
         database_url,
         5,
         CACHE_TTL="1",
-        WEBHOOK_TIMEOUT="1",  # the lease: 1 s + 5 s of grace
-        WEBHOOK_RETRY_SCHEDULE="0.1,0.5,1,1,1",
+        WEBHOOK_TIMEOUT="1",  # the lease: 1 s + 1 s of grace (the least allowed)
+        WEBHOOK_LEASE_GRACE="1",
+        WEBHOOK_RETRY_SCHEDULE="60,60,60",  # no retry is due unless the test says so
+        **POLL,
     )
     with running_service(env, tmp_path) as doomed:
         async with httpx.AsyncClient(base_url=doomed.base_url, timeout=30) as http:
             headers = await set_up_shop(http, receiver.url)
             await redeem_all(http, await mint(http, headers, 5), concurrency=5)
 
+        async def all_waiting() -> bool:
+            query = (
+                "SELECT count(*) AS n FROM deliveries WHERE attempts > 0 AND leased_until IS NULL"
+            )
+            return int((await fetch(database_url, query))[0]["n"]) == 5
+
         async def all_leased() -> bool:
             query = "SELECT count(*) AS n FROM deliveries WHERE leased_until > now()"
             return int((await fetch(database_url, query))[0]["n"]) == 5
 
-        # Every inline attempt timed out; now the dispatcher holds all five, mid-delivery.
+        # Every job failed once (inline, or its first retry) and waits a minute. Now the
+        # receiver hangs, and all five are due at once: the doomed dispatcher leases
+        # them in one round and holds them, mid-delivery, for the attempt's 1 s.
+        await eventually(all_waiting, what="every job to wait for its retry")
+        receiver.answer(Answer(delay=NEVER))
+        await fetch(database_url, "UPDATE deliveries SET next_attempt_at = now() RETURNING 1")
         await eventually(all_leased, what="the doomed dispatcher to lease every job")
         doomed.process.send_signal(signal.SIGKILL)
         doomed.process.wait()

@@ -71,8 +71,11 @@ def always(answer: Answer) -> Script:
 
 
 class Receiver:
-    def __init__(self) -> None:
+    def __init__(self, shutdown_grace: int = 1) -> None:
+        """``shutdown_grace``: whole seconds ``down()`` lets requests in flight finish
+        (one answering ``NEVER`` holds it that long); 0: about 0.1 s."""
         self.port = free_port()
+        self.shutdown_grace = shutdown_grace
         self.script: Script = always(Answer())
         self._lock = threading.Lock()
         self._received: list[Received] = []
@@ -127,7 +130,7 @@ class Receiver:
             lifespan="off",
             log_level="error",
             access_log=False,
-            timeout_graceful_shutdown=1,
+            timeout_graceful_shutdown=self.shutdown_grace,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=asyncio.run, args=(self._server.serve(),))
