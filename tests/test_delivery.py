@@ -35,7 +35,7 @@ from tests.support.receiver import NEVER, Answer, RawReceiver, Received, Receive
 pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
 
 Headers = dict[str, str]
-SCHEDULE = [0.1, 0.2, 0.3, 0.5, 1.0, 1.0, 1.0]
+SCHEDULE = [0.05, 0.1, 0.1, 0.2, 0.5, 1.0, 1.0, 1.0]
 POLL = 0.05  # the dispatcher's look at the outbox, when nothing woke it
 # Attempts that are to time out stop here (the tests of a bound the attempt keeps);
 # the others have 1 s, so that a loaded machine does not time out a prompt answer.
