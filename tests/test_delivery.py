@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -285,11 +286,12 @@ async def test_a_use_given_back_and_taken_again_is_a_new_message(
     deduplicates by id (as the README tells it to) drops C, told "success"."""
     applied: set[str] = set()
     thinking = asyncio.Event()
+    b_done = threading.Event()
 
     def script(request: Received, _seen: int) -> Answer:
-        if not receiver.received[:-1]:  # the first request: A
+        if not receiver.received[:-1]:  # the first request: A, answered once B is done
             thinking.set()
-            return Answer(409, json={"error": "changed_my_mind"}, delay=0.5)
+            return Answer(409, json={"error": "changed_my_mind"}, until=b_done)
         applied.add(request.webhook_id)  # a deduplicating receiver applies each id once
         return Answer(200)
 
@@ -299,6 +301,7 @@ async def test_a_use_given_back_and_taken_again_is_a_new_message(
     a = asyncio.ensure_future(http.get(link_path(link)))
     await asyncio.wait_for(thinking.wait(), 10)
     b = query_of(await http.get(link_path(link)))
+    b_done.set()
     assert query_of(await a)["error"] == ["rejected"]
     c = query_of(await http.get(link_path(link)))
 

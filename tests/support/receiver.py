@@ -38,6 +38,8 @@ class Answer:
     json: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # before the status line; 3600 = never answers
+    # Then, if given, until the test sets it (at most 30 s): "answer once X happened".
+    until: threading.Event | None = None
     body_size: int = 0  # bytes of filler body, streamed in 64 KiB chunks
     drip: float = 0.0  # seconds between single body bytes (a slow body)
 
@@ -174,6 +176,11 @@ class Receiver:
         answer = self.script(request, seen)
         request.answer = answer
         await asyncio.sleep(answer.delay)
+        if answer.until is not None:
+            deadline = time.monotonic() + 30
+            # Polled: a thread's event, and a wait that must end when the server stops.
+            while not answer.until.is_set() and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
         await _respond(answer, send)
 
 
