@@ -26,6 +26,7 @@ from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN, link_path, make_ten
 from tests.support.database import fetch
 from tests.support.hooks import all_delivered, eventually, query_of
 from tests.support.processes import REPO_ROOT, free_port, running_service
+from tests.support.proxy import TcpProxy
 from tests.support.receiver import NEVER, Answer, Received, Receiver
 from tests.support.scale import scaled
 from tests.support.served import service_env
@@ -43,6 +44,13 @@ def receiver() -> Iterator[Receiver]:
     receiver = Receiver(shutdown_grace=0).up()  # requests left hanging are not waited for
     yield receiver
     receiver.down()
+
+
+@pytest.fixture
+def proxy() -> Iterator[TcpProxy]:
+    proxy = TcpProxy().start()
+    yield proxy
+    proxy.close()
 
 
 @contextmanager
@@ -166,7 +174,7 @@ async def webhook_secret(database_url: str) -> str:
 
 
 async def test_a_killed_process_loses_nothing(
-    database_url: str, tmp_path: Path, receiver: Receiver
+    database_url: str, tmp_path: Path, receiver: Receiver, proxy: TcpProxy
 ) -> None:
     receiver.answer(Answer(503))
     env = service_env(
@@ -178,7 +186,20 @@ async def test_a_killed_process_loses_nothing(
         WEBHOOK_RETRY_SCHEDULE="60,60,60",  # no retry is due unless the test says so
         **POLL,
     )
-    with running_service(env, tmp_path) as doomed:
+    # The survivor starts beside the doomed process, and reaches the database through
+    # a proxy that is cut until the doomed one is dead: it is polling all the while
+    # the dead process's leases run, and must still wait for them to expire.
+    survivor_env = {**env, "DATABASE_URL": proxy.url_for(database_url)}
+    with (
+        running_dispatcher(survivor_env, tmp_path) as survivor,
+        running_service(env, tmp_path) as doomed,
+    ):
+
+        async def survivor_dispatching() -> bool:
+            return "dispatching webhooks" in (tmp_path / "dispatcher.log").read_text()
+
+        await eventually(survivor_dispatching, what="the survivor to start")
+        proxy.cut()
         async with httpx.AsyncClient(base_url=doomed.base_url, timeout=30) as http:
             headers = await set_up_shop(http, receiver.url)
             await redeem_all(http, await mint(http, headers, 5), concurrency=5)
@@ -202,14 +223,14 @@ async def test_a_killed_process_loses_nothing(
         await eventually(all_leased, what="the doomed dispatcher to lease every job")
         doomed.process.send_signal(signal.SIGKILL)
         doomed.process.wait()
-    leases = {
-        r["redemption_id"]: r["leased_until"].timestamp()
-        for r in await fetch(database_url, "SELECT redemption_id, leased_until FROM deliveries")
-    }
+        leases = {
+            r["redemption_id"]: r["leased_until"].timestamp()
+            for r in await fetch(database_url, "SELECT redemption_id, leased_until FROM deliveries")
+        }
 
-    receiver.answer(Answer(200))
-    started = len(receiver.received)
-    with running_dispatcher(env, tmp_path) as survivor:
+        receiver.answer(Answer(200))
+        started = len(receiver.received)
+        proxy.restore()
         await eventually(lambda: all_delivered(database_url, 5), timeout=60)
         survivor.send_signal(signal.SIGTERM)
         assert survivor.wait(timeout=15) == 0
