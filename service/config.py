@@ -125,6 +125,15 @@ class Settings(BaseSettings):
     )
     # Run the webhook dispatcher inside each service process (off when it runs separately).
     webhook_dispatcher: bool = True
+    # Seconds between a dispatcher's looks at an outbox with nothing due (each wait is
+    # jittered to between half and all of it); a retry is late by up to this much.
+    webhook_poll_interval: float = Field(default=1.0, ge=0.05, le=60)
+    # How long a delivery lease outlives WEBHOOK_TIMEOUT: the outcome is recorded within
+    # it, and clock skew between machines is tolerated. A dead process's jobs wait this long.
+    webhook_lease_grace: float = Field(default=5.0, ge=1, le=300)
+    # Seconds a dispatcher's attempts in flight get to finish at shutdown; then its
+    # leases are handed back.
+    webhook_stop_grace: float = Field(default=2.0, ge=0, le=60)
     # PostgreSQL connections per process: a fixed pool; requests wait for a free one (5 s at most).
     database_pool_size: int = Field(default=10, ge=1, le=100)
     # How long a process may cache clients, keys and actions (API.md: at most 30 s).
@@ -313,6 +322,9 @@ class Settings(BaseSettings):
             "webhook_timeout": self.webhook_timeout,
             "webhook_retry_schedule": self.webhook_retry_schedule,
             "webhook_dispatcher": self.webhook_dispatcher,
+            "webhook_poll_interval": self.webhook_poll_interval,
+            "webhook_lease_grace": self.webhook_lease_grace,
+            "webhook_stop_grace": self.webhook_stop_grace,
             "database_pool_size": self.database_pool_size,
             "cache_ttl": self.cache_ttl,
             "pages_dir": str(self.pages_dir) if self.pages_dir else None,

@@ -30,8 +30,8 @@ from service.webhooks import Attempt, Verdict
 log = logging.getLogger(__name__)
 
 KNOWN_DOWN_SECONDS = 5.0
-# How long a lease outlives the attempt's own time limit: the outcome is
-# recorded within it, and a little clock skew between machines is tolerated.
+# How long a lease outlives the attempt's own time limit (WEBHOOK_LEASE_GRACE): the
+# outcome is recorded within it, and a little clock skew between machines is tolerated.
 LEASE_GRACE_SECONDS = 5.0
 
 
@@ -63,6 +63,7 @@ class Deliverer:
         timeout: float,
         schedule: Sequence[float],
         tracing: Tracing = NO_TRACING,
+        lease_grace: float = LEASE_GRACE_SECONDS,
     ) -> None:
         self.http = http
         self.registry = registry
@@ -70,10 +71,11 @@ class Deliverer:
         self.timeout = timeout
         self.schedule = tuple(schedule)
         self.tracing = tracing
+        self.lease_grace = lease_grace
         self.known_down = KnownDown()
 
     def lease_until(self, now: datetime) -> datetime:
-        return now + timedelta(seconds=self.timeout + LEASE_GRACE_SECONDS)
+        return now + timedelta(seconds=self.timeout + self.lease_grace)
 
     def attempts_inline(self, delivery: str, client_id: str) -> bool:
         """Whether a redemption calls the receiver before answering the person."""

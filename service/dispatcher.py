@@ -32,8 +32,8 @@ from service.store import Job, Store
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 20
-POLL_INTERVAL = 1.0  # seconds between looks at an empty outbox
-STOP_GRACE = 2.0  # seconds in-flight attempts get to finish on shutdown
+POLL_INTERVAL = 1.0  # seconds between looks at an empty outbox (WEBHOOK_POLL_INTERVAL)
+STOP_GRACE = 2.0  # seconds in-flight attempts get to finish on shutdown (WEBHOOK_STOP_GRACE)
 
 
 class Dispatcher:
@@ -43,11 +43,13 @@ class Dispatcher:
         deliverer: Deliverer,
         batch_size: int = BATCH_SIZE,
         poll_interval: float = POLL_INTERVAL,
+        stop_grace: float = STOP_GRACE,
     ) -> None:
         self.store = store
         self.deliverer = deliverer
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.stop_grace = stop_grace
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -64,7 +66,7 @@ class Dispatcher:
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            _, pending = await asyncio.wait({self._task}, timeout=STOP_GRACE)
+            _, pending = await asyncio.wait({self._task}, timeout=self.stop_grace)
             if pending:
                 self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -94,9 +94,20 @@ async def run_standalone(settings: Settings, serve_ops: OpsAddress | None = None
     http = new_http_client(settings.webhook_timeout)
     registry = Registry(create_session_factory(store.engine), ttl=settings.cache_ttl)
     deliverer = Deliverer(
-        http, registry, store, settings.webhook_timeout, settings.webhook_retry_schedule, traced
+        http,
+        registry,
+        store,
+        settings.webhook_timeout,
+        settings.webhook_retry_schedule,
+        traced,
+        lease_grace=settings.webhook_lease_grace,
     )
-    dispatcher = Dispatcher(store, deliverer)
+    dispatcher = Dispatcher(
+        store,
+        deliverer,
+        poll_interval=settings.webhook_poll_interval,
+        stop_grace=settings.webhook_stop_grace,
+    )
     store.watch(registry.forget)  # a rotated webhook secret signs the next attempt
     metrics.initialize((), ATTEMPT_KINDS, (), ())
     ops = None

@@ -56,6 +56,7 @@ class AppState:
             settings.webhook_timeout,
             settings.webhook_retry_schedule,
             tracing,
+            lease_grace=settings.webhook_lease_grace,
         )
         redeemer = Redeemer(codec, registry, store, deliverer)
         return cls(
@@ -70,7 +71,12 @@ class AppState:
             code_door=CodeDoor(redeemer),
             readiness=Readiness(store.engine, schema_head()),
             http=http,
-            dispatcher=Dispatcher(store, deliverer),
+            dispatcher=Dispatcher(
+                store,
+                deliverer,
+                poll_interval=settings.webhook_poll_interval,
+                stop_grace=settings.webhook_stop_grace,
+            ),
             tracing=tracing,
             limits=AbuseLimits.build(settings, store),
         )

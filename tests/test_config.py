@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from service.config import ConfigurationError, Settings, listening_base_url, load_settings
+from service.state import AppState
 
 STRONG = "k" * 10 + "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -24,6 +26,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "ALLOW_INSECURE_PUBLIC_BASE_URL",
         "LOG_LEVEL",
         "WEBHOOK_TIMEOUT",
+        "WEBHOOK_POLL_INTERVAL",
+        "WEBHOOK_LEASE_GRACE",
+        "WEBHOOK_STOP_GRACE",
         "RATE_LIMIT_AUTH_FAILURES",
         "RATE_LIMIT_LINK_FAILURES",
         "RATE_LIMIT_MINTS",
@@ -42,6 +47,9 @@ def test_defaults_are_the_embedded_ones() -> None:
     assert settings.redemption_retention_days == 90
     assert settings.webhook_timeout == 5
     assert settings.webhook_retry_schedule[:3] == [5, 300, 1800]
+    # The dispatcher's timing, as it was before it could be set.
+    assert (settings.webhook_poll_interval, settings.webhook_lease_grace) == (1, 5)
+    assert settings.webhook_stop_grace == 2
     assert (settings.log_level, settings.log_format) == ("info", "json")
     assert settings.rate_limit_auth_failures == "100/minute"
     assert settings.rate_limit_link_failures == "600/minute"
@@ -140,6 +148,14 @@ def test_strong_keys_serve() -> None:
         ),
         ("WEBHOOK_TIMEOUT", "soon", "WEBHOOK_TIMEOUT: must be a number (got 'soon')"),
         ("WEBHOOK_TIMEOUT", "600", "WEBHOOK_TIMEOUT: must be at most 60 (got '600')"),
+        (
+            "WEBHOOK_POLL_INTERVAL",
+            "0",
+            "WEBHOOK_POLL_INTERVAL: must be at least 0.05 (got '0')",
+        ),
+        ("WEBHOOK_LEASE_GRACE", "0.5", "WEBHOOK_LEASE_GRACE: must be at least 1 (got '0.5')"),
+        ("WEBHOOK_STOP_GRACE", "-1", "WEBHOOK_STOP_GRACE: must be at least 0 (got '-1')"),
+        ("WEBHOOK_STOP_GRACE", "61", "WEBHOOK_STOP_GRACE: must be at most 60 (got '61')"),
         ("ACTION_LINKS_DEV", "maybe", "ACTION_LINKS_DEV: must be true or false (got 'maybe')"),
         (
             "PUBLIC_BASE_URL",
@@ -216,3 +232,24 @@ def test_https_elsewhere_is_said_nothing_about() -> None:
     settings.check_serveable()
     assert settings.public_base_url == "https://links.example.com/base"
     assert settings.public_base_url_warning() is None
+
+
+async def test_the_dispatchers_timing_is_what_the_settings_say(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WEBHOOK_POLL_INTERVAL", "0.25")
+    monkeypatch.setenv("WEBHOOK_LEASE_GRACE", "7.5")
+    monkeypatch.setenv("WEBHOOK_STOP_GRACE", "0")
+    monkeypatch.setenv("WEBHOOK_TIMEOUT", "3")
+    settings = load_settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'links.db'}", secret_keys=STRONG
+    )
+    assert settings.masked()["webhook_lease_grace"] == 7.5
+    state = AppState.build(settings)
+    try:
+        dispatcher = state.dispatcher
+        assert (dispatcher.poll_interval, dispatcher.stop_grace) == (0.25, 0)
+        now = datetime.now(UTC)
+        assert dispatcher.deliverer.lease_until(now) == now + timedelta(seconds=3 + 7.5)
+    finally:
+        await state.close()

@@ -1,14 +1,17 @@
 """Webhook delivery against a real receiver on 127.0.0.1, the app in-process.
 
 Every request the receiver gets is verified with the ``standardwebhooks``
-package. Retry schedules are shortened; the dispatcher polls about once a
-second, so "eventually" below means a few seconds.
+package. Retry schedules, the dispatcher's poll interval and its shutdown grace
+are shortened (``WEBHOOK_*`` settings), so "eventually" below means well under
+a second; a test that would pass whether or not the dispatcher is told of a
+redelivery polls at the longest interval instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -33,19 +36,30 @@ from tests.support.receiver import NEVER, Answer, RawReceiver, Received, Receive
 pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
 
 Headers = dict[str, str]
-SCHEDULE = [0.2, 0.5, 1.0, 1.0, 1.0, 1.0]
+SCHEDULE = [0.05, 0.1, 0.1, 0.2, 0.5, 1.0, 1.0, 1.0]
+POLL = 0.05  # the dispatcher's look at the outbox, when nothing woke it
+# Attempts that are to time out stop here (the tests of a bound the attempt keeps);
+# the others have 1 s, so that a loaded machine does not time out a prompt answer.
+SHORT_TIMEOUT = 0.5
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(
-        update={"webhook_timeout": 1.0, "webhook_retry_schedule": SCHEDULE, "cache_ttl": 0.0}
+        update={
+            "webhook_timeout": 1.0,
+            "webhook_retry_schedule": SCHEDULE,
+            "cache_ttl": 0.0,
+            "webhook_poll_interval": POLL,
+            "webhook_stop_grace": 0.1,
+        }
     )
 
 
 @pytest.fixture(scope="module")
 def shared_receiver() -> Iterator[Receiver]:
-    receiver = Receiver().up()
+    # Requests left hanging (NEVER) are not waited for when it goes down.
+    receiver = Receiver(shutdown_grace=0).up()
     yield receiver
     receiver.down()
 
@@ -70,6 +84,16 @@ def verified(received: list[Received], secret: str) -> list[dict[str, Any]]:
 
 async def redemption_ids(database_url: str) -> list[str]:
     return [r["id"] for r in await fetch(database_url, "SELECT id FROM redemptions ORDER BY seq")]
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with these settings, in-process, with its lifespan (and dispatcher) running."""
+    app = create_app(settings)
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            yield http
 
 
 # --- async ---------------------------------------------------------------------------
@@ -110,11 +134,13 @@ async def test_async_delivers_the_documented_event(
 
 
 async def test_async_redirects_to_success_whatever_the_receiver_says(
-    http: httpx.AsyncClient, admin_headers: Headers, receiver: Receiver, database_url: str
+    settings: Settings, admin_headers: Headers, receiver: Receiver, database_url: str
 ) -> None:
     receiver.answer(Answer(500))
-    shop = await hooked_tenant(http, admin_headers, receiver.url)
-    query = query_of(await http.get(link_path(await shop.mint())))
+    # No dispatcher: its retry, due 0.1 s later, would race the read below.
+    async with serving(settings.model_copy(update={"webhook_dispatcher": False})) as http:
+        shop = await hooked_tenant(http, admin_headers, receiver.url)
+        query = query_of(await http.get(link_path(await shop.mint())))
     assert "redemption_id" in query
     job = (await deliveries(database_url))[query["redemption_id"][0]]
     assert (job["status"], job["attempts"], job["last_error"]) == ("pending", 1, "HTTP 500")
@@ -154,27 +180,18 @@ async def test_receiver_down_then_up_is_delivered_under_one_webhook_id(
         assert job["attempts"] >= 2 + len(arrived)
 
 
-@asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with these settings, in-process, with its lifespan (and dispatcher) running."""
-    app = create_app(settings)
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            yield http
-
-
 async def test_a_receiver_known_to_be_down_is_not_waited_for(
     settings: Settings, admin_headers: Headers, receiver: Receiver, database_url: str
 ) -> None:
     receiver.answer(Answer(delay=NEVER))
-    async with serving(settings.model_copy(update={"webhook_dispatcher": False})) as http:
+    quick = {"webhook_dispatcher": False, "webhook_timeout": SHORT_TIMEOUT}
+    async with serving(settings.model_copy(update=quick)) as http:
         shop = await hooked_tenant(http, admin_headers, receiver.url)
         first, second = await shop.mint(), await shop.mint()
         one = query_of(await http.get(link_path(first)))["redemption_id"][0]
         two = query_of(await http.get(link_path(second)))["redemption_id"][0]
     jobs = await deliveries(database_url)
-    assert (jobs[one]["attempts"], jobs[one]["last_error"]) == (1, "timeout after 1 s")
+    assert (jobs[one]["attempts"], jobs[one]["last_error"]) == (1, "timeout after 0.5 s")
     assert (jobs[two]["attempts"], jobs[two]["leased_until"]) == (0, None)
     assert len(receiver.received) == 1
 
@@ -269,11 +286,12 @@ async def test_a_use_given_back_and_taken_again_is_a_new_message(
     deduplicates by id (as the README tells it to) drops C, told "success"."""
     applied: set[str] = set()
     thinking = asyncio.Event()
+    b_done = threading.Event()
 
     def script(request: Received, _seen: int) -> Answer:
-        if not receiver.received[:-1]:  # the first request: A
+        if not receiver.received[:-1]:  # the first request: A, answered once B is done
             thinking.set()
-            return Answer(409, json={"error": "changed_my_mind"}, delay=0.5)
+            return Answer(409, json={"error": "changed_my_mind"}, until=b_done)
         applied.add(request.webhook_id)  # a deduplicating receiver applies each id once
         return Answer(200)
 
@@ -283,6 +301,7 @@ async def test_a_use_given_back_and_taken_again_is_a_new_message(
     a = asyncio.ensure_future(http.get(link_path(link)))
     await asyncio.wait_for(thinking.wait(), 10)
     b = query_of(await http.get(link_path(link)))
+    b_done.set()
     assert query_of(await a)["error"] == ["rejected"]
     c = query_of(await http.get(link_path(link)))
 
@@ -302,7 +321,7 @@ async def test_a_use_given_back_and_taken_again_is_a_new_message(
 
 @pytest.mark.parametrize("case", ["port closed", "503", "302", "429", "too slow", "bad reason"])
 async def test_sync_unavailable_or_odd_answers_give_the_use_back(
-    http: httpx.AsyncClient,
+    settings: Settings,
     admin_headers: Headers,
     receiver: Receiver,
     database_url: str,
@@ -318,19 +337,21 @@ async def test_sync_unavailable_or_odd_answers_give_the_use_back(
         "bad reason": (Answer(422, json={"error": "no such <thing>"}), "rejected"),
     }[case]
     receiver.answer(answer)
-    shop = await hooked_tenant(http, admin_headers, url, delivery="sync")
-    link = await shop.mint()
-    query = query_of(await http.get(link_path(link)))
-    assert query == {"error": [expected], "link_id": [link["id"]]}
-    assert await uses(database_url) == 0
-    assert all(r.path == "/hooks" for r in receiver.received)  # the redirect was not followed
+    timeout = SHORT_TIMEOUT if case == "too slow" else 1.0
+    async with serving(settings.model_copy(update={"webhook_timeout": timeout})) as http:
+        shop = await hooked_tenant(http, admin_headers, url, delivery="sync")
+        link = await shop.mint()
+        query = query_of(await http.get(link_path(link)))
+        assert query == {"error": [expected], "link_id": [link["id"]]}
+        assert await uses(database_url) == 0
+        assert all(r.path == "/hooks" for r in receiver.received)  # no redirect followed
 
-    receiver.answer(Answer(200))
-    patch = {"webhook_url": receiver.url}
-    assert (
-        await http.patch("/v1/admin/clients/shop", json=patch, headers=admin_headers)
-    ).is_success
-    assert "redemption_id" in query_of(await http.get(link_path(link)))
+        receiver.answer(Answer(200))
+        patch = {"webhook_url": receiver.url}
+        assert (
+            await http.patch("/v1/admin/clients/shop", json=patch, headers=admin_headers)
+        ).is_success
+        assert "redemption_id" in query_of(await http.get(link_path(link)))
     verified(receiver.received, shop.webhook_secret)
 
 
@@ -351,34 +372,38 @@ async def test_sync_failures_without_failure_url_are_pages(
 
 
 async def test_redeliver_sends_the_same_message_again(
-    http: httpx.AsyncClient, admin_headers: Headers, receiver: Receiver, database_url: str
+    settings: Settings, admin_headers: Headers, receiver: Receiver, database_url: str
 ) -> None:
-    shop = await hooked_tenant(http, admin_headers, receiver.url)
-    redemption_id = query_of(await http.get(link_path(await shop.mint())))["redemption_id"][0]
-    await receiver.wait_for(1)
+    # The dispatcher would not look again for 30 to 60 s: only being woken by the
+    # redelivery (Dispatcher.wake) explains the message arriving within 10.
+    asleep = settings.model_copy(update={"webhook_poll_interval": 60.0})
+    async with serving(asleep) as http:
+        shop = await hooked_tenant(http, admin_headers, receiver.url)
+        redemption_id = query_of(await http.get(link_path(await shop.mint())))["redemption_id"][0]
+        await receiver.wait_for(1)
 
-    path = f"/v1/redemptions/{redemption_id}/redeliver"
-    response = await http.post(path, headers=shop.headers)
-    assert response.status_code == 202
-    first, again = await receiver.wait_for(2)
-    assert (first.webhook_id, first.body) == (again.webhook_id, again.body)
-    verified([first, again], shop.webhook_secret)
+        path = f"/v1/redemptions/{redemption_id}/redeliver"
+        response = await http.post(path, headers=shop.headers)
+        assert response.status_code == 202
+        first, again = await receiver.wait_for(2, timeout=10)
+        assert (first.webhook_id, first.body) == (again.webhook_id, again.body)
+        verified([first, again], shop.webhook_secret)
 
-    async def delivered() -> bool:
-        job = (await deliveries(database_url))[redemption_id]
-        return bool(job["status"] == "delivered")
+        async def delivered() -> bool:
+            job = (await deliveries(database_url))[redemption_id]
+            return bool(job["status"] == "delivered")
 
-    await eventually(delivered, what="redelivery recorded")
+        await eventually(delivered, timeout=10, what="redelivery recorded")
 
-    assert (await http.post(path)).status_code == 401
-    unknown = await http.post("/v1/redemptions/nope/redeliver", headers=shop.headers)
-    assert (unknown.status_code, unknown.json()["code"]) == (404, "not_found")
-    assert unknown.headers["content-type"] == "application/problem+json"
-    mall = await make_tenant(http, admin_headers, "mall")
-    assert (await http.post(path, headers=mall.headers)).status_code == 404
-    plain = query_of(await http.get(link_path(await mall.mint())))["redemption_id"][0]
-    no_hooks = await http.post(f"/v1/redemptions/{plain}/redeliver", headers=mall.headers)
-    assert (no_hooks.status_code, no_hooks.json()["code"]) == (409, "conflict")
+        assert (await http.post(path)).status_code == 401
+        unknown = await http.post("/v1/redemptions/nope/redeliver", headers=shop.headers)
+        assert (unknown.status_code, unknown.json()["code"]) == (404, "not_found")
+        assert unknown.headers["content-type"] == "application/problem+json"
+        mall = await make_tenant(http, admin_headers, "mall")
+        assert (await http.post(path, headers=mall.headers)).status_code == 404
+        plain = query_of(await http.get(link_path(await mall.mint())))["redemption_id"][0]
+        no_hooks = await http.post(f"/v1/redemptions/{plain}/redeliver", headers=mall.headers)
+        assert (no_hooks.status_code, no_hooks.json()["code"]) == (409, "conflict")
 
 
 async def test_redeliver_leaves_an_attempt_in_flight_to_its_process(
@@ -454,8 +479,8 @@ BIG = 50 * 1024 * 1024
 @pytest.mark.parametrize(
     ("answer", "last_error"),
     [
-        (Answer(delay=2), "timeout after 1 s"),
-        (Answer(delay=NEVER), "timeout after 1 s"),
+        (Answer(delay=2), f"timeout after {SHORT_TIMEOUT:g} s"),
+        (Answer(delay=NEVER), f"timeout after {SHORT_TIMEOUT:g} s"),
         (Answer(503, body_size=BIG), "HTTP 503"),
         (Answer(400, body_size=BIG), "HTTP 400"),
         (Answer(400, drip=0.4), "HTTP 400"),
@@ -473,7 +498,10 @@ async def test_misbehaving_receivers_cost_bounded_time_and_memory(
     last_error: str | None,
 ) -> None:
     receiver.answer(answer)
-    async with serving(settings.model_copy(update={"webhook_dispatcher": False})) as http:
+    # What is to time out has the short limit; the others, 1 s to answer.
+    timeout = SHORT_TIMEOUT if (last_error or "").startswith("timeout") else 1.0
+    no_dispatcher = {"webhook_dispatcher": False, "webhook_timeout": timeout}
+    async with serving(settings.model_copy(update=no_dispatcher)) as http:
         shop = await hooked_tenant(http, admin_headers, receiver.url)
         link = await shop.mint()
         async with asyncio.timeout(15):  # a generous bound: the attempt itself stops at 1 s

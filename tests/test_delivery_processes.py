@@ -26,6 +26,7 @@ from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN, link_path, make_ten
 from tests.support.database import fetch
 from tests.support.hooks import all_delivered, eventually, query_of
 from tests.support.processes import REPO_ROOT, free_port, running_service
+from tests.support.proxy import TcpProxy
 from tests.support.receiver import NEVER, Answer, Received, Receiver
 from tests.support.scale import scaled
 from tests.support.served import service_env
@@ -34,13 +35,22 @@ pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 REDEMPTIONS = scaled(80, 200)  # delivered by two processes' dispatchers
+# Dispatchers look at the outbox every 0.025 to 0.05 s when nothing wakes them.
+POLL = {"WEBHOOK_POLL_INTERVAL": "0.05"}
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    receiver = Receiver().up()
+    receiver = Receiver(shutdown_grace=0).up()  # requests left hanging are not waited for
     yield receiver
     receiver.down()
+
+
+@pytest.fixture
+def proxy() -> Iterator[TcpProxy]:
+    proxy = TcpProxy().start()
+    yield proxy
+    proxy.close()
 
 
 @contextmanager
@@ -119,7 +129,8 @@ async def test_two_processes_deliver_every_redemption(
         5,
         CACHE_TTL="1",
         WEBHOOK_TIMEOUT="5",
-        WEBHOOK_RETRY_SCHEDULE="0.5,1,1,2,2,2,5,5,5",
+        WEBHOOK_RETRY_SCHEDULE="0.1,0.5,1,2,2,2,5,5,5",
+        **POLL,
     )
     with running_service(env, tmp_path, "--workers", "2") as service:
         async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as http:
@@ -163,37 +174,63 @@ async def webhook_secret(database_url: str) -> str:
 
 
 async def test_a_killed_process_loses_nothing(
-    database_url: str, tmp_path: Path, receiver: Receiver
+    database_url: str, tmp_path: Path, receiver: Receiver, proxy: TcpProxy
 ) -> None:
-    receiver.answer(Answer(delay=NEVER))
+    receiver.answer(Answer(503))
     env = service_env(
         database_url,
         5,
         CACHE_TTL="1",
-        WEBHOOK_TIMEOUT="1",  # the lease: 1 s + 5 s of grace
-        WEBHOOK_RETRY_SCHEDULE="0.1,0.5,1,1,1",
+        WEBHOOK_TIMEOUT="1",  # the lease: 1 s + 1 s of grace (the least allowed)
+        WEBHOOK_LEASE_GRACE="1",
+        WEBHOOK_RETRY_SCHEDULE="60,60,60",  # no retry is due unless the test says so
+        **POLL,
     )
-    with running_service(env, tmp_path) as doomed:
+    # The survivor starts beside the doomed process, and reaches the database through
+    # a proxy that is cut until the doomed one is dead: it is polling all the while
+    # the dead process's leases run, and must still wait for them to expire.
+    survivor_env = {**env, "DATABASE_URL": proxy.url_for(database_url)}
+    with (
+        running_dispatcher(survivor_env, tmp_path) as survivor,
+        running_service(env, tmp_path) as doomed,
+    ):
+
+        async def survivor_dispatching() -> bool:
+            return "dispatching webhooks" in (tmp_path / "dispatcher.log").read_text()
+
+        await eventually(survivor_dispatching, what="the survivor to start")
+        proxy.cut()
         async with httpx.AsyncClient(base_url=doomed.base_url, timeout=30) as http:
             headers = await set_up_shop(http, receiver.url)
             await redeem_all(http, await mint(http, headers, 5), concurrency=5)
+
+        async def all_waiting() -> bool:
+            query = (
+                "SELECT count(*) AS n FROM deliveries WHERE attempts > 0 AND leased_until IS NULL"
+            )
+            return int((await fetch(database_url, query))[0]["n"]) == 5
 
         async def all_leased() -> bool:
             query = "SELECT count(*) AS n FROM deliveries WHERE leased_until > now()"
             return int((await fetch(database_url, query))[0]["n"]) == 5
 
-        # Every inline attempt timed out; now the dispatcher holds all five, mid-delivery.
+        # Every job failed once (inline, or its first retry) and waits a minute. Now the
+        # receiver hangs, and all five are due at once: the doomed dispatcher leases
+        # them in one round and holds them, mid-delivery, for the attempt's 1 s.
+        await eventually(all_waiting, what="every job to wait for its retry")
+        receiver.answer(Answer(delay=NEVER))
+        await fetch(database_url, "UPDATE deliveries SET next_attempt_at = now() RETURNING 1")
         await eventually(all_leased, what="the doomed dispatcher to lease every job")
         doomed.process.send_signal(signal.SIGKILL)
         doomed.process.wait()
-    leases = {
-        r["redemption_id"]: r["leased_until"].timestamp()
-        for r in await fetch(database_url, "SELECT redemption_id, leased_until FROM deliveries")
-    }
+        leases = {
+            r["redemption_id"]: r["leased_until"].timestamp()
+            for r in await fetch(database_url, "SELECT redemption_id, leased_until FROM deliveries")
+        }
 
-    receiver.answer(Answer(200))
-    started = len(receiver.received)
-    with running_dispatcher(env, tmp_path) as survivor:
+        receiver.answer(Answer(200))
+        started = len(receiver.received)
+        proxy.restore()
         await eventually(lambda: all_delivered(database_url, 5), timeout=60)
         survivor.send_signal(signal.SIGTERM)
         assert survivor.wait(timeout=15) == 0

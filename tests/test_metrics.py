@@ -311,7 +311,8 @@ async def test_attempt_latency_and_deliveries_that_end_failed(
 ) -> None:
     receiver = Receiver().up()
     receiver.answer(Answer(503, delay=0.2))
-    no_retries = settings.model_copy(update={"webhook_retry_schedule": [0.05]})
+    timing = {"webhook_retry_schedule": [0.05], "webhook_poll_interval": 0.05}
+    no_retries = settings.model_copy(update=timing)
     try:
         async with serving(no_retries) as http:
             shop = await make_tenant(http, admin_headers, "shop", webhook_url=receiver.url)

@@ -38,6 +38,8 @@ class Answer:
     json: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # before the status line; 3600 = never answers
+    # Then, if given, until the test sets it (at most 30 s): "answer once X happened".
+    until: threading.Event | None = None
     body_size: int = 0  # bytes of filler body, streamed in 64 KiB chunks
     drip: float = 0.0  # seconds between single body bytes (a slow body)
 
@@ -71,8 +73,11 @@ def always(answer: Answer) -> Script:
 
 
 class Receiver:
-    def __init__(self) -> None:
+    def __init__(self, shutdown_grace: int = 1) -> None:
+        """``shutdown_grace``: whole seconds ``down()`` lets requests in flight finish
+        (one answering ``NEVER`` holds it that long); 0: about 0.1 s."""
         self.port = free_port()
+        self.shutdown_grace = shutdown_grace
         self.script: Script = always(Answer())
         self._lock = threading.Lock()
         self._received: list[Received] = []
@@ -127,7 +132,7 @@ class Receiver:
             lifespan="off",
             log_level="error",
             access_log=False,
-            timeout_graceful_shutdown=1,
+            timeout_graceful_shutdown=self.shutdown_grace,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=asyncio.run, args=(self._server.serve(),))
@@ -171,6 +176,11 @@ class Receiver:
         answer = self.script(request, seen)
         request.answer = answer
         await asyncio.sleep(answer.delay)
+        if answer.until is not None:
+            deadline = time.monotonic() + 30
+            # Polled: a thread's event, and a wait that must end when the server stops.
+            while not answer.until.is_set() and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
         await _respond(answer, send)
 
 
