@@ -11,6 +11,7 @@ from service.api import examples
 from service.api.deps import AdminDep, SessionDep, StateDep
 from service.api.json_body import JsonRoute
 from service.api.openapi import ADMIN_API, JSON_BODY, operation
+from service.api.routes import SERVING_APP
 from service.errors import Conflict
 from service.schemas import (
     ACTION_NAME_PATTERN,
@@ -26,7 +27,11 @@ from service.schemas import (
 )
 
 router = APIRouter(
-    prefix="/v1/admin", tags=["admin"], dependencies=[AdminDep], route_class=JsonRoute
+    prefix="/v1/admin",
+    tags=["admin"],
+    dependencies=[AdminDep],
+    route_class=JsonRoute,
+    dependency_overrides_provider=SERVING_APP,
 )
 # A body that does not validate; also an allowlist or webhook rule broken (validation_error).
 WITH_BODY = (*ADMIN_API, *JSON_BODY)

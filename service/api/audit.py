@@ -11,6 +11,7 @@ from service import audit
 from service.api import examples
 from service.api.deps import ClientDep, StateDep
 from service.api.openapi import CLIENT_API, operation
+from service.api.routes import SERVING_APP
 from service.errors import NotFound, ValidationFailed
 from service.schemas import (
     ACTION_NAME_PATTERN,
@@ -41,7 +42,9 @@ class RedemptionIdConvertor(Convertor[str]):
 
 register_url_convertor("redemption_id", RedemptionIdConvertor())
 
-router = APIRouter(prefix="/v1/redemptions", tags=["redemptions"])
+router = APIRouter(
+    prefix="/v1/redemptions", tags=["redemptions"], dependency_overrides_provider=SERVING_APP
+)
 
 
 @router.get(

@@ -9,9 +9,12 @@ from fastapi import APIRouter, Response
 from service import outbox
 from service.api.deps import ClientDep, StateDep
 from service.api.openapi import CLIENT_API, operation
+from service.api.routes import SERVING_APP
 from service.errors import Conflict, NotFound
 
-router = APIRouter(prefix="/v1/redemptions", tags=["redemptions"])
+router = APIRouter(
+    prefix="/v1/redemptions", tags=["redemptions"], dependency_overrides_provider=SERVING_APP
+)
 
 
 @router.post(

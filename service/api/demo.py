@@ -5,9 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from service.api.routes import SERVING_APP
 from service.pages import html_page
 
-router = APIRouter(prefix="/demo", tags=["demo"], include_in_schema=False)
+router = APIRouter(
+    prefix="/demo",
+    tags=["demo"],
+    include_in_schema=False,
+    dependency_overrides_provider=SERVING_APP,
+)
 
 
 def landing(request: Request, error: str | None, link_id: str, redemption_id: str) -> Response:

@@ -16,9 +16,10 @@ import fastapi_offline
 from fastapi import APIRouter
 from starlette.responses import FileResponse
 
+from service.api.routes import SERVING_APP
 from service.errors import NotFound
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependency_overrides_provider=SERVING_APP)
 
 PAGE_DIR = Path(__file__).parent / "docs_page"
 SWAGGER_UI = Path(fastapi_offline.__file__).parent / "static"

@@ -9,6 +9,7 @@ from service.api import examples
 from service.api.deps import ClientDep, StateDep
 from service.api.json_body import JsonRoute
 from service.api.openapi import CLIENT_API, JSON_BODY, ProblemCode, operation
+from service.api.routes import SERVING_APP
 from service.audit import redemption_out
 from service.errors import (
     CodeExpired,
@@ -23,7 +24,12 @@ from service.redeem import utcnow
 from service.schemas import CodeRedeemRequest, ExchangeRequest, RedemptionOut
 from service.typed_code import REFUSALS
 
-router = APIRouter(prefix="/v1", tags=["redemptions"], route_class=JsonRoute)
+router = APIRouter(
+    prefix="/v1",
+    tags=["redemptions"],
+    route_class=JsonRoute,
+    dependency_overrides_provider=SERVING_APP,
+)
 
 NOT_FOUND = (NotFound.status, NotFound.code, NotFound.title)
 NOT_A_CODE = ProblemCode(

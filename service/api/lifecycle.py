@@ -12,6 +12,7 @@ from service.api import examples
 from service.api.deps import ClientDep, StateDep
 from service.api.json_body import JsonRoute
 from service.api.openapi import CLIENT_API, JSON_BODY, operation
+from service.api.routes import SERVING_APP
 from service.errors import NotFound, UnknownAction
 from service.schemas import (
     InspectRequest,
@@ -43,7 +44,9 @@ class LinkIdConvertor(Convertor[str]):
 register_url_convertor("link_id", LinkIdConvertor())
 LinkId = Annotated[str, Path(pattern=f"^{LINK_ID_REGEX}$")]
 
-router = APIRouter(prefix="/v1", tags=["links"], route_class=JsonRoute)
+router = APIRouter(
+    prefix="/v1", tags=["links"], route_class=JsonRoute, dependency_overrides_provider=SERVING_APP
+)
 
 
 @router.post(

@@ -14,6 +14,7 @@ from service.api import examples
 from service.api.deps import ClientDep, StateDep
 from service.api.direct import ClientRoute
 from service.api.openapi import CLIENT_API, JSON_BODY, ProblemCode, operation
+from service.api.routes import SERVING_APP
 from service.errors import (
     NotFound,
     PayloadTooLarge,
@@ -32,7 +33,12 @@ from service.schemas import (
     ResendRequest,
 )
 
-router = APIRouter(prefix="/v1/links", tags=["links"], route_class=ClientRoute)
+router = APIRouter(
+    prefix="/v1/links",
+    tags=["links"],
+    route_class=ClientRoute,
+    dependency_overrides_provider=SERVING_APP,
+)
 
 MINT_PROBLEMS = (UnknownAction, RedirectNotAllowed, TtlTooLong)
 NOT_A_HINT = ProblemCode(

@@ -11,11 +11,12 @@ from starlette.responses import JSONResponse, Response
 from service import request_context
 from service.api.deps import MetricsDep, StateDep
 from service.api.openapi import operation
+from service.api.routes import SERVING_APP
 from service.api.scrape import NO_STORE, exposition
 from service.errors import RateLimited, Unauthorized
 from service.schemas import Health, NotReady, Ready
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], dependency_overrides_provider=SERVING_APP)
 
 
 @router.get(

@@ -22,6 +22,7 @@ from starlette.types import Scope
 from service import metrics, request_context
 from service.api.openapi import one_click_response, operation, page_responses
 from service.api.problems import unavailable_page
+from service.api.routes import SERVING_APP
 from service.confirm import Confirmation, Gate
 from service.errors import DatabaseUnavailable
 from service.mint import ONE_CLICK_BODY
@@ -40,7 +41,7 @@ from service.redeem import Outcome, Redemption
 from service.state import AppState
 from service.tokens import LinkClaims
 
-router = APIRouter(tags=["link"])
+router = APIRouter(tags=["link"], dependency_overrides_provider=SERVING_APP)
 
 LINK_PATH = "/r/{token:path}"
 

@@ -11,13 +11,41 @@ route's, never the path, so a token can never become a label or a span name.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
+from typing import Any
 
 from fastapi.routing import RouteContext, iter_route_contexts
 from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
 UNMATCHED = "unmatched"
+
+# The app answering the current request (``service.main.ActionLinks`` sets it).
+serving: ContextVar[Any] = ContextVar("serving_app", default=None)
+
+
+class ServingApp:
+    """The dependency overrides of the app answering the request, for routes every app
+    of the process shares.
+
+    ``app.include_router`` builds each route again for each app (its dependencies,
+    body and response models analysed anew: most of an app's start-up), only so
+    that the route reads that app's ``dependency_overrides``. The service's routers
+    name this object instead (``dependency_overrides_provider``); their routes are
+    built once, at import, and every app holds the same ones (``service.main``).
+    """
+
+    @property
+    def dependency_overrides(self) -> dict[Callable[..., Any], Callable[..., Any]]:
+        app = serving.get()
+        overrides: dict[Callable[..., Any], Callable[..., Any]] = (
+            {} if app is None else app.dependency_overrides
+        )
+        return overrides
+
+
+SERVING_APP = ServingApp()
 
 
 def matches(scope: Scope) -> Iterator[tuple[Match, RouteContext]]:
