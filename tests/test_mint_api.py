@@ -2,7 +2,8 @@
 
 On PostgreSQL only: minting writes nothing, it reads a client's configuration. Storage
 is tested on both databases by ``tests/test_store.py`` and the suites marked
-``backends``.
+``backends``. One app for the module, a client of its own per test
+(``tests.support.shared_app``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import pytest
 
 from service.state import AppState
 from tests.conftest import PUBLIC_BASE_URL, SHOP_ORIGIN, Tenant, make_tenant
+from tests.support.shared_app import FIXTURES, new_client_id, on_the_modules_loop
 
+backend, database_url, settings, app, state, http, shop = FIXTURES
 Headers = dict[str, str]
 
 
@@ -204,8 +207,8 @@ async def test_missing_or_wrong_key_is_401(
 async def test_one_client_never_mints_with_anothers_actions(
     http: httpx.AsyncClient, admin_headers: Headers
 ) -> None:
-    shop = await make_tenant(http, admin_headers, "shop")
-    other = await make_tenant(http, admin_headers, "other")
+    shop = await make_tenant(http, admin_headers, new_client_id())
+    other = await make_tenant(http, admin_headers, new_client_id("other"))
     await other.put_action("secret_action", admin_headers)
     response = await http.post("/v1/links", json={"action": "secret_action"}, headers=shop.headers)
     await problem_of(response, 422, "unknown_action")
@@ -214,7 +217,8 @@ async def test_one_client_never_mints_with_anothers_actions(
 async def test_disabled_client_key_is_401(
     shop: Tenant, http: httpx.AsyncClient, admin_headers: Headers
 ) -> None:
-    await http.patch("/v1/admin/clients/shop", json={"enabled": False}, headers=admin_headers)
+    path = f"/v1/admin/clients/{shop.id}"
+    assert (await http.patch(path, json={"enabled": False}, headers=admin_headers)).is_success
     response = await http.post("/v1/links", json={"action": "activate"}, headers=shop.headers)
     await problem_of(response, 401, "unauthorized")
 
@@ -272,13 +276,13 @@ async def test_a_batchs_errors_name_each_bad_item_with_all_its_errors(
         {
             "index": 3,
             "loc": ["links", 3],
-            "msg": "client 'shop' has no action 'nope'",
+            "msg": f"client '{shop.id}' has no action 'nope'",
             "code": "unknown_action",
         },
         {
             "index": 4,
             "loc": ["links", 4],
-            "msg": "success_url is not within the allowed_redirects of client 'shop'",
+            "msg": f"success_url is not within the allowed_redirects of client '{shop.id}'",
             "code": "redirect_not_allowed",
         },
     ]
@@ -306,9 +310,9 @@ async def test_batch_size_limits(shop: Tenant, http: httpx.AsyncClient, count: i
 
 
 @pytest.mark.parametrize(
-    "settings", [{}, {"code": True}, {"one_click": True}, {"code": True, "one_click": True}]
+    "options", [{}, {"code": True}, {"one_click": True}, {"code": True, "one_click": True}]
 )
-def test_the_mint_answer_encodes_a_link_as_its_model_does(settings: dict[str, bool]) -> None:
+def test_the_mint_answer_encodes_a_link_as_its_model_does(options: dict[str, bool]) -> None:
     """The minting code spells the answer's fields itself and the routes encode it
     (orjson): the same JSON as the model's, extras only when they apply."""
     import orjson
@@ -330,8 +334,8 @@ def test_the_mint_answer_encodes_a_link_as_its_model_does(settings: dict[str, bo
         confirm="none",
         delivery="none",
         enabled=True,
-        code=settings.get("code", False),
-        one_click=settings.get("one_click", False),
+        code=options.get("code", False),
+        one_click=options.get("one_click", False),
     )
     client = ClientConfig(
         "shop", "Shop", None, "s", (f"{SHOP_ORIGIN}/",), True, {"activate": action}
@@ -342,5 +346,8 @@ def test_the_mint_answer_encodes_a_link_as_its_model_does(settings: dict[str, bo
     assert orjson.loads(created(answer).body) == model.model_dump(mode="json")
     absent = {key for key in LINK_EXTRAS if getattr(model, key) is None}
     assert set(answer) == set(LinkResponse.model_fields) - absent
-    assert ("code" in answer) is settings.get("code", False)
-    assert ("headers" in answer) is settings.get("one_click", False)
+    assert ("code" in answer) is options.get("code", False)
+    assert ("headers" in answer) is options.get("one_click", False)
+
+
+on_the_modules_loop(globals())
