@@ -224,12 +224,21 @@ def _operations(seeded: Seed | None) -> list[dict[str, Any]]:
 
 
 def fuzz_config(
-    *, auth: dict[str, str], seeded: Seed | None, examples: int | None = None
+    *,
+    auth: dict[str, str],
+    seeded: Seed | None,
+    examples: int | None = None,
+    coverage: bool = True,
 ) -> schemathesis.Config:
-    """All checks, positive and negative data; ``auth`` maps a security scheme to its token."""
+    """All checks, positive and negative data; ``auth`` maps a security scheme to its token.
+
+    ``coverage=False`` leaves out the coverage phase (its boundary cases of every
+    parameter and body property): the schema's examples and the fuzzing phase remain.
+    """
     generation = {"mode": "all", "max-examples": examples or max_examples(), "database": "none"}
     data: dict[str, Any] = {
         "generation": generation,
+        "phases": {"coverage": {"enabled": coverage}},
         "max-redirects": 0,  # a 303 is the answer under test, not the way to shop.example
         "request-timeout": 30,
         "operations": _operations(seeded),
