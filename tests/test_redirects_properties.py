@@ -26,13 +26,17 @@ from tests.support.scale import scaled
 
 pytestmark = pytest.mark.heavy  # more examples with HEAVY_SCALE=full
 
+# In CI hypothesis runs derandomized (its ``ci`` profile): every commit checks the same
+# sample, and the search for new counterexamples is HEAVY_SCALE=full's. CI's sizes were
+# 200 and 600; of seven broken variants of ``is_allowed`` tried by hand, these caught the
+# same ones at half and at a quarter of that (test_redirects.py's fixed cases catch six).
 EXAMPLES = settings(
-    max_examples=scaled(200, 3000),
+    max_examples=scaled(100, 3000),
     deadline=None,  # the CI machine is shared; timing is not what is tested here
     suppress_health_check=[HealthCheck.too_slow],
 )
 # Near misses find a broken rule in about 1 example of 50: give them more.
-MANY_EXAMPLES = settings(EXAMPLES, max_examples=scaled(600, 10_000))
+MANY_EXAMPLES = settings(EXAMPLES, max_examples=scaled(300, 10_000))
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 # --- what a browser makes of a URL -----------------------------------------------

@@ -36,7 +36,9 @@ from tests.support.scale import scaled
 pytestmark = pytest.mark.heavy  # more examples with HEAVY_SCALE=full
 
 EXAMPLES = settings(
-    max_examples=scaled(150, 3000),
+    # Hypothesis's default; derandomized in CI (its ``ci`` profile), so every commit
+    # checks the same sample and HEAVY_SCALE=full searches further.
+    max_examples=scaled(100, 3000),
     deadline=None,  # the CI machine is shared; timing is not what is tested here
     suppress_health_check=[HealthCheck.too_slow],
 )
