@@ -152,6 +152,16 @@ def drop_database(server_url: str, name: str) -> None:
     asyncio.run(execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def drop_databases(server_url: str, names: list[str]) -> None:
+    """``drop_database`` for each of ``names``, all at once (one connection each)."""
+
+    async def drop_all() -> None:
+        drops = (f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in names)
+        await asyncio.gather(*(execute(server_url, drop) for drop in drops))
+
+    asyncio.run(drop_all())
+
+
 def database_exists(server_url: str, name: str) -> bool:
     found = asyncio.run(fetchval(server_url, "SELECT 1 FROM pg_database WHERE datname = $1", name))
     return found is not None

@@ -75,13 +75,21 @@ RSS_LIMIT_MB = 100.0  # per worker (issue 17); the supervisor is reported, not h
 BATCH_GOAL = 80_000.0  # links/s at two workers (issue 17)
 BATCH_GOAL_WORKERS = 2
 CONTENTION_TOLERANCE = 0.95  # "not slower", within the noise of two equal paths
+# A smoke run's measured runs: long enough for a few hundred requests per arm and CPU
+# times well above the clock tick, short enough that 12 arms take a few seconds.
+SMOKE_DURATION = 0.3
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run", description=__doc__.splitlines()[0] if __doc__ else None
     )
-    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=10,
+        help="seconds per measured run (under 1 s wrk is interrupted early, bench/wrk.py)",
+    )
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each run")
     parser.add_argument("--rounds", type=int, default=2, help="measured runs per system")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
@@ -115,11 +123,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="a few seconds in all: 1 s runs, no warm-up, 1 worker, 2,000 rows of history",
+        help=f"a few seconds in all: {SMOKE_DURATION:g} s runs, no warm-up, 1 worker, "
+        "2,000 rows of history",
     )
     args = parser.parse_args(argv)
     if args.smoke:
-        args.duration, args.warmup, args.rounds = 1, 0, 1
+        args.duration, args.warmup, args.rounds = SMOKE_DURATION, 0, 1
         args.connections, args.threads, args.pool_size = 8, 1, 3
         args.growth_rows, args.no_history_cache = 2000, True
         if args.workers == parser.get_default("workers"):
@@ -151,6 +160,7 @@ class Bench:
     databases: list[str] = field(default_factory=list)
     servers: list[Server] = field(default_factory=list)
     schema: str | None = None  # an empty migrated database, copied for each run
+    created: list[str] = field(default_factory=list)  # every database to drop at the end
 
     @property
     def settings(self) -> Settings:
@@ -158,8 +168,9 @@ class Bench:
         # Smoke runs have no warm-up, so the first run's fresh links are sized from
         # this guess alone. One worker redeems at most a few thousand links/s even on
         # a fast core (~300 µs of Python CPU per first use, bench/README.md), and a
-        # smoke run's 8 connections fewer, so 6,000 (9,000 links per 1 s run with
-        # TOKEN_MARGIN) never runs out; the smoke test asserts that no run wrapped.
+        # smoke run's 8 connections fewer, so 6,000 (2,700 links per 0.3 s run with
+        # TOKEN_MARGIN, enough for the 0.1 s wrk may take to stop after SIGINT) never
+        # runs out; the smoke test asserts that no run wrapped.
         guess = 6000.0 if a.smoke else 4000.0
         return Settings(
             a.duration,
@@ -179,11 +190,11 @@ class Bench:
         """A fresh database: a copy of one migrated once, plus history if asked."""
         if self.schema is None:
             self.schema = database.new_database_name("schema")
-            self.stack.callback(database.drop_database, SERVER_URL, self.schema)
+            self.created.append(self.schema)
             database.create_database(SERVER_URL, self.schema)
         name = database.new_database_name(label)
         self.databases.append(name)
-        self.stack.callback(database.drop_database, SERVER_URL, name)
+        self.created.append(name)
         if history_rows:
             keep = not self.args.no_history_cache
             return database.create_history_database(
@@ -192,9 +203,16 @@ class Bench:
         return database.create_database(SERVER_URL, name, template=self.schema)
 
     def _launched(self, server: Server) -> Server:
-        self.servers.append(server)
-        self.stack.callback(server.stop)
+        self.servers.append(server)  # stopped by ``close``
         return server
+
+    def close(self) -> None:
+        """Stop every server, side by side (all are told first), then drop the databases."""
+        for server in self.servers:
+            server.terminate()
+        for server in self.servers:
+            server.stop()
+        database.drop_databases(SERVER_URL, self.created)
 
     def systems(
         self, label: str, dsn: str, webhook_url: str | None
@@ -224,7 +242,8 @@ class Bench:
         return service_target, BaselineTarget(label, baseline, self.baseline_token)
 
     def receiver(self) -> Server:
-        return wait_until_up(self._launched(launch_receiver(self.workdir)))
+        """The webhook receiver, starting: ``wait_until_up`` before sending it anything."""
+        return self._launched(launch_receiver(self.workdir))
 
 
 def pair_scenario(
@@ -524,7 +543,9 @@ def bench_context(args: argparse.Namespace, workers: int) -> Iterator[Bench]:
     with ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="al-bench-"))
         stack.callback(shutil.rmtree, workdir, True)
-        yield Bench(args, stack, workdir, workers)
+        bench = Bench(args, stack, workdir, workers)
+        stack.callback(bench.close)
+        yield bench
 
 
 def run_workers(args: argparse.Namespace, workers: int) -> WorkerRun:
@@ -532,11 +553,12 @@ def run_workers(args: argparse.Namespace, workers: int) -> WorkerRun:
     with bench_context(args, workers) as bench:
         log(
             f"{workers} worker(s) per system, {args.connections} connections, "
-            f"{args.rounds} round(s) of {args.duration} s after {args.warmup} s of warm-up"
+            f"{args.rounds} round(s) of {args.duration:g} s after {args.warmup} s of warm-up"
         )
-        receiver = bench.receiver()
+        receiver = bench.receiver()  # starts while the database is migrated
         webhook_url = f"{receiver.base_url}/hook"
         dsn = bench.database("main")
+        wait_until_up(receiver)
         service, baseline = bench.systems("main", dsn, webhook_url)
         log("both systems are up")
         results: list[ScenarioFigures] = []
@@ -566,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(
             f"### {run.workers} worker(s) per system: {args.connections} connections, "
-            f"{args.threads} wrk thread(s), {args.rounds} × {args.duration} s per system "
+            f"{args.threads} wrk thread(s), {args.rounds} × {args.duration:g} s per system "
             f"after {args.warmup} s warm-up, DATABASE_POOL_SIZE={args.pool_size}"
         )
         print()

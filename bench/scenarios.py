@@ -14,6 +14,7 @@ shown so far, so a run never runs out of first uses (and says so if it did).
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import shutil
 import statistics
@@ -36,7 +37,7 @@ EXHAUSTED_LINKS = 64
 
 @dataclass(frozen=True)
 class Settings:
-    duration: int
+    duration: float  # seconds; under 1 s wrk is interrupted early (bench/wrk.py)
     warmup: int
     rounds: int
     connections: int
@@ -165,7 +166,7 @@ def fixed(load: Load) -> Callable[[float, float], Load]:
     return lambda seconds, rate: load
 
 
-def _wrk(settings: Settings, arm: Arm, load: Load, seconds: int, name: str) -> WrkResult:
+def _wrk(settings: Settings, arm: Arm, load: Load, seconds: float, name: str) -> WrkResult:
     return run_wrk(
         arm.target.server.base_url,
         load,
@@ -189,7 +190,7 @@ def _profiler(
     output = settings.profile_dir / (re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-") + ".txt")
     settings.profile_dir.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        [spy, "record", "--pid", str(pid), "--duration", str(settings.duration)]
+        [spy, "record", "--pid", str(pid), "--duration", str(math.ceil(settings.duration))]
         + ["--rate", "250", "--gil", "--nonblocking", "--format", "raw", "--output", str(output)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

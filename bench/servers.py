@@ -61,6 +61,7 @@ class Server:
     base_url: str
     log_path: Path
     health: str  # the path answering 200 once it is up
+    _terminated: bool = False
 
     def tree(self) -> list[int]:
         """The main process and every descendant, found through /proc."""
@@ -98,10 +99,16 @@ class Server:
             result.append(ProcessMemory(pid, role, peak / 1024))
         return result
 
+    def terminate(self) -> None:
+        """SIGTERM to the process group, once, without waiting (``stop`` waits)."""
+        if self.process.poll() is None and not self._terminated:
+            self._terminated = True
+            os.killpg(self.process.pid, signal.SIGTERM)
+
     def stop(self) -> None:
         if self.process.poll() is not None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)
+        self.terminate()
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:

@@ -14,7 +14,9 @@ wrk reports its figures through the script's ``done`` hook as one JSON line.
 from __future__ import annotations
 
 import json
+import math
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,14 +151,21 @@ def run_wrk(
     base_url: str,
     load: Load,
     *,
-    duration_s: int,
+    duration_s: float,
     connections: int,
     threads: int,
     workdir: Path,
     name: str,
 ) -> WrkResult:
-    """Run wrk once and return its figures."""
+    """Run wrk once and return its figures.
+
+    wrk counts its duration in whole seconds. A shorter run (``duration_s`` below 1,
+    as ``--smoke`` asks) starts wrk for one second and interrupts it after
+    ``duration_s`` with SIGINT, wrk's Ctrl-C: it stops its threads, and reports
+    (the ``done`` hook) what it measured over the time it actually ran.
+    """
     threads = max(1, min(threads, connections))
+    whole = max(1, math.ceil(duration_s))
     script = workdir / f"{name}.lua"
     script.write_text(lua_script(load, threads))
     command = [
@@ -166,15 +175,22 @@ def run_wrk(
         "--connections",
         str(connections),
         "--duration",
-        f"{max(1, duration_s)}s",
+        f"{whole}s",
         "--timeout",
         "10s",
         "--script",
         str(script),
         base_url + (load.path if load.lines is None else "/"),
     ]
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
-    for line in completed.stdout.splitlines():
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=duration_s if duration_s < whole else None)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = process.communicate()
+    for line in stdout.splitlines():
         if line.startswith(RESULT_MARKER):
             data = json.loads(line[len(RESULT_MARKER) :])
             return WrkResult(
@@ -187,6 +203,5 @@ def run_wrk(
                 wrapped=data["wrapped"],
             )
     raise WrkError(
-        f"wrk printed no result (exit {completed.returncode}):\n"
-        f"{completed.stdout[-2000:]}\n{completed.stderr[-2000:]}"
+        f"wrk printed no result (exit {process.returncode}):\n{stdout[-2000:]}\n{stderr[-2000:]}"
     )

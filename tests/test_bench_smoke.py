@@ -1,20 +1,23 @@
 """The benchmark command runs and produces figures (never a gate on speed).
 
 ``python -m bench.run --smoke`` starts both systems with one worker each,
-runs a few scenarios for a second each against both, and writes its figures
-as JSON. The scenarios here are every one with code of its own: fixed
-requests (batch, inspect), links used up beforehand (exhausted), fresh
-links through the async webhook action and the receiver (webhook), and fresh
-links on empty tables and on history loaded straight into the current schema
-(growth). The three left out add no code path: mint is batch's fixed request
-with one link in its body, redeem is the same load as growth's "empty" arms,
-and contention is exhausted's load (with one link as well as 64) in a
-four-arm scenario like growth.
+runs a few scenarios for 0.3 s each against both (wrk interrupted early, as
+Ctrl-C does: it still reports), and writes its figures as JSON. The
+scenarios here are every one with code of its own: fixed requests (batch,
+inspect), links used up beforehand (exhausted), fresh links through the
+async webhook action and the receiver (webhook), and fresh links on empty
+tables and on history loaded straight into the current schema (growth). The
+three left out add no code path: mint is batch's fixed request with one link
+in its body, redeem is the same load as growth's "empty" arms, and contention
+is exhausted's load (with one link as well as 64) in a four-arm scenario like
+growth.
 
 Every arm must have answered without a connection error or an unexpected
 status, and no fresh-link run may have run out of links (``wrapped``): the
 smoke run sizes its first links for 6,000 requests/s, well above what one
-worker redeems.
+worker redeems. Every arm's server must have spent CPU on it, and the report's
+table and JSON must hold every scenario: a scenario that breaks, or a report
+that drops one, fails here.
 """
 
 from __future__ import annotations
