@@ -148,6 +148,18 @@ def create_database(
     return dsn
 
 
+def analyze(server_url: str, databases: list[str]) -> None:
+    """``ANALYZE`` each of ``databases``, as autovacuum would have by now (bench/README.md).
+
+    Without statistics the planner sizes a table by its pages alone, and a
+    prepared statement keeps the generic plan it made when the table was a
+    few hundred rows old; ``ANALYZE`` invalidates those plans, so every
+    connection plans again from statistics of the table as it is.
+    """
+    for name in databases:
+        asyncio.run(execute(dsn_for(server_url, name), "ANALYZE"))
+
+
 def drop_database(server_url: str, name: str) -> None:
     asyncio.run(execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 

@@ -121,6 +121,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="record py-spy profiles (collapsed stacks) of one Action Links worker into DIR",
     )
     parser.add_argument(
+        "--pg-statements",
+        action="store_true",
+        help="print each run's busiest statements per call (needs pg_stat_statements loaded)",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help=f"a few seconds in all: {SMOKE_DURATION:g} s runs, no warm-up, 1 worker, "
@@ -181,6 +186,7 @@ class Bench:
             self.workdir,
             guess,
             a.profile,
+            a.pg_statements,
         )
 
     def meter(self) -> CpuMeter:

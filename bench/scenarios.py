@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import database, pgstats
 from bench.machine import CpuMeter, CpuSplit, load_average
 from bench.targets import Target, redeem_once
 from bench.wrk import Load, WrkResult, run_wrk
@@ -45,6 +46,7 @@ class Settings:
     workdir: Path
     first_rate_guess: float  # requests/s assumed before an arm has run at all
     profile_dir: Path | None = None  # py-spy profiles of Action Links' first runs go here
+    pg_statements: bool = False  # print each run's busiest statements (bench/pgstats.py)
 
 
 @dataclass
@@ -209,12 +211,19 @@ def run_scenario(scenario: Scenario, settings: Settings, meter: CpuMeter) -> Sce
                 warm = _wrk(settings, arm, load, settings.warmup, name + "-warmup")
                 rates[arm.label] = max(warm.rps, 1.0)
             load = arm.make_load(settings.duration, rates[arm.label])
+            # Both systems' tables analysed before every measured run (autovacuum may be off).
+            database.analyze(meter.server_url, meter.databases)
             average = load_average()
             profiler = _profiler(settings, arm, f"{scenario.name}-{arm.label}", round_)
+            statements = None
+            if settings.pg_statements:
+                statements = pgstats.StatementMeter(meter.server_url, meter.databases)
+                statements.start()
             meter.start(arm.target.server)
             started = time.monotonic()
             result = _wrk(settings, arm, load, settings.duration, name)
             other = meter.stop(time.monotonic() - started)
+            deltas = statements.stop() if statements is not None else []
             if profiler is not None:
                 profiler.wait()
             run = Run(result, other, average, meter.split)
@@ -229,6 +238,8 @@ def run_scenario(scenario: Scenario, settings: Settings, meter: CpuMeter) -> Sce
                 f" wrk {run.cpu_us(run.cpu.load_generator):.0f}",
                 flush=True,
             )
+            if deltas:
+                print(pgstats.report(deltas, result.requests), flush=True)
     figures = [_figures(arm, runs[arm.label]) for arm in scenario.arms]
     by_label = {f.label: f for f in figures}
     ratios = [
