@@ -12,6 +12,9 @@ in its body, redeem is the same load as growth's "empty" arms, and contention
 is exhausted's load (with one link as well as 64) in a four-arm scenario like
 growth.
 
+With ``--pg-statements`` each measured run also prints its busiest statements
+per call, when the server loads ``pg_stat_statements`` (and nothing without it).
+
 Every arm must have answered without a connection error or an unexpected
 status, and no fresh-link run may have run out of links (``wrapped``): the
 smoke run sizes its first links for 6,000 requests/s, well above what one
@@ -22,6 +25,7 @@ that drops one, fails here.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -30,6 +34,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.database import fetchval
 from tests.support.processes import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -42,7 +47,7 @@ def test_bench_smoke_produces_figures(postgres_url: str, tmp_path: Path) -> None
     server_url = postgres_url.replace("postgresql+asyncpg://", "postgresql://").rsplit("/", 1)[0]
     completed = subprocess.run(
         [sys.executable, "-m", "bench.run", "--smoke", "--scenarios", SCENARIOS]
-        + ["--json", str(figures)],
+        + ["--json", str(figures), "--pg-statements"],
         cwd=REPO_ROOT,
         env={**os.environ, "BENCH_POSTGRES_URL": f"{server_url}/postgres"},
         capture_output=True,
@@ -54,6 +59,9 @@ def test_bench_smoke_produces_figures(postgres_url: str, tmp_path: Path) -> None
         pytest.skip("wrk is not installed and cannot be installed here")
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert "| scenario | system |" in completed.stdout
+    if "pg_stat_statements" in _preloaded(f"{server_url}/postgres"):
+        assert "calls/req" in completed.stdout
+        assert "INSERT INTO baseline_redemptions" in completed.stdout
     [report] = json.loads(figures.read_text())["runs"]
     assert report["workers"] == 1
     assert [s["name"] for s in report["scenarios"]] == SCENARIOS.split(",")
@@ -72,3 +80,7 @@ def test_bench_smoke_produces_figures(postgres_url: str, tmp_path: Path) -> None
     for name, processes in report["memory"].items():
         assert processes, name
         assert all(p["peak_rss_mb"] > 0 for p in processes), name
+
+
+def _preloaded(url: str) -> str:
+    return str(asyncio.run(fetchval(url, "SHOW shared_preload_libraries")))
