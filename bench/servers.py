@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,13 +117,21 @@ class Server:
 
 
 def launch(
-    name: str, module: str, args: list[str], env: dict[str, str], log_dir: Path, health: str
+    name: str,
+    module: str,
+    args: list[str],
+    env: dict[str, str],
+    log_dir: Path,
+    health: str,
+    wrapper: Sequence[str] = (),
 ) -> Server:
-    """Start ``python -m module`` on a free port; ``wait_until_up`` tells when it answers."""
+    """Start ``python -m module`` on a free port; ``wait_until_up`` tells when it answers.
+
+    ``wrapper``: a command to run it under (``valgrind --tool=callgrind …``)."""
     port = free_port()
     log_path = log_dir / f"{name}.log"
     full_env = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)}
-    command = [sys.executable, "-m", module, *args, "--port", str(port)]
+    command = [*wrapper, sys.executable, "-m", module, *args, "--port", str(port)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
@@ -136,9 +144,9 @@ def launch(
     return Server(name, process, f"http://127.0.0.1:{port}", log_path, health)
 
 
-def wait_until_up(server: Server, workers: int = 1) -> Server:
+def wait_until_up(server: Server, workers: int = 1, timeout: float = 60) -> Server:
     """Wait until ``server`` answers its health check, and all its workers are running."""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(
@@ -162,13 +170,19 @@ def wait_until_up(server: Server, workers: int = 1) -> Server:
     return server
 
 
-def launch_service(name: str, env: dict[str, str], workers: int, log_dir: Path) -> Server:
+def launch_service(
+    name: str, env: dict[str, str], workers: int, log_dir: Path, wrapper: Sequence[str] = ()
+) -> Server:
     """``python -m service serve --workers W``, exactly as operators run it."""
-    return launch(name, "service", ["serve", "--workers", str(workers)], env, log_dir, "/healthz")
+    args = ["serve", "--workers", str(workers)]
+    return launch(name, "service", args, env, log_dir, "/healthz", wrapper)
 
 
-def launch_baseline(name: str, env: dict[str, str], workers: int, log_dir: Path) -> Server:
-    return launch(name, "bench.baseline", ["--workers", str(workers)], env, log_dir, "/healthz")
+def launch_baseline(
+    name: str, env: dict[str, str], workers: int, log_dir: Path, wrapper: Sequence[str] = ()
+) -> Server:
+    args = ["--workers", str(workers)]
+    return launch(name, "bench.baseline", args, env, log_dir, "/healthz", wrapper)
 
 
 def launch_receiver(log_dir: Path) -> Server:
