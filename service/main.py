@@ -28,11 +28,9 @@ from service.api import (
     routes,
     webhook_event,
 )
-from service.api.access import AccessMiddleware
-from service.api.link_fast_path import LinkFastPath
+from service.api.front import Front, untraced
 from service.api.openapi import install_openapi
-from service.api.problems import BodyLimitMiddleware, install_error_handlers
-from service.api.url_guard import NulInUrlMiddleware
+from service.api.problems import install_error_handlers
 from service.config import Settings
 from service.errors import DatabaseUnavailable
 from service.pages import Pages
@@ -132,12 +130,9 @@ def create_app(settings: Settings, traced: tracing.Tracing | None = None) -> Fas
     app.state.pages = Pages(settings.pages_dir)
     install_error_handlers(app)
     install_openapi(app)
-    app.add_middleware(LinkFastPath)  # inside the three below: logged, guarded, limited
-    app.add_middleware(BodyLimitMiddleware)
-    app.add_middleware(NulInUrlMiddleware)
-    # Server spans (when traced) inside the access log, which then logs the trace id.
-    app.add_middleware(spans.middleware)
-    app.add_middleware(AccessMiddleware)  # outermost of ours: sees every answer, 413s too
+    # The access log, server spans (when traced), the NUL guard, the body limit and the
+    # /r/ fast path, in that order, as one middleware (service/api/front.py).
+    app.add_middleware(Front, traced=spans.middleware if spans.enabled else untraced)
     # The routers' own routes, built once per process (at import), not included:
     # inclusion would build every route again for this app (tens of milliseconds of
     # dependency analysis and pydantic models per app), the same routes but for the

@@ -19,7 +19,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import iter_route_contexts
 
 from service.api import redirect
-from service.api.link_fast_path import LinkFastPath
+from service.api.front import Front
 from service.config import Settings
 from service.confirm import Gate
 from service.main import create_app
@@ -35,9 +35,9 @@ NONCE = re.compile(r"nonce-[A-Za-z0-9_-]+|nonce=\"[^\"]+\"|value=\"[^\"]+\"|[0-9
 async def routed(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The same app without the fast path: every link request goes through the router."""
     application = create_app(settings)
-    application.user_middleware = [
-        m for m in application.user_middleware if cast(object, m.cls) is not LinkFastPath
-    ]
+    front = [m for m in application.user_middleware if cast(object, m.cls) is Front]
+    assert len(front) == 1
+    front[0].kwargs["link_fast_path"] = False
     async with LifespanManager(application):
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:

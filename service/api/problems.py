@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from service.api.problem_json import HTTP_CODES, problem, refusal
 from service.api.routes import matches
@@ -106,76 +106,90 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DatabaseUnavailable, _unavailable)
 
 
-class BodyLimitMiddleware:
-    """Answers 413 for bodies over ``limit`` bytes without reading them whole.
+def body_limit(scope: Scope, limit: int = MAX_BODY_BYTES) -> Response | BodyWatch | None:
+    """The request body's limit (``service.api.front`` calls it for every request).
+
+    A refusal when the declared ``Content-Length`` is not a number (400) or over
+    ``limit`` (413); None for a request without a body; otherwise a ``BodyWatch``
+    whose ``receive`` and ``send`` the app must be called with.
+    """
+    declared: bytes | None = None
+    chunked = False
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            declared = value
+        elif name == b"transfer-encoding":
+            chunked = True
+    if declared is not None:
+        if not declared.isdigit():
+            return _refusal(scope, 400, "invalid Content-Length")
+        if int(declared) > limit:
+            return _refusal(scope, 413, OVER_LIMIT)
+    if not chunked and not (declared and int(declared)):
+        # Without Transfer-Encoding the body is at most the declared length (none
+        # declared: no body, RFC 9112 6.3), so only chunked bodies need counting.
+        return None
+    return BodyWatch(scope, limit)
+
+
+OVER_LIMIT = "request body over 1 MiB"
+
+
+def _refusal(scope: Scope, status: int, detail: str) -> Response:
+    return refusal(pages_of(scope), scope["path"], scope["headers"], status, detail)
+
+
+class BodyWatch:
+    """A request body on its way in: 413 once it grows over the limit while read.
 
     Any answer sent before the request's body was read whole (a 413, or a 404
     that never looked at it) says ``Connection: close``: the bytes still to
     come are no request, and the server reads and drops some of them before
     closing (service/http_limits.py) so that the client does get the answer.
+    Call the app with ``watch.receive(receive)`` and ``watch.send(send)``'s
+    wrappers (``wrap``); if the app raises after a 413 was sent (``refused``),
+    that is the 413's doing, not an error.
     """
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
-        self.app = app
+    __slots__ = (
+        "_receive",
+        "_scope",
+        "_send",
+        "limit",
+        "read_whole",
+        "received",
+        "refused",
+        "started",
+    )
+
+    def __init__(self, scope: Scope, limit: int) -> None:
+        self._scope = scope
         self.limit = limit
+        self.received = 0
+        self.read_whole = self.started = self.refused = False
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared: bytes | None = None
-        chunked = False
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                declared = value
-            elif name == b"transfer-encoding":
-                chunked = True
-        if declared is not None:
-            if not declared.isdigit():
-                await self._reject(scope, receive, send, 400, "invalid Content-Length")
-                return
-            if int(declared) > self.limit:
-                await self._reject(scope, receive, send, 413, "request body over 1 MiB")
-                return
-        if not chunked and not (declared and int(declared)):
-            # Without Transfer-Encoding the body is at most the declared length (none
-            # declared: no body, RFC 9112 6.3), so only chunked bodies need counting.
-            await self.app(scope, receive, send)
-            return
-        received = 0
-        read_whole = started = refused = False
+    def wrap(self, receive: Receive, send: Send) -> tuple[Receive, Send]:
+        self._receive, self._send = receive, send
+        return self.receive, self.send
 
-        async def limited_receive() -> Message:
-            nonlocal received, read_whole, refused
-            message = await receive()
-            if message["type"] == "http.request":
-                read_whole = not message.get("more_body", False)
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    if not started:
-                        refused = True
-                        await self._reject(scope, receive, send, 413, "request body over 1 MiB")
-                    return {"type": "http.disconnect"}
-            return message
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.read_whole = not message.get("more_body", False)
+            self.received += len(message.get("body", b""))
+            if self.received > self.limit:
+                if not self.started:
+                    self.refused = True
+                    answer = _refusal(self._scope, 413, OVER_LIMIT)
+                    await answer(self._scope, self._receive, self._send)
+                return {"type": "http.disconnect"}
+        return message
 
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if refused:
-                return  # the 413 has been sent; the app's answer goes nowhere
-            if message["type"] == "http.response.start":
-                started = True
-                if not read_whole:
-                    message["headers"] = [*message.get("headers", ()), (b"connection", b"close")]
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, guarded_send)
-        except Exception:
-            if not refused:
-                raise
-
-    async def _reject(
-        self, scope: Scope, receive: Receive, send: Send, status: int, detail: str
-    ) -> None:
-        answer = refusal(pages_of(scope), scope["path"], scope["headers"], status, detail)
-        await answer(scope, receive, send)
+    async def send(self, message: Message) -> None:
+        if self.refused:
+            return  # the 413 has been sent; the app's answer goes nowhere
+        if message["type"] == "http.response.start":
+            self.started = True
+            if not self.read_whole:
+                message["headers"] = [*message.get("headers", ()), (b"connection", b"close")]
+        await self._send(message)
