@@ -70,6 +70,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     url = b""  # uvicorn sets it when a request begins; a refusal may come sooner
     _socket: asyncio.Transport
     _head_timer: TimerHandle | None = None
+    _head_started: float | None = None  # loop time the head being received began
     _linger_timer: TimerHandle | None = None
     _dropped = 0
     _head_bytes = 0
@@ -83,7 +84,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._start_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_timer()
+        self._cancel_head_timer()
         self._stop_lingering()
         super().connection_lost(exc)
 
@@ -116,7 +117,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._stop_head_timer()
+        self._head_started = None  # the timer, if still set, will find no head to time
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -154,7 +155,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _linger(self) -> None:
         self.lingering = True
-        self._stop_head_timer()
+        self._cancel_head_timer()
         self._stop_lingering()
         self._dropped = 0
         if self._socket.can_write_eof():
@@ -171,18 +172,33 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._refusal = (status, detail)
         raise RequestHeadRefused(detail)
 
-    def _start_head_timer(self) -> None:
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(head_timeout(), self._head_timed_out)
+    # One timer per connection rather than one per request (issue 17): a head that
+    # completes leaves the timer set, and when it fires it finds no head to time (or
+    # a later head, whose own deadline it then waits for).
 
-    def _stop_head_timer(self) -> None:
+    def _start_head_timer(self) -> None:
+        if self._head_started is None:
+            self._head_started = self.loop.time()
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_at(
+                self._head_started + head_timeout(), self._head_deadline
+            )
+
+    def _cancel_head_timer(self) -> None:
+        self._head_started = None
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
-    def _head_timed_out(self) -> None:
+    def _head_deadline(self) -> None:
         self._head_timer = None
-        self._close_now()
+        if self._head_started is None:
+            return  # no head on its way: the next one sets the timer again
+        deadline = self._head_started + head_timeout()
+        if self.loop.time() >= deadline:
+            self._close_now()
+        else:
+            self._head_timer = self.loop.call_at(deadline, self._head_deadline)
 
     def _stop_lingering(self) -> None:
         if self._linger_timer is not None:
@@ -221,6 +237,10 @@ class _Connection(asyncio.Transport):
         super().__init__()
         self._socket = socket
         self._protocol = protocol
+        # What uvicorn calls for every answer goes to the socket's own methods, not through
+        # a method of this class (one Python call fewer per write: issue 17).
+        self.write = socket.write  # type: ignore[method-assign]
+        self.get_extra_info = socket.get_extra_info  # type: ignore[method-assign]
 
     def close(self) -> None:
         self._protocol.close_connection()
