@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -205,3 +206,25 @@ def test_an_answer_before_an_unread_body_says_close(service: ServiceProcess) -> 
 async def provision(base_url: str) -> dict[str, str]:
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
         return await provision_shop(http)
+
+
+def test_a_slow_head_on_a_kept_alive_connection_is_timed_from_its_first_byte(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """One head timer per connection (service/http_limits.py), set for the first request:
+    the next request's head still gets ``HTTP_HEAD_TIMEOUT`` from its own first byte, not
+    what was left of the first one's, and a head that never ends is still closed."""
+    env = service_env(postgres_url, 2, HTTP_HEAD_TIMEOUT="1")
+    with running_service(env, tmp_path) as process:
+        with socket.create_connection(("127.0.0.1", port_of(process)), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"}"):
+                answer += sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200")
+            time.sleep(0.6)  # the first head's deadline (1 s after connecting) comes first
+            head_began = time.monotonic()
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+            assert sock.recv(1) == b""  # closed, without an answer
+            waited = time.monotonic() - head_began
+    assert 0.9 <= waited < 3
