@@ -12,7 +12,10 @@ middleware, the app, the log line. ``bench.cpu`` measures the app alone
 Instruction counts do not depend on what else runs on the machine (kernel
 work is not counted), so this is the figure to compare on a shared machine.
 Each path is warmed up with a tenth as many requests, then callgrind's
-counters are zeroed, the requests sent and the counters dumped.
+counters are zeroed, the requests sent and the counters dumped. What the
+process does while idle (uvicorn's ticks, the service's periodic tasks) is
+counted for a few seconds afterwards and subtracted for as long as the
+requests took (which does depend on the load under callgrind).
 
 ``--multiprocess`` runs the service with ``PROMETHEUS_MULTIPROC_DIR`` set, as
 it is with two or more workers (metrics in shared files), while still one
@@ -38,6 +41,7 @@ from bench.servers import Server, launch_baseline, launch_service, wait_until_up
 from bench.targets import MINT_BODY, ServiceTarget
 
 PATHS = ("mint", "batch")
+IDLE_SECONDS = 5.0
 STARTUP_SECONDS = 600  # started uninstrumented, still several times slower
 
 
@@ -112,9 +116,19 @@ def measure(
     seconds = time.monotonic() - started
     callgrind("--dump=" + label.replace(" ", "_"), server.process.pid)
     instructions = last_dump_instructions(out, server.process.pid)
+    # What the process does while idle (uvicorn's ticks, the service's periodic tasks)
+    # runs for as long as the requests took, which under callgrind depends on the
+    # machine's load: counted for IDLE_SECONDS and subtracted pro rata.
+    callgrind("--zero", server.process.pid)
+    idle_started = time.monotonic()
+    time.sleep(IDLE_SECONDS)
+    callgrind("--dump=" + label.replace(" ", "_") + "_idle", server.process.pid)
+    idle_rate = last_dump_instructions(out, server.process.pid) / (time.monotonic() - idle_started)
+    per_request = (instructions - idle_rate * seconds) / count
     print(
-        f"{label:<24} {instructions / count:12,.0f} instructions/request "
-        f"({count} requests, {seconds:.0f} s under callgrind)",
+        f"{label:<24} {per_request:12,.0f} instructions/request "
+        f"({count} requests in {seconds:.0f} s under callgrind; "
+        f"idle {idle_rate:,.0f}/s subtracted: {idle_rate * seconds / count:,.0f}/request)",
         flush=True,
     )
 
