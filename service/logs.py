@@ -144,7 +144,7 @@ def json_line(logger: str, level: int, message: str, fields: dict[str, Any]) -> 
         "ts": f"{_second[1]}.{int((now - whole) * 1000):03d}Z",
         "level": _LEVEL_NAMES[level],
         "logger": logger,
-        "pid": os.getpid(),
+        "pid": _pid(),
         "msg": message,
     }
     info = request_context.current()
@@ -165,6 +165,16 @@ def write_line(handler: logging.StreamHandler[Any], line: str) -> bool:
     except Exception:
         return False
     return True
+
+
+_process: list[int] = []  # this process's id, once read (a system call each time otherwise)
+os.register_at_fork(after_in_child=_process.clear)
+
+
+def _pid() -> int:
+    if not _process:
+        _process.append(os.getpid())
+    return _process[0]
 
 
 _LEVEL_NAMES = {
