@@ -17,7 +17,7 @@ parser cannot read 400, each as ``api.problem_json.refusal`` renders it (a page
 under ``/r/``, problem details elsewhere, ``Connection: close``), and the
 connection is closed; a head too slow is closed without an answer. Idle
 keep-alive connections are uvicorn's ``timeout_keep_alive``; bodies are
-bounded by ``api.problems.BodyLimitMiddleware``.
+bounded by ``api.problems.body_limit``.
 
 Closing a connection while the client is still sending (the rest of a
 refused head, or of a body the answer came before: a 413 for 100 MB) would
@@ -30,7 +30,7 @@ closes the connection itself after any answer that says ``Connection:
 close``, so the protocol hands it a transport whose ``close()`` lingers.
 
 An answer sent before the body has arrived that does not say close (the app
-should not send one; ``BodyLimitMiddleware`` adds it) keeps the connection:
+should not send one; ``api.problems.BodyWatch`` adds it) keeps the connection:
 the rest of the body is read and dropped within the same bounds.
 """
 
