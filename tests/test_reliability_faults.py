@@ -11,6 +11,10 @@ person got a 503 although the use was recorded. No more uses than allowed
 are ever recorded; the person's retry then sees ``used`` (whose page says
 "if you used it a moment ago, you are done"), and the redemption's audit
 row and webhook job exist. Those cases are counted, not forbidden.
+
+One fleet (reaching PostgreSQL through the proxy, which only the first test
+breaks) serves both tests, each with a client of its own; the replacements
+for the kills are started with it (in CI), so no process starts under load.
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.database import module_database_url  # noqa: F401 (the module's)
 from tests.support.fleet import (
     Fleet,
     Link,
@@ -37,7 +41,10 @@ from tests.support.fleet import (
     setup_shop,
 )
 from tests.support.invariants import reconcile, retry_uncertain
-from tests.support.proxy import TcpProxy
+from tests.support.proxy import (
+    TcpProxy,
+    module_proxy,  # noqa: F401 (the module's proxy)
+)
 from tests.support.scale import FULL, scaled
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
@@ -48,22 +55,28 @@ LINKS_AT_ONCE = 8
 # Seconds each fault (and the load between faults) lasts, times this: in CI half the
 # full run's, still many hundreds of requests each against continuous load.
 HOLD = 1.0 if FULL else 0.5
+KILLS = scaled(1, 6)
 
 
-@pytest.fixture
-def proxy() -> Iterator[TcpProxy]:
-    proxy = TcpProxy().start()
-    yield proxy
-    proxy.close()
+@pytest.fixture(scope="module")
+def group(
+    database_url: str, proxy: TcpProxy, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    """The module's processes, with a spare for each kill in CI (a full run's six kills
+    start theirs under load, as before)."""
+    env = {"DATABASE_URL": proxy.url_for(database_url)}
+    spares = 0 if FULL else KILLS
+    with fleet(env, tmp_path_factory.mktemp("faults"), PROCESSES, spares) as group:
+        yield group
 
 
-async def some_links(http: httpx.AsyncClient, group: Fleet) -> list[Link]:
+async def some_links(http: httpx.AsyncClient, group: Fleet, client_id: str) -> list[Link]:
     """Single-use, five-use and webhook (async delivery) links, shuffled.
 
     Enough that the load rarely comes back to a link it already hammered, so
     a link that got a 503 is mostly left for the retry after recovery.
     """
-    shop = await setup_shop(http, group.url(0), group)
+    shop = await setup_shop(http, group.url(0), group, client_id)
     links = [
         *await mint_links(http, group.url(0), shop, group, "once", scaled(300, 6000)),
         *await mint_links(http, group.url(0), shop, group, "five", scaled(75, 1500)),
@@ -107,7 +120,7 @@ async def under_load(
 
 
 async def test_database_faults_lose_nothing(
-    database_url: str, tmp_path: Path, proxy: TcpProxy
+    database_url: str, group: Fleet, proxy: TcpProxy
 ) -> None:
     cycles = scaled(1, 5)
     phases: list[str] = []
@@ -131,20 +144,19 @@ async def test_database_faults_lose_nothing(
             await phase("cut", proxy.cut, 3.0)
             await phase("restore", proxy.restore, 1.5)
 
-    with fleet({"DATABASE_URL": proxy.url_for(database_url)}, tmp_path, PROCESSES) as group:
-        async with http_client() as http:
-            links = await some_links(http, group)
-            started = time.perf_counter()
-            outcomes = await under_load(group, links, faults)
-            seconds = time.perf_counter() - started
-            totals = outcomes.totals()
-            assert set(totals) <= {"success", "used", "unavailable"}, totals
-            assert totals["unavailable"] > 0, "the faults had no effect"
+    async with http_client() as http:
+        links = await some_links(http, group, "shop-faults")
+        started = time.perf_counter()
+        outcomes = await under_load(group, links, faults)
+        seconds = time.perf_counter() - started
+        totals = outcomes.totals()
+        assert set(totals) <= {"success", "used", "unavailable"}, totals
+        assert totals["unavailable"] > 0, "the faults had no effect"
 
-            await asyncio.to_thread(proxy.restore)
-            await wait_until_ready(http, group)
-            retried = await retry_uncertain(group, links, outcomes)
-            assert set(retried) <= {"success", "used"}, retried
+        await asyncio.to_thread(proxy.restore)
+        await wait_until_ready(http, group)
+        retried = await retry_uncertain(group, links, outcomes)
+        assert set(retried) <= {"success", "used"}, retried
 
     result = await reconcile(database_url, links, outcomes)
     assert result.problems == []
@@ -162,30 +174,28 @@ async def test_database_faults_lose_nothing(
     )
 
 
-async def test_sigkill_mid_redemption_loses_nothing(database_url: str, tmp_path: Path) -> None:
-    kills = scaled(1, 6)
+async def test_sigkill_mid_redemption_loses_nothing(database_url: str, group: Fleet) -> None:
+    kills = KILLS
 
-    with fleet({"DATABASE_URL": database_url}, tmp_path, PROCESSES) as group:
+    async def faults() -> None:
+        for kill in range(kills):
+            await asyncio.sleep(1.5 * HOLD)
+            victim = kill % PROCESSES
+            await asyncio.to_thread(group.kill, victim)
+            await asyncio.sleep(0.5 * HOLD)
+            await asyncio.to_thread(group.replace, victim)
+        await asyncio.sleep(1.0 * HOLD)
 
-        async def faults() -> None:
-            for kill in range(kills):
-                await asyncio.sleep(1.5 * HOLD)
-                victim = kill % PROCESSES
-                await asyncio.to_thread(group.kill, victim)
-                await asyncio.sleep(0.5 * HOLD)
-                await asyncio.to_thread(group.replace, victim)
-            await asyncio.sleep(1.0 * HOLD)
+    async with http_client() as http:
+        links = await some_links(http, group, "shop-kills")
+        outcomes = await under_load(group, links, faults)
+        totals = outcomes.totals()
+        assert set(totals) <= {"success", "used", "unavailable", "transport"}, totals
+        assert totals["transport"] > 0, "no request was cut off by a kill"
 
-        async with http_client() as http:
-            links = await some_links(http, group)
-            outcomes = await under_load(group, links, faults)
-            totals = outcomes.totals()
-            assert set(totals) <= {"success", "used", "unavailable", "transport"}, totals
-            assert totals["transport"] > 0, "no request was cut off by a kill"
-
-            await wait_until_ready(http, group)
-            retried = await retry_uncertain(group, links, outcomes)
-            assert set(retried) <= {"success", "used"}, retried
+        await wait_until_ready(http, group)
+        retried = await retry_uncertain(group, links, outcomes)
+        assert set(retried) <= {"success", "used"}, retried
 
     result = await reconcile(database_url, links, outcomes)
     assert result.problems == []

@@ -7,8 +7,8 @@ an honest answer, the use comes back, and the refused (or unsettled)
 redemption is never sent to the receiver again (API.md, *Webhooks*).
 
 One service process (behind the proxy) serves the whole module, each test
-with a client and a receiver of its own; the kill test starts its victim
-beside it.
+with a client and a receiver of its own; the kill test's victim (reaching
+PostgreSQL directly) is started beside it, at the same time.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,13 +53,28 @@ LEASE_SECONDS = 1 + 5  # WEBHOOK_TIMEOUT + the lease's grace (service.delivery)
 
 
 @pytest.fixture(scope="module")
-def service(
+def processes(
     database_url: str, proxy: TcpProxy, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServiceProcess]:
+) -> Iterator[list[ServiceProcess]]:
+    """The module's ``serve`` (through the proxy) and the kill test's victim (not), at once.
+
+    The victim's own work is only the request it is killed in: the survivor's
+    dispatcher is the one that gives back what it abandoned."""
+    log_dir = tmp_path_factory.mktemp("settle")
+    envs = [
+        service_env(proxy.url_for(database_url), 3, **ENV),
+        # Its dispatcher is off: no sweep or delivery of the other tests' is done by it.
+        service_env(database_url, 3, **ENV, WEBHOOK_DISPATCHER="false"),
+    ]
+    with ExitStack() as stack, ThreadPoolExecutor(2) as pool:
+        starting = [pool.submit(stack.enter_context, running_service(env, log_dir)) for env in envs]
+        yield [started.result() for started in starting]
+
+
+@pytest.fixture(scope="module")
+def service(processes: list[ServiceProcess]) -> ServiceProcess:
     """``serve`` reaching PostgreSQL through the proxy, for every test of the module."""
-    env = service_env(proxy.url_for(database_url), 3, **ENV)
-    with running_service(env, tmp_path_factory.mktemp("settle")) as service:
-        yield service
+    return processes[0]
 
 
 @pytest.fixture
@@ -196,37 +212,34 @@ async def test_a_refused_use_is_given_back_through_a_database_cut(
 
 async def test_a_process_killed_mid_call_leaves_its_redemption_given_back(
     database_url: str,
-    tmp_path: Path,
-    service: ServiceProcess,
+    processes: list[ServiceProcess],
     client_id: str,
     receiver: Receiver,
 ) -> None:
     """Nobody settles it, so every process applies the rule: after its lease the
     redemption is given back (never delivered: the person was never told success).
-    The module's service survives; the doomed process is started beside it."""
-    env = service_env(database_url, 3, **ENV)
+    The module's service survives; the doomed process was started beside it."""
     receiver.script = lambda _r, _s: Answer(delay=NEVER if len(receiver.received) == 1 else 0)
-    survivor = service
-    with running_service(env, tmp_path) as doomed:
-        async with httpx.AsyncClient(timeout=30) as http:
-            shop = await set_up(http, doomed.base_url, receiver.url, client_id)
-            url = await shop.mint(http)
-            pending = asyncio.ensure_future(follow(url))
-            await receiver.wait_for(1)
-            doomed.process.kill()
-            doomed.process.wait(timeout=10)
-            assert (await pending)[0] == "transport"
-            [abandoned] = receiver.received
-            assert len(await redemptions(database_url, client_id)) == 1
+    survivor, doomed = processes
+    async with httpx.AsyncClient(timeout=30) as http:
+        shop = await set_up(http, doomed.base_url, receiver.url, client_id)
+        url = await shop.mint(http)
+        pending = asyncio.ensure_future(follow(url))
+        await receiver.wait_for(1)
+        doomed.process.kill()
+        doomed.process.wait(timeout=10)
+        assert (await pending)[0] == "transport"
+        [abandoned] = receiver.received
+        assert len(await redemptions(database_url, client_id)) == 1
 
-            survivor_url = survivor.base_url + url[url.index("/r/") :]
+        survivor_url = survivor.base_url + url[url.index("/r/") :]
 
-            async def redeems_again() -> bool:
-                outcome, _ = await follow(survivor_url)
-                return outcome == "success"
+        async def redeems_again() -> bool:
+            outcome, _ = await follow(survivor_url)
+            return outcome == "success"
 
-            await eventually(redeems_again, timeout=LEASE_SECONDS + 10, what="the use given back")
-            await asyncio.sleep(2.0)  # longer than the retry schedule: nothing is sent again
+        await eventually(redeems_again, timeout=LEASE_SECONDS + 10, what="the use given back")
+        await asyncio.sleep(2.0)  # longer than the retry schedule: nothing is sent again
     counts = sends(receiver)
     assert counts[abandoned.webhook_id] == 1
     assert sorted(counts.values()) == [1, 1]

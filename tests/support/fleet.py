@@ -66,21 +66,30 @@ class Fleet:
         self.log_dir = log_dir
         self._stack = stack
         self.processes: list[ServiceProcess] = []
+        # Started beside the others, idle until ``replace`` puts one in a dead one's place.
+        self.spares: list[ServiceProcess] = []
         self.logs: list[Path] = []
         self.secrets = SecretLedger()
         self.secrets.add(SECRET, ADMIN_TOKEN)
 
-    def start_one(self) -> ServiceProcess:
+    def _launch(self) -> ServiceProcess:
         process = self._stack.enter_context(running_service(self.env, self.log_dir))
-        self.processes.append(process)
         self.logs.append(process.log_path)
         return process
 
-    def start(self, count: int) -> None:
-        """Start ``count`` processes at once (each waits for its own health check)."""
-        with ThreadPoolExecutor(count) as pool:
-            for started in [pool.submit(self.start_one) for _ in range(count)]:
-                started.result()
+    def start_one(self) -> ServiceProcess:
+        process = self._launch()
+        self.processes.append(process)
+        return process
+
+    def start(self, count: int, spares: int = 0) -> None:
+        """Start ``count`` processes, and ``spares`` kept out of rotation for ``replace``,
+        all at once (each waits for its own health check)."""
+        with ThreadPoolExecutor(count + spares) as pool:
+            started = [pool.submit(self._launch) for _ in range(count + spares)]
+            processes = [process.result() for process in started]
+        self.processes.extend(processes[:count])
+        self.spares.extend(processes[count:])
 
     def url(self, index: int) -> str:
         return self.processes[index % len(self.processes)].base_url
@@ -92,15 +101,15 @@ class Fleet:
         process.wait(timeout=10)
 
     def replace(self, index: int) -> None:
-        """Start a new process in the place of a dead one (on a new port)."""
-        new = self.start_one()
-        self.processes.pop()
-        self.processes[index] = new
+        """A new process in the place of a dead one (on a new port): a spare if one is
+        left, else one started now."""
+        self.processes[index] = self.spares.pop() if self.spares else self._launch()
 
 
 @contextmanager
-def fleet(env: dict[str, str], log_dir: Path, count: int) -> Iterator[Fleet]:
-    """Start ``count`` processes; on exit stop them and search their logs for secrets."""
+def fleet(env: dict[str, str], log_dir: Path, count: int, spares: int = 0) -> Iterator[Fleet]:
+    """Start ``count`` processes (and ``spares``); on exit stop them and search their logs
+    for secrets."""
     base = {
         "SECRET_KEYS": SECRET,
         "ADMIN_TOKEN": ADMIN_TOKEN,
@@ -109,7 +118,7 @@ def fleet(env: dict[str, str], log_dir: Path, count: int) -> Iterator[Fleet]:
     }
     with ExitStack() as stack:
         group = Fleet({**base, **env}, log_dir, stack)
-        group.start(count)
+        group.start(count, spares)
         yield group
     leaks = group.secrets.leaks(group.logs)
     assert not leaks, f"secrets found in service logs: {leaks}"
@@ -120,7 +129,8 @@ def fleet(env: dict[str, str], log_dir: Path, count: int) -> Iterator[Fleet]:
 
 @dataclass
 class Shop:
-    """Client ``shop`` with an API key and three actions: once, five (uses) and hook (async)."""
+    """A client (``shop`` unless told) with an API key and three actions: once, five (uses)
+    and hook (async)."""
 
     key: str
     webhook_secret: str
@@ -130,16 +140,18 @@ class Shop:
         return {"Authorization": f"Bearer {self.key}"}
 
 
-async def setup_shop(http: httpx.AsyncClient, base_url: str, group: Fleet) -> Shop:
+async def setup_shop(
+    http: httpx.AsyncClient, base_url: str, group: Fleet, client_id: str = "shop"
+) -> Shop:
     body = {
-        "id": "shop",
+        "id": client_id,
         "name": "Shop",
         "allowed_redirects": [f"{SHOP_ORIGIN}/"],
         "webhook_url": WEBHOOK_URL,
     }
     created = await http.post(f"{base_url}/v1/admin/clients", json=body, headers=ADMIN)
     assert created.status_code == 201, created.text
-    key = await http.post(f"{base_url}/v1/admin/clients/shop/keys", headers=ADMIN)
+    key = await http.post(f"{base_url}/v1/admin/clients/{client_id}/keys", headers=ADMIN)
     assert key.status_code == 201, key.text
     shop = Shop(key.json()["key"], created.json()["webhook_secret"])
     group.secrets.add(shop.key, shop.webhook_secret)
@@ -150,7 +162,7 @@ async def setup_shop(http: httpx.AsyncClient, base_url: str, group: Fleet) -> Sh
         ("hook", {"max_uses": 1, "delivery": "async"}),
     ):
         put = await http.put(
-            f"{base_url}/v1/admin/clients/shop/actions/{name}",
+            f"{base_url}/v1/admin/clients/{client_id}/actions/{name}",
             json={**urls, **extra},
             headers=ADMIN,
         )

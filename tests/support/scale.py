@@ -8,10 +8,13 @@ come from ``HEAVY_SCALE=full pytest -m heavy``.
 from __future__ import annotations
 
 import os
+from typing import TypeVar
+
+N = TypeVar("N", int, float)
 
 FULL = os.environ.get("HEAVY_SCALE", "").strip().lower() == "full"
 
 
-def scaled(ci: int, full: int) -> int:
+def scaled(ci: N, full: N) -> N:
     """``full`` in a full run, ``ci`` otherwise."""
     return full if FULL else ci
