@@ -6,9 +6,10 @@ process is SIGKILLed while its receiver thinks. Every time the person gets
 an honest answer, the use comes back, and the refused (or unsettled)
 redemption is never sent to the receiver again (API.md, *Webhooks*).
 
-One service process (behind the proxy) serves the whole module, each test
-with a client and a receiver of its own; the kill test's victim (reaching
-PostgreSQL directly) is started beside it, at the same time.
+One service process (behind the proxy) serves the whole module, each case
+with a client and a receiver of its own; the kill's victim (reaching
+PostgreSQL directly) is started beside it, at the same time. The two cases
+that wait out a lease (the longer cut, the kill) run at once.
 """
 
 from __future__ import annotations
@@ -164,12 +165,7 @@ def sends(receiver: Receiver) -> dict[str, int]:
     return counts
 
 
-@pytest.mark.parametrize(
-    ("down_for", "given_back_by"),
-    [(1.0, "the request"), (5.0, "the sweep")],
-    ids=["cut shorter than the request waits", "cut longer"],
-)
-async def test_a_refused_use_is_given_back_through_a_database_cut(
+async def refused_through_a_cut(
     database_url: str,
     service: ServiceProcess,
     client_id: str,
@@ -210,9 +206,10 @@ async def test_a_refused_use_is_given_back_through_a_database_cut(
     assert len(await redemptions(database_url, client_id)) == 1
 
 
-async def test_a_process_killed_mid_call_leaves_its_redemption_given_back(
+async def killed_mid_call(
     database_url: str,
-    processes: list[ServiceProcess],
+    survivor: ServiceProcess,
+    doomed: ServiceProcess,
     client_id: str,
     receiver: Receiver,
 ) -> None:
@@ -220,14 +217,13 @@ async def test_a_process_killed_mid_call_leaves_its_redemption_given_back(
     redemption is given back (never delivered: the person was never told success).
     The module's service survives; the doomed process was started beside it."""
     receiver.script = lambda _r, _s: Answer(delay=NEVER if len(receiver.received) == 1 else 0)
-    survivor, doomed = processes
     async with httpx.AsyncClient(timeout=30) as http:
         shop = await set_up(http, doomed.base_url, receiver.url, client_id)
         url = await shop.mint(http)
         pending = asyncio.ensure_future(follow(url))
         await receiver.wait_for(1)
         doomed.process.kill()
-        doomed.process.wait(timeout=10)
+        await asyncio.to_thread(doomed.process.wait, 10)
         assert (await pending)[0] == "transport"
         [abandoned] = receiver.received
         assert len(await redemptions(database_url, client_id)) == 1
@@ -247,3 +243,56 @@ async def test_a_process_killed_mid_call_leaves_its_redemption_given_back(
         database_url, "SELECT status FROM deliveries WHERE client_id = $1", client_id
     )
     assert row["status"] == "delivered"
+
+
+async def test_a_refused_use_is_given_back_through_a_database_cut_shorter_than_it_waits(
+    database_url: str,
+    service: ServiceProcess,
+    client_id: str,
+    receiver: Receiver,
+    proxy: TcpProxy,
+    restorations: list[threading.Timer],
+) -> None:
+    """The request itself gives the use back, once the database is back."""
+    await refused_through_a_cut(
+        database_url, service, client_id, receiver, proxy, restorations, 1.0, "the request"
+    )
+
+
+async def test_a_longer_cut_and_a_kill_mid_call_leave_their_uses_given_back_by_the_sweep(
+    database_url: str,
+    processes: list[ServiceProcess],
+    client_id: str,
+    receiver: Receiver,
+    proxy: TcpProxy,
+    restorations: list[threading.Timer],
+) -> None:
+    """Two cases the survivor's sweep settles, at once (each waits out a lease), with a
+    client and a receiver each: a refusal whose give-back meets a database cut for
+    longer than the request waits, and a process SIGKILLed while its receiver thinks.
+
+    The kill begins once the cut has: its lease (6 s) then ends after the cut (5 s),
+    so the survivor redeems its link again with the database back.
+    """
+    survivor, doomed = processes
+    killed_receiver = Receiver().up()
+    try:
+        cut_begun = asyncio.create_task(receiver.wait_for(1))
+        cut = asyncio.create_task(
+            refused_through_a_cut(
+                database_url,
+                survivor,
+                client_id + "-cut",
+                receiver,
+                proxy,
+                restorations,
+                5.0,
+                "the sweep",
+            )
+        )
+        await asyncio.wait({cut_begun, cut}, return_when=asyncio.FIRST_COMPLETED)
+        kill = killed_mid_call(database_url, survivor, doomed, client_id + "-kill", killed_receiver)
+        await asyncio.gather(cut, kill)
+    finally:
+        cut_begun.cancel()
+        killed_receiver.down()
