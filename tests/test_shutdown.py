@@ -7,18 +7,14 @@ import asyncio
 import signal
 import subprocess
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
 from tests.conftest import SECRET
-from tests.support.database import (
-    fetch,
-    module_database_url,  # noqa: F401 (the module's database_url)
-)
+from tests.support.database import fetch
 from tests.support.processes import ServiceProcess, running_service
 from tests.support.served import provision_shop, service_env
 
@@ -28,31 +24,10 @@ LATE = 20  # of the BURST, sent right after SIGTERM: answered (and kept) or refu
 SIGNAL_AFTER = 10  # responses received before SIGTERM is sent
 
 
-@pytest.fixture(scope="module")
-def processes(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[ServiceProcess]]:
-    """Both tests' processes, started at once: ``serve --workers 2`` (supervisor and two
-    workers, for the burst) and ``serve --workers 1`` (one process, stopped idle)."""
-    log_dir = tmp_path_factory.mktemp("shutdown")
-    starts = [
-        (service_env(database_url, 3), ("--workers", "2")),
-        (
-            {"DATABASE_URL": database_url, "SECRET_KEYS": SECRET, "DATABASE_POOL_SIZE": "2"},
-            ("--workers", "1"),
-        ),
-    ]
-    with ExitStack() as stack, ThreadPoolExecutor(2) as pool:
-        starting = [
-            pool.submit(stack.enter_context, running_service(env, log_dir, *args))
-            for env, args in starts
-        ]
-        yield [started.result() for started in starting]
-
-
 @pytest.fixture
-def service(processes: list[ServiceProcess]) -> ServiceProcess:
-    return processes[0]
+def service(database_url: str, tmp_path: Path) -> Iterator[ServiceProcess]:
+    with running_service(service_env(database_url, 3), tmp_path, "--workers", "2") as process:
+        yield process
 
 
 async def prepare(http: httpx.AsyncClient) -> list[str]:
@@ -113,15 +88,16 @@ async def test_sigterm_during_a_burst_keeps_every_answered_redemption(
     assert len(answered_ids) == len([r for r in responses if r.status_code == 303])
 
 
-def test_sigterm_when_idle_exits_zero(processes: list[ServiceProcess]) -> None:
+def test_sigterm_when_idle_exits_zero(database_url: str, tmp_path: Path) -> None:
     """One process (uvicorn re-raises SIGTERM after its graceful shutdown); a supervisor
     and its workers: the burst above, which ends the same way."""
-    service = processes[1]
-    service.process.send_signal(signal.SIGTERM)
-    try:
-        assert service.process.wait(timeout=10) == 0
-    except subprocess.TimeoutExpired:
-        pytest.fail("did not stop within 10 s")
+    env = {"DATABASE_URL": database_url, "SECRET_KEYS": SECRET, "DATABASE_POOL_SIZE": "2"}
+    with running_service(env, tmp_path, "--workers", "1") as service:
+        service.process.send_signal(signal.SIGTERM)
+        try:
+            assert service.process.wait(timeout=10) == 0
+        except subprocess.TimeoutExpired:
+            pytest.fail("did not stop within 10 s")
     log = service.log()
     assert '"msg":"stopped"' in log
     assert "Application shutdown complete." in log
