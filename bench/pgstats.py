@@ -47,12 +47,11 @@ class StatementDelta:
 async def _snapshot(server_url: str, databases: list[str]) -> dict[int, tuple[str, list[float]]]:
     conn = await asyncpg.connect(server_url, timeout=5)
     try:
-        if not await conn.fetchval(
-            "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'"
-        ):
-            if "pg_stat_statements" not in await conn.fetchval("SHOW shared_preload_libraries"):
-                return {}
-            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        # The extension may be installed in the database but not loaded by the server
+        # (preloading was turned off since): then its view refuses to be read.
+        if "pg_stat_statements" not in await conn.fetchval("SHOW shared_preload_libraries"):
+            return {}
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         rows = await conn.fetch(SNAPSHOT, databases)
     finally:
         await conn.close()

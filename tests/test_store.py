@@ -29,7 +29,8 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi as AsyncpgDBAPI
+from sqlalchemy.exc import EmulatedDBAPIException, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 
@@ -909,6 +910,11 @@ async def test_a_cancelled_statement_drops_its_connection(pg_store: PostgresStor
         assert await driver.fetchval("SELECT 2") == 2
 
 
+def dressed(kind: type[EmulatedDBAPIException], error: Exception) -> EmulatedDBAPIException:
+    """``error`` as SQLAlchemy's asyncpg adapter raises it (its DB-API classes)."""
+    return kind("x", error)
+
+
 @pytest.mark.parametrize(
     ("error", "unavailable"),
     [
@@ -922,6 +928,10 @@ async def test_a_cancelled_statement_drops_its_connection(pg_store: PostgresStor
         (asyncpg.UniqueViolationError("x"), False),
         (asyncpg.DivisionByZeroError("x"), False),
         (ValueError("x"), False),
+        # As the pool raises them when a new connection fails: SQLAlchemy's DB-API dress.
+        (dressed(AsyncpgDBAPI.Error, asyncpg.ConnectionDoesNotExistError("x")), True),
+        (dressed(AsyncpgDBAPI.InterfaceError, asyncpg.InterfaceError("x")), True),
+        (dressed(AsyncpgDBAPI.Error, asyncpg.UniqueViolationError("x")), False),
     ],
     ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else None,
 )
@@ -931,6 +941,37 @@ def test_driver_errors_that_mean_the_database_is_unavailable(
     if isinstance(error, asyncpg.PostgresError):
         assert error.sqlstate  # the class carries the SQLSTATE that is read
     assert driver_unavailable(error) is unavailable
+
+
+SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
+
+
+@pytest.mark.backends(POSTGRES)
+async def test_a_connection_dropped_while_it_is_made_is_unavailable() -> None:
+    """A server that hangs up during a new connection's handshake is a 503, not a 500
+    (seen under database cuts: the pool raised asyncpg's "connection was closed in the
+    middle of operation" unwrapped), for the claim's direct line and for a session."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if await reader.read(8) == SSL_REQUEST:  # asyncpg asks for TLS first: refused
+            writer.write(b"N")
+            await reader.read(8)  # then the startup message has begun
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = open_store(Settings(database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{port}/x"))
+    try:
+        for operation in (
+            lambda: store.claim(link(), utc(), deliver=False, lease=None),
+            lambda: store.peek(link()),
+        ):
+            with pytest.raises(DatabaseUnavailable) as raised:
+                await operation()
+            assert driver_unavailable(raised.value.__cause__ or ValueError())
+    finally:
+        await store.close()
+        server.close()
 
 
 @pytest.fixture

@@ -66,6 +66,7 @@ import asyncpg
 from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import EmulatedDBAPIException
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolProxiedConnection
 
@@ -229,8 +230,12 @@ class _Turn:
             else:
                 with waiting_since(asked_at):  # the pool's checkout times the whole wait
                     self._pooled = await store._engine.raw_connection()
-        except BaseException:
+        except BaseException as exc:
             line.release()
+            # A new connection that failed as it was made: the pool raises the driver's
+            # error unwrapped (no statement ran, so no handle_error saw it).
+            if isinstance(exc, Exception) and driver_unavailable(exc):
+                raise DatabaseUnavailable() from exc
             raise
         connection: asyncpg.Connection[Any] = self._pooled.driver_connection
         return connection
@@ -311,6 +316,11 @@ def driver_unavailable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, asyncpg.PostgresError):
         return unavailable_sqlstate(exc)
+    if isinstance(exc, EmulatedDBAPIException) and exc.orig is not None:
+        # asyncpg's error in SQLAlchemy's DB-API classes, as the pool raises it when a
+        # new connection fails midway ("connection was closed in the middle of
+        # operation": the server or the network dropped the handshake).
+        return driver_unavailable(exc.orig)
     return unavailable(exc)
 
 
