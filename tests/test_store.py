@@ -1071,6 +1071,30 @@ async def test_a_kept_connection_the_server_closed_is_passed_over(
 
 
 @pytest.mark.backends(POSTGRES)
+async def test_a_pooled_connection_the_server_closed_is_passed_over(
+    roomy_store: PostgresStore,
+) -> None:
+    """The same for the pool's own connections (sessions, and the line's new turns): one
+    ended while checked in is replaced at checkout, so the first request after the
+    database came back (a restart, a cut) is served, not a 503."""
+    async with roomy_store.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        pooled: asyncpg.Connection = raw.driver_connection
+        pid = await conn.scalar(text("SELECT pg_backend_pid()"))
+    await fetch(url_of(roomy_store), f"SELECT pg_terminate_backend({pid})")
+
+    async def noticed() -> bool:
+        return bool(pooled.is_closed())
+
+    await eventually(noticed, timeout=10, what="asyncpg to notice the closed connection")
+    for _ in range(2):  # whichever checked-in connection comes first
+        async with roomy_store.engine.connect() as conn:
+            assert await conn.scalar(text("SELECT pg_backend_pid()")) != pid
+        async with roomy_store.driver() as driver:
+            assert await driver.fetchval("SELECT pg_backend_pid()") != pid
+
+
+@pytest.mark.backends(POSTGRES)
 async def test_kept_connections_are_not_counted_in_use(roomy_store: PostgresStore) -> None:
     async with roomy_store.driver() as driver:
         await driver.fetchval("SELECT 1")

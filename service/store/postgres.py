@@ -63,10 +63,10 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import TextClause, bindparam, text
+from sqlalchemy import TextClause, bindparam, event, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import EmulatedDBAPIException
+from sqlalchemy.exc import DisconnectionError, EmulatedDBAPIException
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolProxiedConnection
 
@@ -324,6 +324,15 @@ def driver_unavailable(exc: BaseException) -> bool:
     return unavailable(exc)
 
 
+def pass_over_closed(dbapi_connection: Any, record: object, proxy: object) -> None:
+    """``checkout``: a pooled connection that the server or the network ended while it
+    sat in the pool (a restart, a failover, a cut, noticed by asyncpg when its socket
+    closed) is replaced before it is handed out, so the first requests after the
+    database is back are not 503s. No round trip: asyncpg's own state is read."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
+
+
 def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
     options: dict[str, Any] = {
         "poolclass": GuardedPool,
@@ -347,7 +356,9 @@ def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
         },
     }
     options.update(overrides)
-    return create_async_engine(settings.database_url, **options)
+    engine = create_async_engine(settings.database_url, **options)
+    event.listen(engine.sync_engine.pool, "checkout", pass_over_closed)
+    return engine
 
 
 class PostgresStore(SqlStore):
