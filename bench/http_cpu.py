@@ -139,6 +139,17 @@ def started(stack: ExitStack, server: Server) -> Iterator[Server]:
     yield wait_until_up(server, 1, STARTUP_SECONDS)
 
 
+def under_callgrind(out: Path, system: str) -> list[str]:
+    """The command prefix running a server under callgrind, counting from the first request
+    (``--instr-atstart=no``; turned on by ``callgrind_control``), one file per process."""
+    return [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={out}/{system}.%p",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=2000, help="mints; batches: a 20th")
@@ -170,13 +181,7 @@ def main() -> None:
                 env = {**common, "ADMIN_TOKEN": admin}
                 if args.multiprocess:
                     env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="http_cpu_prom_")
-                wrapper = [
-                    "valgrind",
-                    "--tool=callgrind",
-                    "--instr-atstart=no",
-                    f"--callgrind-out-file={out}/service.%p",
-                ]
-                launched = launch_service("service", env, 1, out, wrapper)
+                launched = launch_service("service", env, 1, out, under_callgrind(out, "service"))
                 with started(stack, launched) as server:
                     target = ServiceTarget("service", server, admin)
                     target.setup()
@@ -187,12 +192,7 @@ def main() -> None:
                         measure(f"{path} service", server, out, url, body, target.api_key, args)
             if args.system in (None, "baseline"):
                 env = {**common, "BASELINE_API_TOKEN": baseline_token}
-                wrapper = [
-                    "valgrind",
-                    "--tool=callgrind",
-                    "--instr-atstart=no",
-                    f"--callgrind-out-file={out}/baseline.%p",
-                ]
+                wrapper = under_callgrind(out, "baseline")
                 launched = launch_baseline("baseline", env, 1, out, wrapper)
                 with started(stack, launched) as server:
                     for path in only:
