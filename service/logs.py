@@ -65,11 +65,29 @@ def encode_line(entry: dict[str, Any]) -> str:
 _compact = json.JSONEncoder(default=str, separators=(",", ":"))
 
 
-def _timestamp(record: logging.LogRecord) -> str:
-    whole = int(record.created)
+def _timestamp(created: float, msecs: float) -> str:
+    """``created`` (``time.time()``) to the millisecond, UTC; the second's text is cached."""
+    whole = int(created)
     if whole != _second[0]:
         _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
-    return f"{_second[1]}.{int(record.msecs):03d}Z"
+    return f"{_second[1]}.{int(msecs):03d}Z"
+
+
+def _entry(
+    created: float, msecs: float, level: str, logger: str, pid: int | None, msg: str
+) -> dict[str, Any]:
+    """A JSON line's fields before the record's own: when, how loud, who, and the request."""
+    entry: dict[str, Any] = {
+        "ts": _timestamp(created, msecs),
+        "level": level,
+        "logger": logger,
+        "pid": pid,
+        "msg": msg,
+    }
+    info = request_context.current()
+    if info is not None:
+        entry["request_id"] = info.request_id
+    return entry
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -87,14 +105,17 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record; never spans lines (tracebacks are a string field)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": _timestamp(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "pid": record.process,
-            "msg": record.getMessage(),
-        }
-        entry.update(_fields(record))
+        entry = _entry(
+            record.created,
+            record.msecs,
+            record.levelname.lower(),
+            record.name,
+            record.process,
+            record.getMessage(),
+        )
+        extra = getattr(record, FIELDS, None)
+        if isinstance(extra, dict):
+            entry.update(extra)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return encode_line(entry)
@@ -137,19 +158,7 @@ def json_line(logger: str, level: int, message: str, fields: dict[str, Any]) -> 
     """What ``JsonFormatter`` writes for a record of ``logger`` at ``level`` logged now with
     ``message`` and ``extra={FIELDS: fields}`` (no exception), without the record."""
     now = time.time()
-    whole = int(now)
-    if whole != _second[0]:
-        _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
-    entry: dict[str, Any] = {
-        "ts": f"{_second[1]}.{int((now - whole) * 1000):03d}Z",
-        "level": _LEVEL_NAMES[level],
-        "logger": logger,
-        "pid": _pid(),
-        "msg": message,
-    }
-    info = request_context.current()
-    if info is not None:
-        entry["request_id"] = info.request_id
+    entry = _entry(now, (now - int(now)) * 1000, _LEVEL_NAMES[level], logger, _pid(), message)
     entry.update(fields)
     return encode_line(entry)
 
@@ -188,7 +197,7 @@ class ConsoleFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         parts = [
-            _timestamp(record),
+            _timestamp(record.created, record.msecs),
             f"{record.levelname:<7}",
             f"{record.name}:",
             record.getMessage(),

@@ -6,6 +6,7 @@ both databases by ``tests/test_store.py`` and the suites marked ``backends``.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service import request_context
+from service import logs, request_context
 from service.logs import FIELDS, ConsoleFormatter, JsonFormatter, logging_config
 from service.request_context import RequestInfo
 from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN, Tenant, link_path
@@ -188,3 +189,47 @@ def test_json_lines_are_compact_ascii_whatever_the_values() -> None:
         assert line.isascii()
         assert "\n" not in line
         assert json.loads(line) == {"v": json.loads(json.dumps(value))}
+
+
+def test_the_direct_access_line_is_the_line_the_json_formatter_writes() -> None:
+    """``logs.json_line`` (the access log's line without a record) holds the same fields in
+    the same order as ``JsonFormatter`` for the same message, fields and request."""
+    fields = {"method": "GET", "route": "/r/{token:path}", "status": 303, "client": "shop"}
+    token = request_context.begin(RequestInfo("0123456789abcdef"))
+    try:
+        direct = json.loads(logs.json_line("service.access", logging.INFO, "GET / 303", fields))
+        record = logging.LogRecord(
+            "service.access", logging.INFO, __file__, 1, "GET / 303", (), None
+        )
+        setattr(record, FIELDS, fields)
+        formatted = json.loads(JsonFormatter().format(record))
+    finally:
+        request_context.end(token)
+    assert direct.pop("ts").endswith("Z")
+    assert formatted.pop("ts").endswith("Z")
+    assert list(direct.items()) == list(formatted.items())
+
+
+def test_the_direct_access_line_is_written_only_where_logging_would_do_nothing_else() -> None:
+    """``logs.direct_json`` hands back serve's one JSON handler, and nothing when logging
+    would do more with a record (a filter, another handler, another format)."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.filters[:], root.level)
+    handler = logging.StreamHandler(io.StringIO())
+    handler.setFormatter(JsonFormatter())
+    access = logging.getLogger("service.access")
+    try:
+        root.handlers[:] = [handler]
+        root.filters[:] = []
+        assert logs.direct_json(access, logging.INFO) is handler
+        root.addFilter(logging.Filter("other"))
+        assert logs.direct_json(access, logging.INFO) is None
+        root.filters[:] = []
+        root.addHandler(logging.StreamHandler(io.StringIO()))
+        assert logs.direct_json(access, logging.INFO) is None
+        root.handlers[:] = [handler]
+        handler.setFormatter(ConsoleFormatter())
+        assert logs.direct_json(access, logging.INFO) is None
+    finally:
+        root.handlers[:], root.filters[:] = saved[0], saved[1]
+        root.setLevel(saved[2])
