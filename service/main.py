@@ -28,7 +28,7 @@ from service.api import (
     routes,
     webhook_event,
 )
-from service.api.front import Front, untraced
+from service.api.front import Front
 from service.api.openapi import install_openapi
 from service.api.problems import install_error_handlers
 from service.config import Settings
@@ -132,7 +132,7 @@ def create_app(settings: Settings, traced: tracing.Tracing | None = None) -> Fas
     install_openapi(app)
     # The access log, server spans (when traced), the NUL guard, the body limit and the
     # /r/ fast path, in that order, as one middleware (service/api/front.py).
-    app.add_middleware(Front, traced=spans.middleware if spans.enabled else untraced)
+    app.add_middleware(Front, traced=spans.middleware if spans.enabled else None)
     # The routers' own routes, built once per process (at import), not included:
     # inclusion would build every route again for this app (tens of milliseconds of
     # dependency analysis and pydantic models per app), the same routes but for the

@@ -31,22 +31,19 @@ from service.api.url_guard import nul_refusal
 from service.request_context import RequestInfo
 
 
-def untraced(app: ASGIApp) -> ASGIApp:
-    return app
-
-
 class Front:
     def __init__(
         self,
         app: ASGIApp,
-        traced: Callable[[ASGIApp], ASGIApp] = untraced,
+        traced: Callable[[ASGIApp], ASGIApp] | None = None,
         link_fast_path: bool = True,
     ) -> None:
-        """``traced``: wraps an app in server spans (``Tracing.middleware``);
-        ``link_fast_path``: False sends links through the router (for tests comparing both)."""
+        """``traced``: wraps an app in server spans (``Tracing.middleware``), None when
+        untraced; ``link_fast_path``: False sends links through the router (for tests
+        comparing both)."""
         self.app = app
         self.link_fast_path = link_fast_path
-        self.spans: ASGIApp | None = None if traced is untraced else traced(self.guarded)
+        self.spans: ASGIApp | None = None if traced is None else traced(self.guarded)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
