@@ -230,12 +230,8 @@ class _Turn:
             else:
                 with waiting_since(asked_at):  # the pool's checkout times the whole wait
                     self._pooled = await store._engine.raw_connection()
-        except BaseException as exc:
+        except BaseException:
             line.release()
-            # A new connection that failed as it was made: the pool raises the driver's
-            # error unwrapped (no statement ran, so no handle_error saw it).
-            if isinstance(exc, Exception) and driver_unavailable(exc):
-                raise DatabaseUnavailable() from exc
             raise
         connection: asyncpg.Connection[Any] = self._pooled.driver_connection
         return connection
@@ -324,6 +320,13 @@ def driver_unavailable(exc: BaseException) -> bool:
     return unavailable(exc)
 
 
+class PostgresPool(GuardedPool):
+    """A new connection that fails as it is made raises asyncpg's error unwrapped (no
+    statement ran, so no ``handle_error`` saw it): read as the direct line reads it."""
+
+    unavailable = staticmethod(driver_unavailable)
+
+
 def pass_over_closed(dbapi_connection: Any, record: object, proxy: object) -> None:
     """``checkout``: a pooled connection that the server or the network ended while it
     sat in the pool (a restart, a failover, a cut, noticed by asyncpg when its socket
@@ -335,7 +338,7 @@ def pass_over_closed(dbapi_connection: Any, record: object, proxy: object) -> No
 
 def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
     options: dict[str, Any] = {
-        "poolclass": GuardedPool,
+        "poolclass": PostgresPool,
         # hide_parameters: statement parameters (webhook secrets, key hashes) never
         # appear in a logged error or in an exception's message.
         "hide_parameters": True,

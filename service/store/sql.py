@@ -137,7 +137,10 @@ def waiting_since(asked_at: float) -> Iterator[None]:
 
 class GuardedPool(AsyncAdaptedQueuePool):
     """The pool, whose checkout failures are ``DatabaseUnavailable`` when they mean so, and
-    whose every checkout is timed (``action_links_db_pool_wait_seconds``), failed ones too."""
+    whose every checkout is timed (``action_links_db_pool_wait_seconds``), failed ones too.
+    A store whose driver raises errors of its own sets ``unavailable`` to what reads them."""
+
+    unavailable = staticmethod(unavailable)
 
     def connect(self) -> PoolProxiedConnection:
         asked_at = _asked_at.get()
@@ -145,7 +148,7 @@ class GuardedPool(AsyncAdaptedQueuePool):
         try:
             return super().connect()
         except Exception as exc:
-            if unavailable(exc):
+            if self.unavailable(exc):
                 raise DatabaseUnavailable() from exc
             raise
         finally:
