@@ -36,7 +36,6 @@ from service.config import (
     load_settings,
 )
 from service.db import migrate, one_off_session, open_store, schema_head
-from service.devmode import prepare_dev_environment
 from service.errors import ApiError
 from service.http_limits import BoundedHttpToolsProtocol
 from service.preflight import DatabaseNotReady, check_database, database_errors, schema_problem
@@ -48,7 +47,6 @@ from service.schemas import (
     ClientCreate,
     ClientUpdate,
 )
-from service.standalone import run_standalone
 
 log = logging.getLogger("service.cli")
 
@@ -70,7 +68,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # (workers read the same environment).
     if not os.environ.get("PUBLIC_BASE_URL"):
         os.environ["PUBLIC_BASE_URL"] = listening_base_url(args.host, args.port)
-    settings = prepare_dev_environment() if args.dev else load_settings()
+    if args.dev:
+        # Imported only here: with one worker, this process is the one serving.
+        from service.devmode import prepare_dev_environment
+
+        settings = prepare_dev_environment()
+    else:
+        settings = load_settings()
     settings.check_serveable()
     # --dev has just migrated it. Otherwise an unreachable or missing database is
     # refused, and a schema that is behind only warned about (served not ready).
@@ -131,6 +135,8 @@ def cmd_dispatcher(args: argparse.Namespace) -> int:
     # The same logging as `serve`: JSON lines, and the libraries that would log
     # statement parameters (webhook secrets) held at WARNING.
     logs.configure(settings.log_level, settings.log_format)
+    from service.standalone import run_standalone
+
     ops = None if args.metrics_port is None else (args.metrics_host, args.metrics_port)
     log.info("dispatching webhooks until SIGTERM")
     asyncio.run(run_standalone(settings, ops))

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.config import Settings
-from service.store import Store, postgres, sqlite
+from service.store import Store
 from service.tracing import NO_TRACING, Tracing
 
 if TYPE_CHECKING:
@@ -23,10 +23,17 @@ if TYPE_CHECKING:
 def open_store(settings: Settings, tracing: Tracing = NO_TRACING, **engine_options: Any) -> Store:
     """The store of the configured database, on an engine of its own (``engine_options``
     override the engine's defaults), its statements traced by ``tracing``. Every process
-    builds its storage here."""
+    builds its storage here.
+
+    Only the configured database's module is imported: a PostgreSQL process never
+    loads SQLAlchemy's SQLite dialect nor ``sqlite3`` (~1 MB each process, bench/README.md)."""
     if settings.is_sqlite:
+        from service.store import sqlite
+
         store: Store = sqlite.SqliteStore(sqlite.create_engine(settings, **engine_options))
     else:
+        from service.store import postgres
+
         engine = postgres.create_engine(settings, **engine_options)
         store = postgres.PostgresStore(engine, tracing)
     tracing.instrument(store.engine)

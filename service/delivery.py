@@ -18,8 +18,6 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-import httpx
-
 from service import metrics, outbox, webhooks
 from service.errors import DatabaseUnavailable
 from service.registry import Registry
@@ -57,7 +55,7 @@ class KnownDown:
 class Deliverer:
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: webhooks.WebhookClient,
         registry: Registry,
         store: Store,
         timeout: float,
@@ -100,8 +98,7 @@ class Deliverer:
             }
             with self.tracing.webhook_attempt(client.webhook_url, span_attributes) as span:
                 started = time.perf_counter()
-                result = await webhooks.attempt(
-                    self.http,
+                result = await self.http.attempt(
                     client.webhook_url,
                     client.webhook_secret,
                     redemption,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,6 +69,8 @@ def explain(exc: BaseException, database_url: str) -> str | None:
     """The one line for an error that means the database is not there for us; else None."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
+        import sqlite3  # here: a PostgreSQL process never loads SQLite (service.db.open_store)
+
         for cause in _causes(exc):
             if isinstance(cause, sqlite3.OperationalError):
                 return (

@@ -30,7 +30,7 @@ from service.dispatcher import Dispatcher
 from service.logs import logging_config
 from service.registry import Registry
 from service.store import Store
-from service.webhooks import ATTEMPT_KINDS, new_http_client
+from service.webhooks import ATTEMPT_KINDS, WebhookClient
 
 OpsAddress = tuple[str, int]  # where /healthz and /metrics are served: host, port
 
@@ -91,7 +91,7 @@ async def run_standalone(settings: Settings, serve_ops: OpsAddress | None = None
     answer ``/healthz`` and ``/metrics`` on that address meanwhile."""
     traced = tracing.from_environment()
     store = open_store(settings, traced)
-    http = new_http_client(settings.webhook_timeout)
+    http = WebhookClient(settings.webhook_timeout)
     registry = Registry(create_session_factory(store.engine), ttl=settings.cache_ttl)
     deliverer = Deliverer(
         http,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.config import Settings
@@ -21,7 +20,7 @@ from service.store import Store
 from service.tokens import TokenCodec
 from service.tracing import NO_TRACING, Tracing
 from service.typed_code import CodeDoor
-from service.webhooks import new_http_client
+from service.webhooks import WebhookClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +35,7 @@ class AppState:
     gate: Gate
     code_door: CodeDoor
     readiness: Readiness
-    http: httpx.AsyncClient
+    http: WebhookClient
     dispatcher: Dispatcher
     tracing: Tracing
     limits: AbuseLimits
@@ -48,7 +47,7 @@ class AppState:
         sessions = create_session_factory(store.engine)
         registry = Registry(sessions, ttl=settings.cache_ttl)
         codec = TokenCodec(settings.signing_keys())
-        http = new_http_client(settings.webhook_timeout)
+        http = WebhookClient(settings.webhook_timeout)
         deliverer = Deliverer(
             http,
             registry,

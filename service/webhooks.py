@@ -9,43 +9,40 @@
   took it: a receiver that deduplicates by id never drops a real redemption.
 - ``sign``: the ``webhook-signature`` header (``v1,`` + base64 HMAC-SHA256 of
   ``{id}.{timestamp}.{body}``, keyed with the base64-decoded ``whsec_`` secret).
-- ``attempt``: one POST, bounded in time (the whole exchange, not each read)
-  and in memory (at most ``MAX_RESPONSE_BYTES`` of the answer are read),
-  redirects not followed, and a verdict with a short, clear error.
+- ``WebhookClient.attempt`` (``service.webhook_http``, imported then): one
+  POST, bounded in time (the whole exchange, not each read) and in memory (at
+  most ``MAX_RESPONSE_BYTES`` of the answer are read), redirects not followed,
+  and a verdict with a short, clear error.
 
 No database here: the outbox (``service.outbox``) records what happened.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import re
-import socket
-import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from functools import cache
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from service import __version__
 from service.store import RedemptionRecord
+
+if TYPE_CHECKING:
+    import httpx
 
 SECRET_PREFIX = "whsec_"
 EVENT_TYPE = "link.redeemed"
 USER_AGENT = f"action-links/{__version__} (Standard Webhooks)"
 MAX_RESPONSE_BYTES = 4096
 MAX_RETRY_AFTER = 86_400.0
-MAX_CONNECTIONS = 100
 REASON_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 # 4xx answers that mean "not now" rather than "no".
 NOT_NOW = frozenset({408, 429})
@@ -136,24 +133,6 @@ class Attempt:
         return "timeout" if (self.error or "").startswith("timeout") else "unreachable"
 
 
-@cache
-def _tls_context() -> ssl.SSLContext:
-    """httpx's default verification (its CA bundle, SSL_CERT_FILE/DIR), loaded once per
-    process: reading the CA bundle is a quarter of an app's start-up."""
-    return httpx.create_ssl_context()
-
-
-def new_http_client(timeout: float) -> httpx.AsyncClient:
-    """The one client a process delivers with (owned by the app's lifespan)."""
-    return httpx.AsyncClient(
-        verify=_tls_context(),
-        timeout=httpx.Timeout(timeout),
-        follow_redirects=False,
-        limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=20),
-        headers={"user-agent": USER_AGENT},
-    )
-
-
 def headers_for(
     redemption: RedemptionRecord, secret: str, content: bytes, timestamp: int
 ) -> dict[str, str]:
@@ -165,69 +144,6 @@ def headers_for(
         "webhook-timestamp": str(timestamp),
         "webhook-signature": sign(secret, msg_id, timestamp, content),
     }
-
-
-async def attempt(
-    http: httpx.AsyncClient,
-    url: str,
-    secret: str,
-    redemption: RedemptionRecord,
-    timeout: float,  # noqa: ASYNC109 - one deadline over two phases, and it is reported
-    trace_headers: Mapping[str, str] | None = None,
-) -> Attempt:
-    """POST the redemption's message once; the whole exchange takes at most ``timeout`` s.
-    ``trace_headers``: the attempt's trace context (``traceparent``), when traced."""
-    content = body(redemption)
-    headers = headers_for(redemption, secret, content, int(time.time()))
-    if trace_headers:
-        headers.update(trace_headers)
-    try:
-        request = http.build_request("POST", url, content=content, headers=headers)
-    except httpx.InvalidURL:
-        return Attempt(Verdict.UNAVAILABLE, "invalid webhook_url")
-    deadline = asyncio.get_running_loop().time() + timeout
-    try:
-        async with asyncio.timeout_at(deadline):
-            response = await http.send(request, stream=True)
-    except (TimeoutError, httpx.TimeoutException):
-        return Attempt(Verdict.UNAVAILABLE, f"timeout after {timeout:g} s")
-    except httpx.HTTPError as exc:
-        return Attempt(Verdict.UNAVAILABLE, describe(exc))
-    try:
-        return await _judge(response, deadline)
-    finally:
-        await response.aclose()
-
-
-async def _judge(response: httpx.Response, deadline: float) -> Attempt:
-    status = response.status_code
-    if 200 <= status < 300:
-        return Attempt(Verdict.DELIVERED, status=status)
-    retry_after = None
-    if status in RETRY_AFTER_STATUSES:
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
-    if 300 <= status < 400:
-        error = f"HTTP {status} (redirects are not followed)"
-        return Attempt(Verdict.UNAVAILABLE, error, status)
-    if 400 <= status < 500 and status not in NOT_NOW:
-        reason = refusal_reason(await _read_some(response, deadline))
-        error = f"HTTP {status}" + (f": {reason}" if reason else "")
-        return Attempt(Verdict.REJECTED, error, status, reason)
-    return Attempt(Verdict.UNAVAILABLE, f"HTTP {status}", status, retry_after=retry_after)
-
-
-async def _read_some(response: httpx.Response, deadline: float) -> bytes:
-    """At most MAX_RESPONSE_BYTES of the body, by the deadline; what came, if it stalls."""
-    received = bytearray()
-    try:
-        async with asyncio.timeout_at(deadline):
-            async for chunk in response.aiter_raw():
-                received += chunk
-                if len(received) >= MAX_RESPONSE_BYTES:
-                    break
-    except (TimeoutError, httpx.HTTPError):
-        pass
-    return bytes(received[:MAX_RESPONSE_BYTES])
 
 
 def refusal_reason(body: bytes) -> str | None:
@@ -260,31 +176,42 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
-def _causes(exc: BaseException) -> list[BaseException]:
-    """The exception and what caused it, outermost first (the chain anyio wraps)."""
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and len(chain) < 10:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
+class WebhookClient:
+    """How a process sends webhooks: one HTTP client, made for the first attempt (owned
+    by the app's lifespan, or by ``action-links dispatcher``).
 
+    The HTTP side (``service.webhook_http``: httpx, and its TLS context with the CA
+    bundle parsed by OpenSSL) is ~4 MB of resident memory and ~150 ms to load: a
+    process that never sends a webhook pays neither, and the first attempt of one
+    that does pays them once (bench/README.md, "Memory per worker").
+    """
 
-def describe(exc: httpx.HTTPError) -> str:
-    """A short, secret-free ``last_error`` for a transport failure."""
-    if isinstance(exc, httpx.ConnectError):
-        causes = _causes(exc)
-        if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
-            return "connection refused"
-        if any(isinstance(cause, socket.gaierror) for cause in causes):
-            return "host not found"
-        return "connection failed"
-    if isinstance(exc, httpx.UnsupportedProtocol):
-        return "invalid webhook_url"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        if "disconnected" in str(exc).lower():
-            return "connection closed without a response"
-        return "invalid HTTP response"
-    if isinstance(exc, httpx.ReadError | httpx.WriteError):
-        return "connection reset"
-    return f"delivery failed ({type(exc).__name__})"
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._client: httpx.AsyncClient | None = None
+
+    async def attempt(
+        self,
+        url: str,
+        secret: str,
+        redemption: RedemptionRecord,
+        timeout: float,  # noqa: ASYNC109 - passed on: one deadline over the whole exchange
+        trace_headers: Mapping[str, str] | None = None,
+    ) -> Attempt:
+        """One attempt (``webhook_http.attempt``)."""
+        from service import webhook_http
+
+        if self._client is None:
+            self._client = webhook_http.new_http_client(self.timeout)
+        return await webhook_http.attempt(
+            self._client, url, secret, redemption, timeout, trace_headers
+        )
+
+    @property
+    def made(self) -> bool:
+        """Whether an attempt has needed the HTTP client yet."""
+        return self._client is not None
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
