@@ -16,7 +16,10 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from babel import negotiate_locale
 from fastapi import FastAPI
+from hypothesis import given
+from hypothesis import strategies as st
 
 from service.config import Settings
 from service.main import create_app
@@ -26,6 +29,7 @@ from service.pages.language import (
     CACHED_HEADERS,
     LANGUAGES,
     MAX_HEADER_CHARS,
+    _first_available,
     _negotiate,
     language_of,
     language_ranges,
@@ -92,6 +96,26 @@ def in_language(language: str) -> Headers:
 )
 def test_negotiation_follows_quality_values(header: str | None, language: str) -> None:
     assert negotiate(header) == language
+
+
+# Language tags as Accept-Language sends them: ours, their regions, others, any case.
+_TAG = st.builds(
+    lambda primary, region: primary + region,
+    st.sampled_from(["en", "de", "fr", "es", "zh", "ja", "nb", "no", "pt", "x"]).map(
+        lambda tag: tag.upper() if len(tag) % 2 else tag
+    ),
+    st.sampled_from(["", "-CH", "-us", "-419", "-Latn-RS", "_DE"]),
+)
+
+
+@given(
+    preferred=st.lists(_TAG, max_size=6),
+    available=st.lists(st.sampled_from(LANGUAGES), unique=True),
+)
+def test_the_language_match_is_babels(preferred: list[str], available: list[str]) -> None:
+    """``_first_available`` stands in for Babel's ``negotiate_locale`` (not imported by
+    the service): the same answer for every list of tags and of our languages."""
+    assert _first_available(preferred, available) == negotiate_locale(preferred, available, sep="-")
 
 
 def test_ranges_are_read_best_first() -> None:

@@ -2,9 +2,10 @@
 
 Each module kept out here is memory every worker would carry (bench/README.md,
 "Memory per worker"): the SQLite driver and store in a PostgreSQL process, the
-webhook HTTP client (httpx, its TLS context) before a webhook is sent, the
-commands' own machinery (dev mode, the standalone dispatcher), alembic, and
-uvicorn's file watcher. Checked in a fresh interpreter, as a process starts.
+webhook HTTP client (httpx, its TLS context) before a webhook is sent, Babel
+(the pages read their catalogs with ``gettext``), the commands' own machinery
+(dev mode, the standalone dispatcher), alembic, and uvicorn's file watcher.
+Checked in a fresh interpreter, as a process starts.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 NEVER_WHILE_SERVING = (
     "alembic",
+    "babel",
     "service.devmode",
     "service.standalone",
     "service.webhook_http",
