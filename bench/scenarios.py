@@ -32,7 +32,10 @@ from bench.machine import CpuMeter, CpuSplit, load_average
 from bench.targets import Target, redeem_once
 from bench.wrk import Load, WrkResult, run_wrk
 
-TOKEN_MARGIN = 1.5
+# Fresh links minted per run: the arm's fastest rate so far (warm-ups and measured
+# runs alike; a warm-up can be slower than the run after it) times the run's length
+# times this, so that a run faster than any before it still does not run out.
+TOKEN_MARGIN = 2.0
 EXHAUSTED_LINKS = 64
 
 
@@ -201,16 +204,19 @@ def _profiler(
 
 def run_scenario(scenario: Scenario, settings: Settings, meter: CpuMeter) -> ScenarioFigures:
     rates = {arm.label: settings.first_rate_guess for arm in scenario.arms}
+    # The fastest each arm has been (requests/s); fresh links are sized from it.
+    fastest = {arm.label: 0.0 for arm in scenario.arms}
     runs: dict[str, list[Run]] = {arm.label: [] for arm in scenario.arms}
     for round_ in range(settings.rounds):
         order = scenario.arms if round_ % 2 == 0 else list(reversed(scenario.arms))
         for arm in order:
             name = f"{scenario.name}-{round_}-{len(runs[arm.label])}"
             if settings.warmup > 0:
-                load = arm.make_load(settings.warmup, rates[arm.label])
+                load = arm.make_load(settings.warmup, max(rates[arm.label], fastest[arm.label]))
                 warm = _wrk(settings, arm, load, settings.warmup, name + "-warmup")
                 rates[arm.label] = max(warm.rps, 1.0)
-            load = arm.make_load(settings.duration, rates[arm.label])
+                fastest[arm.label] = max(fastest[arm.label], warm.rps)
+            load = arm.make_load(settings.duration, max(rates[arm.label], fastest[arm.label]))
             # Both systems' tables analysed before every measured run (autovacuum may be off).
             database.analyze(meter.server_url, meter.databases)
             average = load_average()
@@ -229,6 +235,7 @@ def run_scenario(scenario: Scenario, settings: Settings, meter: CpuMeter) -> Sce
             run = Run(result, other, average, meter.split)
             runs[arm.label].append(run)
             rates[arm.label] = result.rps * (2 if result.wrapped else 1)
+            fastest[arm.label] = max(fastest[arm.label], rates[arm.label])
             rate = result.rps * arm.per_request
             print(
                 f"bench:   {scenario.name:<11} {arm.label:<34} {rate:>9,.0f}"

@@ -54,6 +54,17 @@ def validate_absolute_url(url: str) -> str:
 
 def is_allowed(url: str, prefixes: Iterable[str]) -> bool:
     """True when ``url`` falls under one of ``prefixes``; never raises."""
+    if type(prefixes) is tuple:  # a client's allowlist: every redemption asks twice
+        return _allowed_by(url, prefixes)
+    return _is_allowed(url, prefixes)
+
+
+@lru_cache(maxsize=512)
+def _allowed_by(url: str, prefixes: tuple[str, ...]) -> bool:
+    return _is_allowed(url, prefixes)
+
+
+def _is_allowed(url: str, prefixes: Iterable[str]) -> bool:
     try:
         scheme, host, port, path = _origin_and_path(url)
     except InvalidUrl:
@@ -88,15 +99,29 @@ _PLAIN = re.compile(r"[A-Za-z0-9_.~-]*")
 
 def _urlencode(params: Mapping[str, str]) -> str:
     """``urlencode(params)``, without quoting what needs none (every redirect's case)."""
-    plain = _PLAIN.fullmatch
-    if all(plain(k) and plain(v) for k, v in params.items()):
+    # One match over every key and value at once ("=" is no plain character).
+    if _PLAIN.fullmatch("".join(params) + "".join(params.values())) is not None:
         return "&".join([f"{k}={v}" for k, v in params.items()])
     return urlencode(params)
 
 
-def with_query(url: str, params: Mapping[str, str]) -> str:
-    """``url`` with ``params`` appended, keeping the query it already has."""
+@lru_cache(maxsize=512)  # the same few success and failure URLs, on every redirect
+def _around_query(url: str) -> tuple[str, str]:
+    """What comes before appended parameters (through "?" and the query ``url`` has, then
+    "&") and after them (the fragment): ``urlunsplit``'s way of joining a URL's parts."""
     parts = urlsplit(url)
+    head = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    head += f"?{parts.query}&" if parts.query else "?"
+    return head, f"#{parts.fragment}" if parts.fragment else ""
+
+
+def with_query(url: str, params: Mapping[str, str]) -> str:
+    """``url`` with ``params`` appended, keeping the query it already has: what
+    ``urlunsplit`` makes of ``urlsplit(url)`` with the query extended."""
     extra = _urlencode(params)
-    query = f"{parts.query}&{extra}" if parts.query else extra
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+    if not extra:  # no parameters (no redirect's case): an empty query is dropped
+        parts = urlsplit(url)
+        query = f"{parts.query}&" if parts.query else ""
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+    head, tail = _around_query(url)
+    return f"{head}{extra}{tail}"

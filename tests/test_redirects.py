@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.responses import RedirectResponse
 
 from service.api.redirect import LinkRedirect
@@ -106,3 +108,42 @@ def test_a_link_redirect_is_starlettes_redirect_response(url: str) -> None:
         theirs.body,
     )
     assert ours.background is None
+
+
+def unsplit_with_query(url: str, params: dict[str, str]) -> str:
+    """What ``with_query`` answered before it cached where parameters go in a URL."""
+    parts = urlsplit(url)
+    extra = urlencode(params)
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+URL_PIECES = st.sampled_from(
+    ["https:", "http:", "//", "good.example", ":8080", "/", "a b", "ü", "?", "&", "=", "#", "x"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    url=st.lists(URL_PIECES, max_size=10).map("".join),
+    params=st.dictionaries(
+        st.sampled_from(["link_id", "error", "code", "k y"]),
+        st.sampled_from(["L-1_a.b~", "", "a b", "ü", "x=y&z"]),
+        max_size=3,
+    ),
+)
+def test_with_query_is_urlsplit_and_urlunsplit(url: str, params: dict[str, str]) -> None:
+    """Any URL (with or without a query or fragment, relative, odd), any parameters
+    (none at all too): the URL that splitting and joining it again with the query
+    extended makes."""
+    assert with_query(url, params) == unsplit_with_query(url, params)
+    assert with_query(url, params) == unsplit_with_query(url, params)  # cached the second time
+
+
+def test_the_allowlist_answer_is_the_same_from_the_cache() -> None:
+    """``is_allowed`` remembers its answer for a client's allowlist (a tuple), and
+    gives the same answer for any other iterable of the same entries."""
+    for url in ("https://good.example/app/x", "https://good.example/apps", "https://evil.example/"):
+        listed = list(ALLOWED)
+        assert is_allowed(url, tuple(ALLOWED)) == is_allowed(url, listed)
+        assert is_allowed(url, tuple(ALLOWED)) == is_allowed(url, iter(listed))

@@ -330,3 +330,23 @@ def test_verification_answers_what_itsdangerous_answers() -> None:
         except BadData:
             got = BadData
         assert got == expected, token
+
+
+def test_an_exchange_code_is_a_stock_token_of_its_salt_signed_uncompressed() -> None:
+    """``sign_exchange`` signs without itsdangerous' layers and never compresses: stock
+    itsdangerous (newest key, exchange salt) reads the code, and signs the same payload
+    to the same code when it does not compress either; the codec reads stock codes."""
+    stock = stock_serializer([OLD_KEY, NEW_KEY], Purpose.EXCHANGE)
+    codec = TokenCodec([OLD_KEY, NEW_KEY])
+    for claims in (
+        ExchangeClaims("shop", "rid-0123456789ab", 1_780_000_000),
+        ExchangeClaims("s" * 64, "r" * 64, 0),  # zlib would shorten this one
+        ExchangeClaims("caf\u00e9", "rid-\U0001f600", 2**40),
+    ):
+        code = codec.sign_exchange(claims)
+        assert not code.startswith(".")  # not compressed
+        assert stock.loads(code) == claims.to_wire()
+        assert codec.verify_exchange(code) == claims
+        assert codec.verify_exchange(stock.dumps(claims.to_wire())) == claims
+    plain = ExchangeClaims("shop", "rid-0123456789ab", 1_780_000_000)
+    assert codec.sign_exchange(plain) == stock.dumps(plain.to_wire())

@@ -22,13 +22,11 @@ the record cost.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import secrets
 
 from starlette.types import Scope
 
-from service import logs, metrics
+from service import logs, metrics, random_ids
 from service.api import routes
 from service.logs import FIELDS
 from service.request_context import RequestInfo
@@ -51,21 +49,10 @@ def request_id_from(scope: Scope) -> str:
     return fresh_request_id()
 
 
-# Random bytes for request ids, read 64 ids at a time: one getrandom() system call per
-# 64 requests instead of one per request (issue 17). Emptied in a forked child, which
-# must not hand out its parent's ids.
-_RANDOM_BATCH = 64 * 8
-_random = bytearray()
-os.register_at_fork(after_in_child=_random.clear)
-
-
 def fresh_request_id() -> str:
-    """16 random hex digits, as ``secrets.token_hex(8)`` (the same source: ``os.urandom``)."""
-    if not _random:
-        _random.extend(secrets.token_bytes(_RANDOM_BATCH))
-    id_ = _random[-8:].hex()
-    del _random[-8:]
-    return id_
+    """16 random hex digits, as ``secrets.token_hex(8)`` (the same source, ``os.urandom``,
+    read in batches: ``service.random_ids``)."""
+    return random_ids.token_hex(8)
 
 
 def finished(scope: Scope, info: RequestInfo, status: int, seconds: float) -> None:
