@@ -7,8 +7,9 @@ once, after a warm-up of its own; odd rounds run the arms in reverse order,
 so a change in the machine's other load hits both sides alike.
 
 Loads that redeem fresh links mint their tokens just before each run
-(through the system's own batch endpoint), sized from the rate the arm has
-shown so far, so a run never runs out of first uses (and says so if it did).
+(through the system's own batch endpoint), sized from the fastest rate the
+arm has shown so far (``TOKEN_MARGIN``), so a run never runs out of first uses
+(and says so if it did).
 """
 
 from __future__ import annotations
