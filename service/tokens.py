@@ -528,9 +528,9 @@ class TokenCodec:
 
     def sign_exchange(self, claims: ExchangeClaims) -> str:
         """A stock itsdangerous token of the exchange salt, its payload never compressed:
-        two ids and a number are too short for zlib to shorten, and only setting up its
-        compressor cost ~60,000 instructions on every success redirect (bench/README.md,
-        "Redemption, third round"). Verified like any token (``verify_exchange``)."""
+        zlib seldom shortens two ids and a number (by a few bytes when it does), and only
+        setting up its compressor cost ~60,000 instructions on every success redirect
+        (bench/README.md, "Redemption, third round"). Verified like any token."""
         payload = claims.to_wire()
         try:
             json = orjson.dumps(payload)
