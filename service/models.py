@@ -165,6 +165,10 @@ class SubjectRevocation(Base):
 
 
 SINGLE_USE = "max_uses = 1 AND once_key IS NULL"  # an audit row of a single-use link
+# Every other audit row (``max_uses`` NULL is unlimited: the complement in SQL's
+# three-valued logic). Written out the same way in the index and in the queries that
+# use it, so that PostgreSQL and SQLite see the index's condition in the query's.
+NOT_SINGLE_USE = "(max_uses IS NULL OR max_uses <> 1 OR once_key IS NOT NULL)"
 
 
 class Redemption(Base):
@@ -207,8 +211,26 @@ class Redemption(Base):
             sqlite_where=text(SINGLE_USE),
         ),
         Index("ix_redemptions_client_seq", "client_id", "seq"),
-        Index("ix_redemptions_client_link_seq", "client_id", "link_id", "seq"),
-        Index("ix_redemptions_client_subject_seq", "client_id", "subject", "seq"),
+        # A link's audit rows: a single-use link's one row is found by its claim's index
+        # above (its claim key is ``l:`` and the link id), so this index holds only the
+        # others and a first use writes one link-keyed index entry, not two (0007).
+        Index(
+            "ix_redemptions_client_link_seq",
+            "client_id",
+            "link_id",
+            "seq",
+            postgresql_where=text(NOT_SINGLE_USE),
+            sqlite_where=text(NOT_SINGLE_USE),
+        ),
+        # A subject filter never matches a row without a subject (0007).
+        Index(
+            "ix_redemptions_client_subject_seq",
+            "client_id",
+            "subject",
+            "seq",
+            postgresql_where=text("subject IS NOT NULL"),
+            sqlite_where=text("subject IS NOT NULL"),
+        ),
         Index("ix_redemptions_client_action_seq", "client_id", "action", "seq"),
     )
 

@@ -104,6 +104,52 @@ def test_0006_downgrade_gives_audit_rows_that_are_claims_their_counters_back(
     command.upgrade(config, "head")
 
 
+def index_definitions(url: str, backend: str) -> dict[str, str]:
+    if backend == SQLITE:
+        query = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        return {r["name"]: r["sql"] for r in run(url, query)}
+    query = (
+        "SELECT indexname AS name, indexdef AS sql FROM pg_indexes WHERE tablename = 'redemptions'"
+    )
+    return {r["name"]: r["sql"] for r in run(url, query)}
+
+
+def test_0007_narrows_two_audit_indexes_and_the_downgrade_widens_them(
+    blank_url: str, backend: str
+) -> None:
+    """The link index leaves out single-use links' rows (found by their claim's index),
+    the subject index rows without a subject; a downgrade puts them back."""
+    config = alembic_config(blank_url)
+    command.upgrade(config, "0006")
+    run(
+        blank_url,
+        "INSERT INTO redemptions (id, client_id, link_id, claim_key, action, subject, use,"
+        " max_uses, redeemed_at) VALUES"
+        f" ('r1', 'shop', 'a', 'l:a', 'x', 's', 1, 1, {NOW}),"
+        f" ('r2', 'shop', 'b', 'l:b', 'x', NULL, 1, NULL, {NOW})",
+    )
+    command.upgrade(config, "0007")
+    narrowed = index_definitions(blank_url, backend)
+    assert "once_key IS NOT NULL" in narrowed["ix_redemptions_client_link_seq"]
+    assert "subject IS NOT NULL" in narrowed["ix_redemptions_client_subject_seq"]
+    command.downgrade(config, "0006")
+    widened = index_definitions(blank_url, backend)
+    for name in ("ix_redemptions_client_link_seq", "ix_redemptions_client_subject_seq"):
+        assert "WHERE" not in widened[name].upper()
+    assert len(run(blank_url, "SELECT id FROM redemptions")) == 2
+    # A single-use link's row whose claim key were not its link's would be lost to the
+    # queries by link id: the upgrade refuses rather than hide it.
+    run(
+        blank_url,
+        "INSERT INTO redemptions (id, client_id, link_id, claim_key, action, use, max_uses,"
+        f" redeemed_at) VALUES ('r3', 'shop', 'c', 'l:other', 'x', 1, 1, {NOW})",
+    )
+    with pytest.raises(RuntimeError, match="claim key"):
+        command.upgrade(config, "0007")
+    run(blank_url, "DELETE FROM redemptions WHERE id = 'r3'")
+    command.upgrade(config, "head")
+
+
 @pytest.mark.backends(SQLITE)
 def test_the_schema_head_read_from_the_files_is_alembics() -> None:
     """``schema_head`` reads the migration files itself (no alembic in the workers)."""

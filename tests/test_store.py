@@ -17,6 +17,7 @@ and its mapping of asyncpg's errors.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,7 +29,7 @@ from typing import Any
 import asyncpg
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi as AsyncpgDBAPI
 from sqlalchemy.exc import EmulatedDBAPIException, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -56,6 +57,7 @@ from service.store import (
     postgres,
 )
 from service.store.postgres import Positional, PostgresStore, driver_unavailable
+from service.store.sql import peek_params
 from service.tokens import LinkClaims, new_link_id
 from tests.support.database import POSTGRES, SQLITE, SQLITE_PREFIX, fetch
 from tests.support.hooks import eventually
@@ -444,6 +446,78 @@ async def test_the_audit_log_reads_newest_first_filtered_and_paged(store: Store)
         found = await store.redemptions("shop", filters, None, 10)
         assert [e.redemption.link_id for e in found] == [forever.link_id] * 3
     assert await store.redemption("mall", entries[0].redemption.redemption_id) is None
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"max_uses": 1},  # its row is its claim (an index of its own, migration 0007)
+        {"max_uses": 1, "once_key": "welcome"},  # draws on a once-key budget
+        {"max_uses": 3},
+        {"max_uses": None},
+        {"max_uses": 2, "subject": None},
+    ],
+)
+async def test_a_links_audit_rows_are_found_by_its_id_whatever_its_kind(
+    store: Store, fields: dict[str, Any]
+) -> None:
+    """The audit rows of a link are held by two indexes (a single-use link's by its
+    claim's): the queries by link id see them all, in order, page by page, and count
+    them when the counter is gone."""
+    claims = link(**fields)
+    lookalike = dataclasses.replace(claims, client_id="mall")  # another client's, same id
+    uses = len([u for u in await uses_of(store, claims, 3) if u is not None])
+    await uses_of(store, lookalike, 1)
+    await uses_of(store, link(**fields), 1)  # another link of the same kind
+    entries = await store.redemptions("shop", Filters(link_id=claims.link_id), None, 10)
+    assert [e.redemption.link_id for e in entries] == [claims.link_id] * uses
+    assert [e.seq for e in entries] == sorted((e.seq for e in entries), reverse=True)
+    if uses > 1:
+        first = await store.redemptions("shop", Filters(link_id=claims.link_id), None, 1)
+        rest = await store.redemptions("shop", Filters(link_id=claims.link_id), first[0].seq, 5)
+        assert first + rest == entries
+    both = Filters(link_id=claims.link_id, action="activate", subject=claims.subject)
+    assert await store.redemptions("shop", both, None, 10) == entries
+    await fetch(url_of(store), "DELETE FROM claims")  # counted from the audit rows now
+    assert (await store.usage("shop", claims.link_id, claims.claim_key)).uses == uses
+    assert (await store.peek(claims, recorded=True)).recorded_uses == uses
+
+
+@pytest.mark.backends(POSTGRES)
+async def test_the_queries_by_link_id_can_be_served_by_both_of_its_indexes(store: Store) -> None:
+    """Each side of a query by link id states its index's condition, so PostgreSQL can
+    plan it on that index (tried with sequential scans off: a small table would
+    rightly be read whole). The conditions are constants, not parameters, so a
+    prepared statement's generic plan can use the indexes too."""
+    assert isinstance(store, PostgresStore)
+    claims = link(max_uses=1)
+    await uses_of(store, claims, 1)
+    statements: list[tuple[str, tuple[Any, ...]]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
+        if "FROM redemptions" in statement and "link_id" in statement:
+            statements.append((statement, tuple(parameters)))
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        await store.redemptions("shop", Filters(link_id=claims.link_id), None, 10)
+        await store.usage("shop", claims.link_id, claims.claim_key)
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", seen)
+    peek = store._peek[True]
+    statements.append((peek.sql, tuple(peek.arguments(peek_params(claims)))))
+    assert len(statements) == 3
+    dsn = url_of(store).replace("postgresql+asyncpg://", "postgresql://", 1)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SET enable_seqscan = off")
+        for statement, parameters in statements:
+            plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {statement}", *parameters))
+            assert "ux_redemptions_single_use" in plan, plan
+            assert "ix_redemptions_client_link_seq" in plan, plan
+            assert "Seq Scan on redemptions" not in plan, plan
+    finally:
+        await conn.close()
 
 
 # --- outbox --------------------------------------------------------------------------------

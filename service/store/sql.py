@@ -43,6 +43,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.engine import ExceptionContext
@@ -50,11 +51,13 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection
+from sqlalchemy.sql.elements import ColumnElement
 
 from service import metrics, random_ids
 from service.errors import DatabaseUnavailable
 from service.models import (
     ALL_ACTIONS,
+    NOT_SINGLE_USE,
     SINGLE_USE,
     Claim,
     CodeFailure,
@@ -81,7 +84,7 @@ from service.store import (
     Usage,
     Via,
 )
-from service.tokens import LinkClaims
+from service.tokens import LinkClaims, link_claim_key
 
 # SQLSTATE classes of a server or connection that is gone: 08 connection
 # exception (asyncpg's "connection was closed in the middle of operation"
@@ -431,15 +434,14 @@ class SqlStore(ABC):
         retention window for long-lived links); once purged, or for a link that
         draws on a once-key budget, the audit rows of the link id tell its uses.
         """
-        audit = (
-            select(
-                func.count().label("n"),
-                func.min(Redemption.redeemed_at).label("first_at"),
-                func.max(Redemption.redeemed_at).label("last_at"),
-            )
-            .where(Redemption.client_id == client_id, Redemption.link_id == link_id)
-            .subquery()
-        )
+        rows = union_all(
+            *(select(Redemption.redeemed_at).where(of) for of in of_link(client_id, link_id))
+        ).subquery()
+        audit = select(
+            func.count().label("n"),
+            func.min(rows.c.redeemed_at).label("first_at"),
+            func.max(rows.c.redeemed_at).label("last_at"),
+        ).subquery()
         revoked = exists().where(Revocation.client_id == client_id, Revocation.link_id == link_id)
         statement = select(
             audit.c.n,
@@ -481,15 +483,26 @@ class SqlStore(ABC):
         self, client_id: str, filters: Filters, before_seq: int | None, limit: int
     ) -> list[AuditEntry]:
         statement = self._audit().where(Redemption.client_id == client_id)
-        if filters.link_id is not None:
-            statement = statement.where(Redemption.link_id == filters.link_id)
         if filters.subject is not None:
             statement = statement.where(Redemption.subject == filters.subject)
         if filters.action is not None:
             statement = statement.where(Redemption.action == filters.action)
         if before_seq is not None:
             statement = statement.where(Redemption.seq < before_seq)
-        statement = statement.order_by(Redemption.seq.desc()).limit(limit)
+        newest = Redemption.seq.desc()
+        if filters.link_id is not None:
+            # A link's rows from each of its indexes (``of_link``), merged: the single-use
+            # side holds one row at most, so it neither sorts nor pages (which would tempt
+            # the planner to walk ``ix_redemptions_client_seq`` for the order instead).
+            single, others = of_link(client_id, filters.link_id)
+            pages = [
+                select(statement.where(single).subquery()),
+                select(statement.where(others).order_by(newest).limit(limit).subquery()),
+            ]
+            merged = union_all(*pages).subquery()
+            statement = select(merged).order_by(merged.c.seq.desc()).limit(limit)
+        else:
+            statement = statement.order_by(newest).limit(limit)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(statement)).all()
         return [self._entry(row) for row in rows]
@@ -722,6 +735,29 @@ SET uses = CASE WHEN claims.uses > 1 THEN claims.uses ELSE 1 END,
 
 # --- SQL both claims and peeks are made of -----------------------------------------------
 
+def of_link(client_id: str, link_id: str) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    """The conditions of a link's audit rows, one per index that holds them (0007).
+
+    A single-use link's row (at most one) is in ``ux_redemptions_single_use``,
+    under its claim key; every other row in ``ix_redemptions_client_link_seq``.
+    The conditions are written as the indexes' own, so each side plans on its
+    index (on both databases). A query by link id reads both and adds them up.
+    """
+    return (
+        and_(
+            Redemption.client_id == client_id,
+            Redemption.claim_key == link_claim_key(link_id),
+            Redemption.link_id == link_id,
+            text(SINGLE_USE),
+        ),
+        and_(
+            Redemption.client_id == client_id,
+            Redemption.link_id == link_id,
+            text(NOT_SINGLE_USE),
+        ),
+    )
+
+
 REVOKED = f"""
     EXISTS (SELECT 1 FROM revocations
             WHERE client_id = :client_id AND link_id = :link_id)
@@ -744,9 +780,14 @@ _CARRIED = f"""CASE WHEN counter.uses IS NULL THEN
      WHERE client_id = :client_id AND claim_key = :claim_key AND {SINGLE_USE})
 END"""
 # Counted only for a link without a counter (a subquery in an untaken CASE
-# branch is never run), and only when asked: the gate's reads never use it.
-_AUDITED = """CASE WHEN counter.uses IS NULL THEN
-    (SELECT count(*) FROM redemptions WHERE client_id = :client_id AND link_id = :link_id)
+# branch is never run), and only when asked: the gate's reads never use it. A link's
+# rows are counted in both of its indexes (``of_link``).
+_AUDITED = f"""CASE WHEN counter.uses IS NULL THEN
+    (SELECT count(*) FROM redemptions
+     WHERE client_id = :client_id AND claim_key = :link_key AND link_id = :link_id
+       AND {SINGLE_USE})
+    + (SELECT count(*) FROM redemptions
+       WHERE client_id = :client_id AND link_id = :link_id AND {NOT_SINGLE_USE})
 END"""
 
 
@@ -760,6 +801,7 @@ def peek_params(link: LinkClaims) -> dict[str, object]:
         "client_id": link.client_id,
         "link_id": link.link_id,
         "claim_key": link.claim_key,
+        "link_key": link_claim_key(link.link_id),
         "action": link.action,
         "subject": link.subject,
         "issued_at": link.issued_at,
