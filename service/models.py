@@ -172,7 +172,8 @@ NOT_SINGLE_USE = "(max_uses IS NULL OR max_uses <> 1 OR once_key IS NOT NULL)"
 
 
 class Redemption(Base):
-    """One accepted use. ``seq`` orders the audit log; ``id`` is random (96 bits).
+    """One accepted use. ``seq`` orders the audit log; ``id`` is the time in milliseconds
+    (11 hex digits) and 96 random bits (``new_redemption_id``; older rows: random only).
 
     ``via`` is the door it came through (``link``, ``code``, ``one_click``);
     ``exchanged_at`` is set once, when the caller's backend received it server

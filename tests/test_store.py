@@ -57,7 +57,7 @@ from service.store import (
     postgres,
 )
 from service.store.postgres import Positional, PostgresStore, driver_unavailable
-from service.store.sql import peek_params
+from service.store.sql import new_redemption_id, peek_params
 from service.tokens import LinkClaims, new_link_id
 from tests.support.database import POSTGRES, SQLITE, SQLITE_PREFIX, fetch
 from tests.support.hooks import eventually
@@ -446,6 +446,19 @@ async def test_the_audit_log_reads_newest_first_filtered_and_paged(store: Store)
         found = await store.redemptions("shop", filters, None, 10)
         assert [e.redemption.link_id for e in found] == [forever.link_id] * 3
     assert await store.redemption("mall", entries[0].redemption.redemption_id) is None
+
+
+@pytest.mark.backends(SQLITE)
+def test_redemption_ids_grow_with_time_and_keep_96_random_bits() -> None:
+    """Later ids sort after earlier ones (appended at the right of their unique index),
+    in any collation (hex digits first); the random part is as long as before."""
+    earlier = [new_redemption_id() for _ in range(50)]
+    time.sleep(0.002)
+    later = new_redemption_id()
+    assert all(later[:11] > e[:11] and later > e for e in earlier)
+    assert all(e[:11] == e[:11].lower() and int(e[:11], 16) for e in earlier)
+    assert len({e[11:] for e in earlier}) == 50
+    assert all(len(e) == 27 and e[11:].replace("-", "").replace("_", "").isalnum() for e in earlier)
 
 
 @pytest.mark.parametrize(
