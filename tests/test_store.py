@@ -497,6 +497,51 @@ async def test_a_links_audit_rows_are_found_by_its_id_whatever_its_kind(
 
 
 @pytest.mark.backends(POSTGRES)
+@pytest.mark.parametrize("winner_commits", [True, False])
+async def test_a_first_use_that_loses_a_race_is_refused_not_an_error(
+    store: Store, winner_commits: bool
+) -> None:
+    """Another first use of the link inserts its row and has not committed: the claim's
+    INSERT waits on the unique index, then fails on it when the other commits (and is
+    run again: a refusal), or goes through when the other rolls back."""
+    assert isinstance(store, PostgresStore)
+    claims = link(max_uses=1)
+    await uses_of(store, link(max_uses=1), 1)  # the store's connection and statement warm
+    other = await asyncpg.connect(url_of(store).replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        racing = other.transaction()
+        await racing.start()
+        await other.execute(
+            "INSERT INTO redemptions (id, client_id, link_id, claim_key, action, use, max_uses,"
+            " redeemed_at, via) VALUES ('winner', $1, $2, $3, 'activate', 1, 1, now(), 'link')",
+            claims.client_id,
+            claims.link_id,
+            claims.claim_key,
+        )
+        ours = asyncio.create_task(store.claim(claims, utc(), deliver=False, lease=None))
+
+        async def waiting() -> bool:
+            rows = await other.fetch(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted"
+            )
+            return bool(rows)
+
+        await eventually(waiting, timeout=5, what="the claim to wait on the racing insert")
+        await (racing.commit() if winner_commits else racing.rollback())
+        result = await ours
+    finally:
+        await other.close()
+    assert result.claimed is not winner_commits
+    assert not result.revoked
+    rows = await fetch(
+        url_of(store), "SELECT id, use FROM redemptions WHERE link_id = $1", claims.link_id
+    )
+    assert len(rows) == 1
+    assert (rows[0]["id"] == "winner") is winner_commits
+    assert store.kept_connections() >= 1  # the failed statement cost no connection
+
+
+@pytest.mark.backends(POSTGRES)
 async def test_the_queries_by_link_id_can_be_served_by_both_of_its_indexes(store: Store) -> None:
     """Each side of a query by link id states its index's condition, so PostgreSQL can
     plan it on that index (tried with sequential scans off: a small table would

@@ -259,16 +259,21 @@ class _Turn:
 # A single-use link (``max_uses`` 1, no once key) claimed without a counter: its audit
 # row is its claim (DESIGN.md, idea 2; migration 0006). The partial unique index
 # ``ux_redemptions_single_use`` admits one row per link, so of first uses racing one
-# inserts and the others conflict, waiting for it as any INSERT … ON CONFLICT does:
-# no retry. A counter row, if the link has one (claimed before 0006, or a sync use
-# given back: ``SqlStore._give_back``), still has its say: the link is used while it
-# counts a use, and the next use number follows the ones it handed out.
+# inserts; the others' INSERTs wait for it and then fail on that index (a unique
+# violation: the statement did nothing), and ``claim`` runs them again, when the probe
+# below sees the row: refusals. A plain INSERT rather than ``ON CONFLICT DO NOTHING``:
+# the speculative insertion cost every first use a second probe of the index, a lock
+# in the shared lock table and a confirming WAL record, to spare only the rare race a
+# second round trip (bench/README.md, "First use's claim"). A counter row, if the link
+# has one (claimed before 0006, or a sync use given back: ``SqlStore._give_back``),
+# still has its say: the link is used while it counts a use, and the next use number
+# follows the ones it handed out.
 #
 # The refusal is the cheap path: a link whose audit row exists is used (a give-back
 # deletes the row, purge gives the link a used-up counter before deleting it), so the
 # probe of that index comes first in the INSERT's condition and an exhausted link's
 # claim ends there, without forming the row (no sequence number drawn, no JSON read)
-# and without the speculative insertion. The conflict clause still decides races.
+# and without an insertion. The unique index still decides races.
 SINGLE_USE_CLAIM_SQL = f"""
 WITH revoked AS (
     SELECT ({REVOKED}) AS yes
@@ -286,7 +291,6 @@ audit AS (
     WHERE NOT EXISTS (SELECT 1 FROM redemptions
                       WHERE client_id = :client_id AND claim_key = :claim_key AND {SINGLE_USE})
       AND NOT (SELECT yes FROM revoked) AND COALESCE((SELECT uses FROM counter), 0) < 1
-    ON CONFLICT (client_id, claim_key) WHERE {SINGLE_USE} DO NOTHING
     RETURNING id, use
 ){JOB_PLACE}
 SELECT (SELECT yes FROM revoked) AS revoked,
@@ -467,8 +471,15 @@ class PostgresStore(SqlStore):
         traced = self._tracing.statement(self._engine, "claim", statement.sql)
         async with self.driver() as driver:  # no transaction: autocommit
             with traced:
-                for _ in range(MAX_RACE_RETRIES):
-                    row = await driver.fetchrow(statement.sql, *arguments)
+                for attempt in range(1, MAX_RACE_RETRIES + 1):
+                    try:
+                        row = await driver.fetchrow(statement.sql, *arguments)
+                    except asyncpg.UniqueViolationError:
+                        # A single-use link's first use that lost a race (above): the
+                        # winner's row is committed, so the next run is a refusal.
+                        if attempt == MAX_RACE_RETRIES:
+                            raise
+                        continue
                     assert row is not None
                     if row["revoked"] or row["use"] is not None or row["existed"]:
                         break
