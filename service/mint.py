@@ -33,7 +33,7 @@ from service.redirects import require_allowed
 from service.registry import ClientConfig
 from service.schemas import LinkRequest
 from service.store import Store
-from service.tokens import LinkClaims, TokenCodec
+from service.tokens import EPOCH, TokenCodec, issue_time, link_wire
 
 MAX_DATA_BYTES = 4096
 MAX_ESCAPE_GROWTH = 6
@@ -48,12 +48,12 @@ ITEMS = TypeAdapter(list[LinkRequest])
 
 @dataclass(frozen=True, slots=True)
 class Signed:
-    """A link made from one request: its claims, and the answer to the caller (the fields
-    of ``schemas.LinkResponse``, as ``api.links`` encodes them)."""
+    """Links made from requests, in order: the answers to the caller (the fields of
+    ``schemas.LinkResponse``, as ``api.links`` encodes them), and for each (subject,
+    action) that a link supersedes, the issue time (µs) of the newest such link."""
 
-    claims: LinkClaims
-    answer: dict[str, Any]
-    supersede: bool
+    answers: list[dict[str, Any]]
+    superseding: dict[tuple[str, str], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,113 +68,137 @@ class Minter:
         """The answer for one link. ``exact_max_uses``: a null ``max_uses`` means unlimited,
         not the action's default (a replacement link keeps the old one's limit,
         ``service.resend``)."""
-        signed = self.sign(client, request, exact_max_uses=exact_max_uses)
-        await self._supersede([signed])
-        return signed.answer
+        signed = self.sign(client, [request], exact_max_uses=exact_max_uses)
+        await self._supersede(client.id, signed.superseding)
+        return signed.answers[0]
 
     async def mint_batch(
         self, client: ClientConfig, items: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
         """All or nothing: every item is checked before any is returned (or written)."""
         signed = self.sign_batch(client, items)
-        await self._supersede(signed)
-        return [link.answer for link in signed]
+        await self._supersede(client.id, signed.superseding)
+        return signed.answers
 
-    async def _supersede(self, links: list[Signed]) -> None:
+    async def _supersede(self, client_id: str, superseding: dict[tuple[str, str], int]) -> None:
         """One statement per (subject, action) superseded, at its newest link's issue time
         (an earlier link of the batch is superseded by a later one like any other)."""
-        newest: dict[tuple[str | None, str], LinkClaims] = {}
-        for link in links:
-            if link.supersede:
-                newest[(link.claims.subject, link.claims.action)] = link.claims  # minted in order
-        for claims in newest.values():
-            assert claims.subject is not None  # the request's validation requires one
+        for (subject, action), issued_at_us in superseding.items():
+            issued_at = issue_time(issued_at_us)
             await self.store.revoke_subject(
-                claims.client_id,
-                claims.subject,
-                claims.action,
-                claims.issued_at,
-                revocation_expiry(claims.issued_at),
+                client_id, subject, action, issued_at, revocation_expiry(issued_at)
             )
 
     def sign(
-        self, client: ClientConfig, request: LinkRequest, *, exact_max_uses: bool = False
+        self, client: ClientConfig, requests: list[LinkRequest], *, exact_max_uses: bool = False
     ) -> Signed:
-        """The link for ``request``, or the problem with it; writes nothing."""
-        action = client.action(request.action)
-        if action is None or not action.enabled:
-            raise UnknownAction(f"client '{client.id}' has no action '{request.action}'")
-        if request.data is not None:
-            require_small(request.data)
-        expires_in = request.expires_in if request.expires_in is not None else action.ttl
-        if expires_in > action.max_ttl:
-            raise TtlTooLong(
-                f"expires_in {expires_in} exceeds max_ttl {action.max_ttl} "
-                f"of action '{action.name}'"
-            )
-        if request.success_url is not None or request.failure_url is not None:
-            require_allowed(
-                client.id,
-                client.allowed_redirects,
-                success_url=request.success_url,
-                failure_url=request.failure_url,
-            )
-        max_uses = request.max_uses
-        if max_uses is None and not exact_max_uses:
-            max_uses = action.max_uses
-        now_us = time.time_ns() // 1000
-        claims = LinkClaims(
-            link_id=self.codec.mint_link_id(client.id),
-            client_id=client.id,
-            action=action.name,
-            subject=request.subject,
-            data=request.data,
-            issued_at_us=now_us,
-            expires_at=now_us // 1_000_000 + expires_in,
-            max_uses=max_uses,
-            once_key=request.once_key,
-            success_url=request.success_url,
-            failure_url=request.failure_url,
-            code=request.code if request.code is not None else action.code,
-        )
-        token = self.codec.sign_link(claims)
-        url = f"{self.public_base_url}/r/{token}"
-        # schemas.LinkResponse's fields; code and headers only when they apply (LINK_EXTRAS).
-        answer: dict[str, Any] = {
-            "id": claims.link_id,
-            "url": url,
-            "token": token,
-            "action": action.name,
-            "subject": request.subject,
-            "expires_at": datetime.fromtimestamp(claims.expires_at, UTC),
-            "max_uses": max_uses,
-        }
-        if claims.code:
-            answer["code"] = self.codec.typed_code(claims)
-        if action.one_click:
-            answer["headers"] = one_click_headers(url)
-        return Signed(claims, answer, request.supersede)
+        """The links for ``requests``, or the first bad one's problem; writes nothing.
 
-    def sign_batch(self, client: ClientConfig, items: list[dict[str, Any]]) -> list[Signed]:
+        One loop for one link or a batch, with what every link shares looked up
+        once: it runs for every minted link, and each link is built from its
+        fields (no ``LinkClaims``, no per-link dataclass), its expiry time made
+        once per second of expiry, its id's randomness read once per call.
+        """
+        codec = self.codec
+        client_id = client.id
+        actions = client.actions
+        link_ids = codec.mint_link_ids(client_id, len(requests))
+        sign_link = codec.sign_link_wire
+        link_base = f"{self.public_base_url}/r/"
+        answers: list[dict[str, Any]] = []
+        superseding: dict[tuple[str, str], int] = {}
+        expiry_second, expiry = -1, EPOCH
+        for request, link_id in zip(requests, link_ids, strict=True):
+            action = actions.get(request.action)
+            if action is None or not action.enabled:
+                raise UnknownAction(f"client '{client_id}' has no action '{request.action}'")
+            data = request.data
+            if data is not None:
+                require_small(data)
+            expires_in = request.expires_in
+            if expires_in is None:
+                expires_in = action.ttl
+            if expires_in > action.max_ttl:
+                raise TtlTooLong(
+                    f"expires_in {expires_in} exceeds max_ttl {action.max_ttl} "
+                    f"of action '{action.name}'"
+                )
+            success_url, failure_url = request.success_url, request.failure_url
+            if success_url is not None or failure_url is not None:
+                require_allowed(
+                    client_id,
+                    client.allowed_redirects,
+                    success_url=success_url,
+                    failure_url=failure_url,
+                )
+            max_uses = request.max_uses
+            if max_uses is None and not exact_max_uses:
+                max_uses = action.max_uses
+            code = request.code
+            if code is None:
+                code = action.code
+            subject = request.subject
+            now_us = time.time_ns() // 1000
+            expires_at = now_us // 1_000_000 + expires_in
+            token = sign_link(
+                link_wire(
+                    link_id,
+                    client_id,
+                    action.name,
+                    now_us,
+                    expires_at,
+                    subject,
+                    data,
+                    max_uses,
+                    request.once_key,
+                    success_url,
+                    failure_url,
+                    code,
+                )
+            )
+            if expires_at != expiry_second:
+                expiry_second, expiry = expires_at, datetime.fromtimestamp(expires_at, UTC)
+            url = link_base + token
+            # schemas.LinkResponse's fields; code and headers only when they apply (LINK_EXTRAS).
+            answer: dict[str, Any] = {
+                "id": link_id,
+                "url": url,
+                "token": token,
+                "action": action.name,
+                "subject": subject,
+                "expires_at": expiry,
+                "max_uses": max_uses,
+            }
+            if code:
+                answer["code"] = codec.typed_code_of(client_id, link_id)
+            if action.one_click:
+                answer["headers"] = one_click_headers(url)
+            answers.append(answer)
+            if request.supersede:
+                assert subject is not None  # the request's validation requires one
+                superseding[(subject, action.name)] = now_us  # minted in order: the newest
+        return Signed(answers, superseding)
+
+    def sign_batch(self, client: ClientConfig, items: list[dict[str, Any]]) -> Signed:
         """Every item signed, or ``BatchInvalid`` naming each bad item's index."""
         try:
             requests = ITEMS.validate_python(items)
         except ValidationError:
             return self._sign_each(client, items)
         try:
-            return [self.sign(client, request) for request in requests]
+            return self.sign(client, requests)
         except ApiError:
             return self._sign_each(client, items)
 
-    def _sign_each(self, client: ClientConfig, items: list[dict[str, Any]]) -> list[Signed]:
+    def _sign_each(self, client: ClientConfig, items: list[dict[str, Any]]) -> Signed:
         """``sign_batch`` for a batch with a bad item: every item on its own, so that every
         bad item is named with all its errors."""
-        links: list[Signed] = []
+        links = Signed([], {})
         errors: list[dict[str, Any]] = []
         first: ApiError | None = None
         for index, item in enumerate(items):
             try:
-                links.append(self.sign(client, LinkRequest.model_validate(item)))
+                link = self.sign(client, [LinkRequest.model_validate(item)])
             except ValidationError as exc:
                 for error in exc.errors(include_url=False, include_context=False):
                     errors.append(
@@ -192,6 +216,9 @@ class Minter:
                     {"index": index, "loc": ["links", index], "msg": exc.detail, "code": exc.code}
                 )
                 first = first or exc
+            else:
+                links.answers.extend(link.answers)
+                links.superseding.update(link.superseding)
         if first is not None:
             failed = sorted({e["index"] for e in errors})
             raise BatchInvalid(first.code, f"{len(failed)} item(s) invalid: {failed}", errors)

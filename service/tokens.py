@@ -19,9 +19,11 @@ failure URL may be used. ``LinkClaims.is_expired`` answers it.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import zlib
@@ -43,7 +45,9 @@ __all__ = [
     "Purpose",
     "ResendClaims",
     "TokenCodec",
+    "issue_time",
     "link_claim_key",
+    "link_wire",
     "new_link_id",
 ]
 
@@ -78,6 +82,11 @@ def new_link_id() -> str:
 def link_claim_key(link_id: str) -> str:
     """The key of a link's own use counter in ``claims`` (once-key budgets use ``o:``)."""
     return f"l:{link_id}"
+
+
+def issue_time(issued_at_us: int) -> datetime:
+    """A link's issue time from its microseconds since the epoch, as ``LinkClaims.issued_at``."""
+    return EPOCH + timedelta(microseconds=issued_at_us)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,29 +125,20 @@ class LinkClaims:
         return f"o:{self.once_key}" if self.once_key is not None else link_claim_key(self.link_id)
 
     def to_wire(self) -> dict[str, Any]:
-        wire: dict[str, Any] = {
-            "i": self.link_id,
-            "c": self.client_id,
-            "a": self.action,
-            "t": self.issued_at_us,
-            "e": self.expires_at,
-        }
-        # The optional fields only when set, in this order (one test per field: minted often).
-        if self.subject is not None:
-            wire["s"] = self.subject
-        if self.data is not None:
-            wire["d"] = self.data
-        if self.max_uses is not None:
-            wire["m"] = self.max_uses
-        if self.once_key is not None:
-            wire["o"] = self.once_key
-        if self.success_url is not None:
-            wire["su"] = self.success_url
-        if self.failure_url is not None:
-            wire["fu"] = self.failure_url
-        if self.code:
-            wire["k"] = 1  # absent when false: tokens without a typed code are unchanged
-        return wire
+        return link_wire(
+            self.link_id,
+            self.client_id,
+            self.action,
+            self.issued_at_us,
+            self.expires_at,
+            self.subject,
+            self.data,
+            self.max_uses,
+            self.once_key,
+            self.success_url,
+            self.failure_url,
+            self.code,
+        )
 
     @classmethod
     def from_wire(cls, wire: Any) -> LinkClaims:
@@ -174,6 +174,47 @@ class LinkClaims:
             None if failure_url is None else _str(failure_url),
             code is not None and _flag(code),
         )
+
+
+def link_wire(
+    link_id: str,
+    client_id: str,
+    action: str,
+    issued_at_us: int,
+    expires_at: int,
+    subject: str | None,
+    data: Any,
+    max_uses: int | None,
+    once_key: str | None,
+    success_url: str | None,
+    failure_url: str | None,
+    code: bool,
+) -> dict[str, Any]:
+    """What a link token carries (``LinkClaims.to_wire``), from the fields themselves:
+    minting signs links without building a ``LinkClaims`` for each (bench/README.md)."""
+    wire: dict[str, Any] = {
+        "i": link_id,
+        "c": client_id,
+        "a": action,
+        "t": issued_at_us,
+        "e": expires_at,
+    }
+    # The optional fields only when set, in this order (one test per field: minted often).
+    if subject is not None:
+        wire["s"] = subject
+    if data is not None:
+        wire["d"] = data
+    if max_uses is not None:
+        wire["m"] = max_uses
+    if once_key is not None:
+        wire["o"] = once_key
+    if success_url is not None:
+        wire["su"] = success_url
+    if failure_url is not None:
+        wire["fu"] = failure_url
+    if code:
+        wire["k"] = 1  # absent when false: tokens without a typed code are unchanged
+    return wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +342,44 @@ def _require_canonical_signature(token: str) -> None:
         raise BadSignature("not a canonical HMAC-SHA256 signature")
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_INNER_PAD = bytes(byte ^ 0x36 for byte in range(256))
+_OUTER_PAD = bytes(byte ^ 0x5C for byte in range(256))
+SHA256_BLOCK = 64
+
+
+def _b64(raw: bytes) -> bytes:
+    """URL-safe base64 without padding (itsdangerous' ``base64_encode``), in three C calls
+    instead of through ``base64``'s two Python layers: it runs four times per minted link."""
+    return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=")
+
+
+class _KeyedSha256:
+    """HMAC-SHA256 (RFC 2104) under one key, its two padded key blocks hashed once.
+
+    Each MAC copies the two SHA-256 states and hashes the message and the inner
+    digest: the same bytes as ``hmac.digest``, without keying OpenSSL's HMAC
+    (or copying and freeing an ``hmac.HMAC`` through its Python layer) for each
+    of the two MACs of every minted link (bench/README.md).
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > SHA256_BLOCK:
+            key = hashlib.sha256(key).digest()
+        block = key.ljust(SHA256_BLOCK, b"\0")
+        self._inner = hashlib.sha256(block.translate(_INNER_PAD))
+        self._outer = hashlib.sha256(block.translate(_OUTER_PAD))
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
 class _HmacSha256(HMACAlgorithm):
     """HMAC-SHA256 in one call to ``hmac.digest``: the same bytes as itsdangerous'
     algorithm, without building an HMAC object per signature (OpenSSL's one-shot
@@ -339,8 +418,8 @@ class _Serializer(URLSafeSerializer):
     them, and the codec reads its tokens (bench/README.md).
 
     Signing (``dumps``) goes further, as it runs once per minted link: the
-    payload is encoded by orjson, and the newest key's HMAC is keyed once and
-    copied per token, instead of passing through the signer's layers.
+    payload is encoded by orjson, and the newest key's HMAC is keyed once
+    (``_KeyedSha256``), instead of passing through the signer's layers.
     """
 
     default_signer = _Signer
@@ -348,7 +427,7 @@ class _Serializer(URLSafeSerializer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._signers: dict[str | bytes | None, Signer] = {}
-        self._mac = hmac.new(self.make_signer(self.salt).derive_key(), digestmod=hashlib.sha256)
+        self._mac = _KeyedSha256(self.make_signer(self.salt).derive_key())
 
     def make_signer(self, salt: str | bytes | None = None) -> Signer:
         signer = self._signers.get(salt)
@@ -364,8 +443,8 @@ class _Serializer(URLSafeSerializer):
         compressor = zlib.compressobj(6, zlib.DEFLATED, 9, 1)  # 512-byte window, memLevel 1
         compressed = compressor.compress(json) + compressor.flush()
         if len(compressed) < len(json) - 1:
-            return b"." + base64_encode(compressed)
-        return base64_encode(json)
+            return b"." + _b64(compressed)
+        return _b64(json)
 
     def dumps(self, obj: Any, salt: str | bytes | None = None) -> str:
         """What ``Signer.sign`` makes of the payload: ``payload.signature``, where the
@@ -373,9 +452,7 @@ class _Serializer(URLSafeSerializer):
         if salt is not None and salt != self.salt:
             return super().dumps(obj, salt)
         payload = self.dump_payload(obj)
-        mac = self._mac.copy()
-        mac.update(payload)
-        return (payload + b"." + base64_encode(mac.digest())).decode("ascii")
+        return (payload + b"." + _b64(self._mac.digest(payload))).decode("ascii")
 
 
 def _link_id_tag(keyed: hmac.HMAC, client_id: str, random_part: str) -> str:
@@ -443,7 +520,10 @@ class TokenCodec:
         self._keys = {purpose: _unsign_keys(self._serializers[purpose]) for purpose in Purpose}
         # The newest exchange key's HMAC, keyed once and copied per code (``sign_exchange``).
         self._exchange_mac = hmac.new(self._keys[Purpose.EXCHANGE][0], digestmod=hashlib.sha256)
-        # One keyed HMAC per listed key (oldest first), copied per link id.
+        self._link_serializer = self._serializers[Purpose.LINK]
+        # One keyed HMAC per listed key (oldest first), copied per link id checked;
+        # new ids are tagged under the newest key, keyed once for signing.
+        self._link_id_signer = _KeyedSha256(hmac.digest(keys[-1], LINK_ID_SALT, "sha256"))
         self._link_id_macs = [
             hmac.new(hmac.digest(key, LINK_ID_SALT, "sha256"), digestmod=hashlib.sha256)
             for key in keys
@@ -460,8 +540,20 @@ class TokenCodec:
         other clients' ids (404). It is no secret and no capability: the
         token's signature is what makes a link redeemable.
         """
-        random_part = new_link_id()
-        return random_part + _link_id_tag(self._link_id_macs[-1], client_id, random_part)
+        return self.mint_link_ids(client_id, 1)[0]
+
+    def mint_link_ids(self, client_id: str, count: int) -> list[str]:
+        """``count`` new link ids (``mint_link_id``), their random parts read from the
+        CSPRNG in one call, each tagged as ``owns_link_id`` checks."""
+        randomness = os.urandom(LINK_ID_BYTES * count)
+        prefix = f"{client_id}\x00".encode("utf-8", "surrogatepass")
+        tag = self._link_id_signer.digest
+        ids: list[str] = []
+        for start in range(0, len(randomness), LINK_ID_BYTES):
+            random_part = _b64(randomness[start : start + LINK_ID_BYTES])  # 16 characters
+            tagged = random_part + _b64(tag(prefix + random_part)[:LINK_ID_TAG_BYTES])
+            ids.append(tagged.decode("ascii"))
+        return ids
 
     def owns_link_id(self, client_id: str, link_id: str) -> bool:
         """Whether ``link_id`` was minted for ``client_id`` under one of the listed keys."""
@@ -479,7 +571,11 @@ class TokenCodec:
         Derived from the client and link id with the newest key, so minting it
         writes nothing and any process can check it.
         """
-        return _typed_code(self._typed_code_keys[-1], link.client_id, link.link_id)
+        return self.typed_code_of(link.client_id, link.link_id)
+
+    def typed_code_of(self, client_id: str, link_id: str) -> str:
+        """``typed_code`` of the link ``link_id`` of ``client_id``."""
+        return _typed_code(self._typed_code_keys[-1], client_id, link_id)
 
     def typed_code_matches(self, link: LinkClaims, code: str) -> bool:
         """Whether ``code`` is ``link``'s typed code under any listed key, in constant time.
@@ -516,6 +612,10 @@ class TokenCodec:
 
     def sign_link(self, claims: LinkClaims) -> str:
         return self.sign(Purpose.LINK, claims.to_wire())
+
+    def sign_link_wire(self, wire: dict[str, Any]) -> str:
+        """The token of a link whose claims are ``wire`` (``link_wire``)."""
+        return self._link_serializer.dumps(wire)
 
     def verify_link(self, token: str) -> LinkClaims:
         return LinkClaims.from_wire(self.verify(Purpose.LINK, token))

@@ -341,13 +341,78 @@ def test_the_mint_answer_encodes_a_link_as_its_model_does(options: dict[str, boo
         "shop", "Shop", None, "s", (f"{SHOP_ORIGIN}/",), True, {"activate": action}
     )
     minter = Minter(TokenCodec([b"k" * 32]), PUBLIC_BASE_URL, store=None)  # type: ignore[arg-type]
-    answer = minter.sign(client, LinkRequest(action="activate", subject="42")).answer
+    answer = minter.sign(client, [LinkRequest(action="activate", subject="42")]).answers[0]
     model = LinkResponse.model_validate(answer)
     assert orjson.loads(created(answer).body) == model.model_dump(mode="json")
     absent = {key for key in LINK_EXTRAS if getattr(model, key) is None}
     assert set(answer) == set(LinkResponse.model_fields) - absent
     assert ("code" in answer) is options.get("code", False)
     assert ("headers" in answer) is options.get("one_click", False)
+
+
+def test_minted_tokens_are_the_tokens_of_their_claims() -> None:
+    """Minting signs each link from its fields, not from a ``LinkClaims``: every token of
+    a batch is still the one its claims sign to, byte for byte, its id the client's."""
+    from service.mint import Minter
+    from service.registry import ActionConfig, ClientConfig
+    from service.schemas import LinkRequest
+    from service.tokens import TokenCodec
+
+    action = ActionConfig(
+        name="activate",
+        label=None,
+        success_url=f"{SHOP_ORIGIN}/ok",
+        failure_url=None,
+        ttl=600,
+        max_ttl=6000,
+        max_uses=3,
+        confirm="none",
+        delivery="none",
+        enabled=True,
+        code=True,
+        one_click=False,
+    )
+    client = ClientConfig(
+        "shop", "Shop", None, "s", (f"{SHOP_ORIGIN}/",), True, {"activate": action}
+    )
+    codec = TokenCodec([b"old" * 11, b"k" * 32])
+    requests = [
+        LinkRequest(action="activate"),
+        LinkRequest(
+            action="activate",
+            subject="42",
+            data={"é": [1, 2.5, None, "\u2603"], "big": 2**70},
+            expires_in=5000,
+            max_uses=None,
+            once_key="voucher:1",
+            success_url=f"{SHOP_ORIGIN}/done",
+            failure_url=f"{SHOP_ORIGIN}/oops",
+            code=False,
+            supersede=True,
+        ),
+    ]
+    signed = Minter(codec, PUBLIC_BASE_URL, store=None).sign(client, requests)  # type: ignore[arg-type]
+    plain, full = (codec.verify_link(answer["token"]) for answer in signed.answers)
+    assert [codec.sign_link(claims) for claims in (plain, full)] == [
+        answer["token"] for answer in signed.answers
+    ]
+    assert (plain.max_uses, plain.code, plain.expires_at - plain.issued_at_us // 10**6) == (
+        3,
+        True,
+        600,
+    )
+    assert [plain.link_id, full.link_id] == [answer["id"] for answer in signed.answers]
+    assert (full.subject, full.data, full.max_uses, full.once_key, full.code) == (
+        "42",
+        {"é": [1, 2.5, None, "\u2603"], "big": 2**70},
+        3,
+        "voucher:1",
+        False,
+    )
+    assert signed.answers[0]["code"] == codec.typed_code(plain)
+    assert "code" not in signed.answers[1]
+    assert all(codec.owns_link_id("shop", answer["id"]) for answer in signed.answers)
+    assert signed.superseding == {("42", "activate"): full.issued_at_us}
 
 
 on_the_modules_loop(globals())

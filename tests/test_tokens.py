@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import string
 from datetime import UTC, datetime
@@ -12,12 +13,14 @@ import pytest
 from itsdangerous import URLSafeSerializer
 
 from service.tokens import (
+    LINK_ID_REGEX,
     BadData,
     ConfirmClaims,
     ExchangeClaims,
     LinkClaims,
     Purpose,
     TokenCodec,
+    _KeyedSha256,
     new_link_id,
 )
 
@@ -195,6 +198,27 @@ def test_link_ids_are_bound_to_their_client() -> None:
         assert not codec.owns_link_id("shop", unknown)
     changed = link_id[:3] + ("A" if link_id[3] != "A" else "B") + link_id[4:]
     assert not codec.owns_link_id("shop", changed)
+
+
+def test_link_ids_minted_together_are_distinct_and_bound_to_their_client() -> None:
+    """A batch's ids share one read of the CSPRNG: each still has its own random part."""
+    codec = TokenCodec([OLD_KEY, NEW_KEY])
+    ids = codec.mint_link_ids("shöp", 500)
+    assert len(set(ids)) == len({i[:16] for i in ids}) == 500
+    assert all(re.fullmatch(LINK_ID_REGEX, i) for i in ids)
+    assert all(codec.owns_link_id("shöp", i) for i in ids)
+    assert not any(codec.owns_link_id("shop", i) for i in ids)
+    assert codec.mint_link_ids("shop", 0) == []
+
+
+@pytest.mark.parametrize("length", [0, 1, 32, 63, 64, 65, 200])
+def test_the_signing_hmac_is_hmac_sha256(length: int) -> None:
+    """``_KeyedSha256`` hashes the padded key blocks once: the bytes of ``hmac.digest``
+    for keys shorter than, as long as and longer than SHA-256's block."""
+    key = bytes(range(256))[:length] if length <= 256 else b""
+    keyed = _KeyedSha256(key)
+    for message in (b"", b"x", b"m" * 64, b"\x00\xff" * 100):
+        assert keyed.digest(message) == hmac.digest(key, message, "sha256")
 
 
 # --- exchange codes and typed codes (API.md, "Finishing the flow") --------------------
