@@ -4,10 +4,11 @@ FastAPI parses a body with ``json.loads``, which recurses once per level: a
 body of a few thousand levels raised ``RecursionError`` (answered 400, "error
 parsing the body"), and one of a few hundred became a value that a later
 encoder failed on (a 500). Every router with JSON bodies uses ``JsonRoute``,
-whose handler first measures the body (``json_depth.refuse_deep``, no
-recursion) and answers 422 ``validation_error`` naming the field where it
-gets too deep, and for a batch the item's index. Bodies that pass are parsed
-here once; FastAPI reuses the result.
+whose handler first measures the body (``json_depth.parse`` for JSON, which
+measures as it parses, or ``json_depth.refuse_deep``; no recursion) and
+answers 422 ``validation_error`` naming the field where it gets too deep, and
+for a batch the item's index. JSON bodies that pass are parsed here once;
+FastAPI reuses the result.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
 
 from service.errors import ValidationFailed
-from service.json_depth import MAX_DATA_DEPTH, Path, TooDeep, refuse_deep
+from service.json_depth import MAX_DATA_DEPTH, Path, TooDeep, parse, refuse_deep
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 FIELD_STEPS = 3  # enough to name ``data``, or ``links``, an index and ``data``
@@ -47,9 +48,11 @@ async def refuse_deep_body(request: Request) -> None:
     if not body:
         return
     try:
-        refuse_deep(body)
         if is_json(request.headers.get("content-type", "")):
-            await request.json()  # kept on the request: FastAPI reads it from there
+            # Kept where ``Request.json`` keeps what it parsed: FastAPI reads it from there.
+            request._json = parse(body)
+        else:
+            refuse_deep(body)
     except TooDeep as exc:
         raise too_deep(exc.path) from None
     except RecursionError:  # Python's parser stopped sooner than the measure (never seen)
