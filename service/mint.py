@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +32,7 @@ from service.errors import (
 from service.lifecycle import revocation_expiry
 from service.redirects import require_allowed
 from service.registry import ClientConfig
-from service.schemas import LinkRequest
+from service.schemas import SUPERSEDE_NEEDS_SUBJECT, LinkFields, LinkRequest
 from service.store import Store
 from service.tokens import EPOCH, TokenCodec, issue_time, link_wire
 
@@ -41,9 +42,10 @@ ONE_CLICK_BODY = "List-Unsubscribe=One-Click"
 """RFC 8058: what a mail provider's POST carries, and what ``List-Unsubscribe-Post`` says."""
 
 
-# A batch's items validated in one call; only a batch with a bad item is validated
-# again item by item, so that each error names its item as it always has.
-ITEMS = TypeAdapter(list[LinkRequest])
+# A batch's items validated in one call, as dicts (no model per item); only a batch
+# with a bad item is validated again item by item as ``LinkRequest``s, so that each
+# error names its item as it always has.
+ITEMS = TypeAdapter(list[LinkFields])
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +70,7 @@ class Minter:
         """The answer for one link. ``exact_max_uses``: a null ``max_uses`` means unlimited,
         not the action's default (a replacement link keeps the old one's limit,
         ``service.resend``)."""
-        signed = self.sign(client, [request], exact_max_uses=exact_max_uses)
+        signed = self.sign(client, [dict(request)], exact_max_uses=exact_max_uses)
         await self._supersede(client.id, signed.superseding)
         return signed.answers[0]
 
@@ -90,9 +92,14 @@ class Minter:
             )
 
     def sign(
-        self, client: ClientConfig, requests: list[LinkRequest], *, exact_max_uses: bool = False
+        self,
+        client: ClientConfig,
+        requests: Sequence[Mapping[str, Any]],
+        *,
+        exact_max_uses: bool = False,
     ) -> Signed:
-        """The links for ``requests``, or the first bad one's problem; writes nothing.
+        """The links for ``requests`` (the fields of validated ``LinkRequest``s, those
+        left out taking their defaults), or the first bad one's problem; writes nothing.
 
         One loop for one link or a batch, with what every link shares looked up
         once: it runs for every minted link, and each link is built from its
@@ -109,13 +116,14 @@ class Minter:
         superseding: dict[tuple[str, str], int] = {}
         expiry_second, expiry = -1, EPOCH
         for request, link_id in zip(requests, link_ids, strict=True):
-            action = actions.get(request.action)
+            field = request.get
+            action = actions.get(request["action"])
             if action is None or not action.enabled:
-                raise UnknownAction(f"client '{client_id}' has no action '{request.action}'")
-            data = request.data
+                raise UnknownAction(f"client '{client_id}' has no action '{request['action']}'")
+            data = field("data")
             if data is not None:
                 require_small(data)
-            expires_in = request.expires_in
+            expires_in = field("expires_in")
             if expires_in is None:
                 expires_in = action.ttl
             if expires_in > action.max_ttl:
@@ -123,7 +131,7 @@ class Minter:
                     f"expires_in {expires_in} exceeds max_ttl {action.max_ttl} "
                     f"of action '{action.name}'"
                 )
-            success_url, failure_url = request.success_url, request.failure_url
+            success_url, failure_url = field("success_url"), field("failure_url")
             if success_url is not None or failure_url is not None:
                 require_allowed(
                     client_id,
@@ -131,13 +139,13 @@ class Minter:
                     success_url=success_url,
                     failure_url=failure_url,
                 )
-            max_uses = request.max_uses
+            max_uses = field("max_uses")
             if max_uses is None and not exact_max_uses:
                 max_uses = action.max_uses
-            code = request.code
+            code = field("code")
             if code is None:
                 code = action.code
-            subject = request.subject
+            subject = field("subject")
             now_us = time.time_ns() // 1000
             expires_at = now_us // 1_000_000 + expires_in
             token = sign_link(
@@ -150,7 +158,7 @@ class Minter:
                     subject,
                     data,
                     max_uses,
-                    request.once_key,
+                    field("once_key"),
                     success_url,
                     failure_url,
                     code,
@@ -174,8 +182,9 @@ class Minter:
             if action.one_click:
                 answer["headers"] = one_click_headers(url)
             answers.append(answer)
-            if request.supersede:
-                assert subject is not None  # the request's validation requires one
+            if field("supersede"):
+                if subject is None:  # LinkRequest refuses it: so does a batch (LinkFields)
+                    raise ValidationFailed(SUPERSEDE_NEEDS_SUBJECT, errors=[])
                 superseding[(subject, action.name)] = now_us  # minted in order: the newest
         return Signed(answers, superseding)
 
@@ -198,7 +207,7 @@ class Minter:
         first: ApiError | None = None
         for index, item in enumerate(items):
             try:
-                link = self.sign(client, [LinkRequest.model_validate(item)])
+                link = self.sign(client, [dict(LinkRequest.model_validate(item))])
             except ValidationError as exc:
                 for error in exc.errors(include_url=False, include_context=False):
                     errors.append(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Required
 
 from pydantic import (
     AfterValidator,
@@ -16,7 +16,9 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
     model_serializer,
+    with_config,
 )
+from typing_extensions import TypedDict
 
 from service.json_depth import MAX_DATA_DEPTH
 from service.redirects import InvalidUrl, validate_absolute_url
@@ -182,22 +184,31 @@ NoNul = AfterValidator(_refuse_nul_text)
 # --- links -----------------------------------------------------------------
 
 
+# The rules of a mint request's fields, named once for ``LinkRequest`` and ``LinkFields``.
+ActionName = Annotated[str, Field(min_length=1, max_length=64), NoNul]
+Subject = Annotated[str, Field(max_length=200, pattern=NO_NUL_PATTERN)] | None
+LinkData = Annotated[Any, AfterValidator(_plain_json)]
+ExpiresIn = Annotated[int, Field(ge=1)] | None
+MaxUses = Annotated[int, Field(ge=1, le=2_000_000_000)] | None
+OnceKey = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL_PATTERN)] | None
+# Checked against the allowlist by the minting code, which answers
+# redirect_not_allowed for any string that is not an allowed URL.
+RedirectUrl = Annotated[str, Field(max_length=2048), NoNul] | None
+SUPERSEDE_NEEDS_SUBJECT = "supersede needs a subject: it revokes the subject's earlier links"
+
+
 # Not ``Strict``: its text fields refuse NUL each on its own (``NoNul``, or a pattern),
 # with the same errors, instead of a validator run for every field of every link of a
 # batch (bench/README.md). No docstring: it would become the OpenAPI description.
 class LinkRequest(Plain):
-    action: Annotated[str, Field(min_length=1, max_length=64), NoNul]
-    subject: Annotated[str, Field(max_length=200, pattern=NO_NUL_PATTERN)] | None = None
-    data: Annotated[Any, AfterValidator(_plain_json)] = None
-    expires_in: Annotated[int, Field(ge=1)] | None = None
-    max_uses: Annotated[int, Field(ge=1, le=2_000_000_000)] | None = None
-    once_key: Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL_PATTERN)] | None = (
-        None
-    )
-    # Checked against the allowlist by the minting code, which answers
-    # redirect_not_allowed for any string that is not an allowed URL.
-    success_url: Annotated[str, Field(max_length=2048), NoNul] | None = None
-    failure_url: Annotated[str, Field(max_length=2048), NoNul] | None = None
+    action: ActionName
+    subject: Subject = None
+    data: LinkData = None
+    expires_in: ExpiresIn = None
+    max_uses: MaxUses = None
+    once_key: OnceKey = None
+    success_url: RedirectUrl = None
+    failure_url: RedirectUrl = None
     code: bool | None = Field(
         default=None,
         description="true: the answer carries a 6-digit `code` a person can type instead of "
@@ -213,8 +224,30 @@ class LinkRequest(Plain):
     @classmethod
     def _supersede_needs_subject(cls, value: bool, info: ValidationInfo) -> bool:
         if value and info.data.get("subject") is None:
-            raise ValueError("supersede needs a subject: it revokes the subject's earlier links")
+            raise ValueError(SUPERSEDE_NEEDS_SUBJECT)
         return value
+
+
+@with_config(Plain.model_config)
+class LinkFields(TypedDict, total=False):
+    """A batch item as ``LinkRequest`` validates it, as a dict of the fields it has.
+
+    A batch's items are validated in one call without a model per item (bench/README.md).
+    The same rules, except ``supersede`` without a ``subject``, which the minting code
+    refuses; anything refused is validated again as a ``LinkRequest`` (``mint.ITEMS``),
+    so the errors are its own. A test holds the two to the same answers.
+    """
+
+    action: Required[ActionName]
+    subject: Subject
+    data: LinkData
+    expires_in: ExpiresIn
+    max_uses: MaxUses
+    once_key: OnceKey
+    success_url: RedirectUrl
+    failure_url: RedirectUrl
+    code: bool | None
+    supersede: bool
 
 
 # API.md: a link's answer "also has" these when they apply; otherwise it has no such key.

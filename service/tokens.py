@@ -55,7 +55,8 @@ MAX_TOKEN_LENGTH = 16_384
 LINK_ID_BYTES = 12  # 96 bits from the CSPRNG, 16 URL-safe characters
 LINK_ID_RANDOM_CHARS = 16
 LINK_ID_TAG_BYTES = 3  # 24 bits, 4 URL-safe characters: a link id is 20 characters
-LINK_ID_LENGTH = LINK_ID_RANDOM_CHARS + 4
+LINK_ID_TAG_CHARS = 4
+LINK_ID_LENGTH = LINK_ID_RANDOM_CHARS + LINK_ID_TAG_CHARS
 LINK_ID_REGEX = f"[A-Za-z0-9_-]{{{LINK_ID_LENGTH}}}"  # what every link id looks like
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LINK_ID_SALT = b"action-links/link-id/v1"
@@ -545,15 +546,21 @@ class TokenCodec:
     def mint_link_ids(self, client_id: str, count: int) -> list[str]:
         """``count`` new link ids (``mint_link_id``), their random parts read from the
         CSPRNG in one call, each tagged as ``owns_link_id`` checks."""
-        randomness = os.urandom(LINK_ID_BYTES * count)
+        # Whole base64 groups (12 and 3 bytes): the encoding of the concatenation is the
+        # concatenation of the encodings, so each is encoded once for all the ids.
+        random_parts = _b64(os.urandom(LINK_ID_BYTES * count))
         prefix = f"{client_id}\x00".encode("utf-8", "surrogatepass")
         tag = self._link_id_signer.digest
-        ids: list[str] = []
-        for start in range(0, len(randomness), LINK_ID_BYTES):
-            random_part = _b64(randomness[start : start + LINK_ID_BYTES])  # 16 characters
-            tagged = random_part + _b64(tag(prefix + random_part)[:LINK_ID_TAG_BYTES])
-            ids.append(tagged.decode("ascii"))
-        return ids
+        tags = b"".join(
+            tag(prefix + random_parts[start : start + LINK_ID_RANDOM_CHARS])[:LINK_ID_TAG_BYTES]
+            for start in range(0, len(random_parts), LINK_ID_RANDOM_CHARS)
+        )
+        random_text, tag_text = random_parts.decode("ascii"), _b64(tags).decode("ascii")
+        return [
+            random_text[n * LINK_ID_RANDOM_CHARS : (n + 1) * LINK_ID_RANDOM_CHARS]
+            + tag_text[n * LINK_ID_TAG_CHARS : (n + 1) * LINK_ID_TAG_CHARS]
+            for n in range(count)
+        ]
 
     def owns_link_id(self, client_id: str, link_id: str) -> bool:
         """Whether ``link_id`` was minted for ``client_id`` under one of the listed keys."""

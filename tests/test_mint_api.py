@@ -341,7 +341,7 @@ def test_the_mint_answer_encodes_a_link_as_its_model_does(options: dict[str, boo
         "shop", "Shop", None, "s", (f"{SHOP_ORIGIN}/",), True, {"activate": action}
     )
     minter = Minter(TokenCodec([b"k" * 32]), PUBLIC_BASE_URL, store=None)  # type: ignore[arg-type]
-    answer = minter.sign(client, [LinkRequest(action="activate", subject="42")]).answers[0]
+    answer = minter.sign(client, [dict(LinkRequest(action="activate", subject="42"))]).answers[0]
     model = LinkResponse.model_validate(answer)
     assert orjson.loads(created(answer).body) == model.model_dump(mode="json")
     absent = {key for key in LINK_EXTRAS if getattr(model, key) is None}
@@ -377,18 +377,20 @@ def test_minted_tokens_are_the_tokens_of_their_claims() -> None:
     )
     codec = TokenCodec([b"old" * 11, b"k" * 32])
     requests = [
-        LinkRequest(action="activate"),
-        LinkRequest(
-            action="activate",
-            subject="42",
-            data={"é": [1, 2.5, None, "\u2603"], "big": 2**70},
-            expires_in=5000,
-            max_uses=None,
-            once_key="voucher:1",
-            success_url=f"{SHOP_ORIGIN}/done",
-            failure_url=f"{SHOP_ORIGIN}/oops",
-            code=False,
-            supersede=True,
+        {"action": "activate"},  # a batch item's fields: only those it has
+        dict(
+            LinkRequest(
+                action="activate",
+                subject="42",
+                data={"é": [1, 2.5, None, "\u2603"], "big": 2**70},
+                expires_in=5000,
+                max_uses=None,
+                once_key="voucher:1",
+                success_url=f"{SHOP_ORIGIN}/done",
+                failure_url=f"{SHOP_ORIGIN}/oops",
+                code=False,
+                supersede=True,
+            )
         ),
     ]
     signed = Minter(codec, PUBLIC_BASE_URL, store=None).sign(client, requests)  # type: ignore[arg-type]
