@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -18,6 +18,9 @@ import pytest
 from service.state import AppState
 from tests.conftest import PUBLIC_BASE_URL, SHOP_ORIGIN, Tenant, make_tenant
 from tests.support.shared_app import FIXTURES, new_client_id, on_the_modules_loop
+
+if TYPE_CHECKING:
+    from service.registry import ClientConfig
 
 backend, database_url, settings, app, state, http, shop = FIXTURES
 Headers = dict[str, str]
@@ -309,6 +312,29 @@ async def test_batch_size_limits(shop: Tenant, http: httpx.AsyncClient, count: i
     await problem_of(response, 422, "validation_error")
 
 
+def activate_client(
+    *, max_ttl: int = 600, max_uses: int, code: bool, one_click: bool = False
+) -> ClientConfig:
+    """Client ``shop`` with one action, ``activate`` (600 s), for minting without a server."""
+    from service.registry import ActionConfig, ClientConfig
+
+    action = ActionConfig(
+        name="activate",
+        label=None,
+        success_url=f"{SHOP_ORIGIN}/ok",
+        failure_url=None,
+        ttl=600,
+        max_ttl=max_ttl,
+        max_uses=max_uses,
+        confirm="none",
+        delivery="none",
+        enabled=True,
+        code=code,
+        one_click=one_click,
+    )
+    return ClientConfig("shop", "Shop", None, "s", (f"{SHOP_ORIGIN}/",), True, {"activate": action})
+
+
 @pytest.mark.parametrize(
     "options", [{}, {"code": True}, {"one_click": True}, {"code": True, "one_click": True}]
 )
@@ -319,26 +345,11 @@ def test_the_mint_answer_encodes_a_link_as_its_model_does(options: dict[str, boo
 
     from service.api.links import created
     from service.mint import Minter
-    from service.registry import ActionConfig, ClientConfig
     from service.schemas import LINK_EXTRAS, LinkRequest, LinkResponse
     from service.tokens import TokenCodec
 
-    action = ActionConfig(
-        name="activate",
-        label=None,
-        success_url=f"{SHOP_ORIGIN}/ok",
-        failure_url=None,
-        ttl=600,
-        max_ttl=600,
-        max_uses=1,
-        confirm="none",
-        delivery="none",
-        enabled=True,
-        code=options.get("code", False),
-        one_click=options.get("one_click", False),
-    )
-    client = ClientConfig(
-        "shop", "Shop", None, "s", (f"{SHOP_ORIGIN}/",), True, {"activate": action}
+    client = activate_client(
+        max_uses=1, code=options.get("code", False), one_click=options.get("one_click", False)
     )
     minter = Minter(TokenCodec([b"k" * 32]), PUBLIC_BASE_URL, store=None)  # type: ignore[arg-type]
     answer = minter.sign(client, [dict(LinkRequest(action="activate", subject="42"))]).answers[0]
@@ -354,27 +365,10 @@ def test_minted_tokens_are_the_tokens_of_their_claims() -> None:
     """Minting signs each link from its fields, not from a ``LinkClaims``: every token of
     a batch is still the one its claims sign to, byte for byte, its id the client's."""
     from service.mint import Minter
-    from service.registry import ActionConfig, ClientConfig
     from service.schemas import LinkRequest
     from service.tokens import TokenCodec
 
-    action = ActionConfig(
-        name="activate",
-        label=None,
-        success_url=f"{SHOP_ORIGIN}/ok",
-        failure_url=None,
-        ttl=600,
-        max_ttl=6000,
-        max_uses=3,
-        confirm="none",
-        delivery="none",
-        enabled=True,
-        code=True,
-        one_click=False,
-    )
-    client = ClientConfig(
-        "shop", "Shop", None, "s", (f"{SHOP_ORIGIN}/",), True, {"activate": action}
-    )
+    client = activate_client(max_ttl=6000, max_uses=3, code=True)
     codec = TokenCodec([b"old" * 11, b"k" * 32])
     requests = [
         {"action": "activate"},  # a batch item's fields: only those it has
