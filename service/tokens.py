@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 from itsdangerous import BadData, BadPayload, BadSignature, Serializer, Signer, URLSafeSerializer
-from itsdangerous.encoding import base64_encode, want_bytes
+from itsdangerous.encoding import want_bytes
 from itsdangerous.signer import HMACAlgorithm
 
 __all__ = [
@@ -436,11 +436,14 @@ class _Serializer(URLSafeSerializer):
             signer = self._signers[salt] = super().make_signer(salt)
         return signer
 
-    def dump_payload(self, obj: Any) -> bytes:
+    def _json(self, obj: Any) -> bytes:
         try:
-            json = orjson.dumps(obj)
+            return orjson.dumps(obj)
         except orjson.JSONEncodeError:  # integers beyond 64 bits, lone surrogates, …
-            json = Serializer.dump_payload(self, obj)  # as itsdangerous writes them
+            return Serializer.dump_payload(self, obj)  # as itsdangerous writes them
+
+    def dump_payload(self, obj: Any) -> bytes:
+        json = self._json(obj)
         compressor = zlib.compressobj(6, zlib.DEFLATED, 9, 1)  # 512-byte window, memLevel 1
         compressed = compressor.compress(json) + compressor.flush()
         if len(compressed) < len(json) - 1:
@@ -452,15 +455,22 @@ class _Serializer(URLSafeSerializer):
         signature is the payload's HMAC-SHA256 under the newest derived key."""
         if salt is not None and salt != self.salt:
             return super().dumps(obj, salt)
-        payload = self.dump_payload(obj)
+        return self._signed(self.dump_payload(obj))
+
+    def dumps_uncompressed(self, obj: Any) -> str:
+        """``dumps`` without trying zlib: for payloads it seldom shortens (exchange codes),
+        where only setting up its compressor costs ~60,000 instructions. Stock
+        itsdangerous reads it (and writes the same when it does not compress either)."""
+        return self._signed(_b64(self._json(obj)))
+
+    def _signed(self, payload: bytes) -> str:
         return (payload + b"." + _b64(self._mac.digest(payload))).decode("ascii")
 
 
-def _link_id_tag(keyed: hmac.HMAC, client_id: str, random_part: str) -> str:
-    """``keyed``: an HMAC keyed once with a link-id key, copied here (not re-keyed)."""
-    mac = keyed.copy()
-    mac.update(f"{client_id}\x00{random_part}".encode("utf-8", "surrogatepass"))
-    return base64.urlsafe_b64encode(mac.digest()[:LINK_ID_TAG_BYTES]).decode()
+def _link_id_tag(keyed: _KeyedSha256, client_id: str, random_part: str) -> str:
+    """``keyed``: the HMAC of a link-id key, keyed once (``_KeyedSha256``)."""
+    message = f"{client_id}\x00{random_part}".encode("utf-8", "surrogatepass")
+    return _b64(keyed.digest(message)[:LINK_ID_TAG_BYTES]).decode("ascii")
 
 
 def _typed_code(key: bytes, client_id: str, link_id: str) -> str:
@@ -519,15 +529,11 @@ class TokenCodec:
             for purpose in Purpose
         }
         self._keys = {purpose: _unsign_keys(self._serializers[purpose]) for purpose in Purpose}
-        # The newest exchange key's HMAC, keyed once and copied per code (``sign_exchange``).
-        self._exchange_mac = hmac.new(self._keys[Purpose.EXCHANGE][0], digestmod=hashlib.sha256)
         self._link_serializer = self._serializers[Purpose.LINK]
-        # One keyed HMAC per listed key (oldest first), copied per link id checked;
-        # new ids are tagged under the newest key, keyed once for signing.
-        self._link_id_signer = _KeyedSha256(hmac.digest(keys[-1], LINK_ID_SALT, "sha256"))
+        # One keyed HMAC per listed key (oldest first): new ids are tagged under the
+        # newest, and an id is checked under each.
         self._link_id_macs = [
-            hmac.new(hmac.digest(key, LINK_ID_SALT, "sha256"), digestmod=hashlib.sha256)
-            for key in keys
+            _KeyedSha256(hmac.digest(key, LINK_ID_SALT, "sha256")) for key in keys
         ]
         self._typed_code_keys = [
             hmac.new(key, TYPED_CODE_SALT, hashlib.sha256).digest() for key in keys
@@ -550,7 +556,7 @@ class TokenCodec:
         # concatenation of the encodings, so each is encoded once for all the ids.
         random_parts = _b64(os.urandom(LINK_ID_BYTES * count))
         prefix = f"{client_id}\x00".encode("utf-8", "surrogatepass")
-        tag = self._link_id_signer.digest
+        tag = self._link_id_macs[-1].digest
         tags = b"".join(
             tag(prefix + random_parts[start : start + LINK_ID_RANDOM_CHARS])[:LINK_ID_TAG_BYTES]
             for start in range(0, len(random_parts), LINK_ID_RANDOM_CHARS)
@@ -635,18 +641,9 @@ class TokenCodec:
 
     def sign_exchange(self, claims: ExchangeClaims) -> str:
         """A stock itsdangerous token of the exchange salt, its payload never compressed:
-        zlib seldom shortens two ids and a number (by a few bytes when it does), and only
-        setting up its compressor cost ~60,000 instructions on every success redirect
-        (bench/README.md, "Redemption, third round"). Verified like any token."""
-        payload = claims.to_wire()
-        try:
-            json = orjson.dumps(payload)
-        except orjson.JSONEncodeError:  # a lone surrogate in an id: as itsdangerous writes it
-            json = Serializer.dump_payload(self._serializers[Purpose.EXCHANGE], payload)
-        value = base64_encode(json)
-        mac = self._exchange_mac.copy()
-        mac.update(value)
-        return (value + b"." + base64_encode(mac.digest())).decode("ascii")
+        zlib seldom shortens two ids and a number (by a few bytes when it does), and it
+        runs on every success redirect (bench/README.md, "Redemption, third round")."""
+        return self._serializers[Purpose.EXCHANGE].dumps_uncompressed(claims.to_wire())
 
     def verify_exchange(self, code: str) -> ExchangeClaims:
         """The claims of a genuine exchange code; ``BadData`` for anything else,
