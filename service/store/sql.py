@@ -848,14 +848,8 @@ def claim_params(
     via: Via,
     sync: bool,
 ) -> dict[str, object]:
-    # peek_params' keys, written out: one dict per claim, not two.
     return {
-        "client_id": link.client_id,
-        "link_id": link.link_id,
-        "claim_key": link.claim_key,
-        "action": link.action,
-        "subject": link.subject,
-        "issued_at": link.issued_at,
+        **peek_params(link),
         "once_key": link.once_key,
         "via": via.value,
         "data": link.data,
