@@ -54,17 +54,13 @@ def validate_absolute_url(url: str) -> str:
 
 def is_allowed(url: str, prefixes: Iterable[str]) -> bool:
     """True when ``url`` falls under one of ``prefixes``; never raises."""
-    if type(prefixes) is tuple:  # a client's allowlist: every redemption asks twice
-        return _allowed_by(url, prefixes)
-    return _is_allowed(url, prefixes)
+    # Cached per URL and allowlist (every redemption asks twice); a client's allowlist is
+    # already a tuple, which ``tuple()`` hands back as it is.
+    return _allowed_by(url, tuple(prefixes))
 
 
 @lru_cache(maxsize=512)
 def _allowed_by(url: str, prefixes: tuple[str, ...]) -> bool:
-    return _is_allowed(url, prefixes)
-
-
-def _is_allowed(url: str, prefixes: Iterable[str]) -> bool:
     try:
         scheme, host, port, path = _origin_and_path(url)
     except InvalidUrl:
