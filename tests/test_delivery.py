@@ -12,26 +12,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from service import outbox
 from service.config import Settings
 from service.db import open_store
-from service.main import create_app
 from service.webhooks import Attempt, Verdict
 from tests.conftest import SHOP_ORIGIN, Tenant, link_path, make_tenant
 from tests.support.database import POSTGRES, SQLITE, fetch
 from tests.support.hooks import all_delivered, deliveries, eventually, query_of
 from tests.support.processes import free_port
 from tests.support.receiver import NEVER, Answer, RawReceiver, Received, Receiver
+from tests.support.served import serving
 
 pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
 
@@ -84,16 +82,6 @@ def verified(received: list[Received], secret: str) -> list[dict[str, Any]]:
 
 async def redemption_ids(database_url: str) -> list[str]:
     return [r["id"] for r in await fetch(database_url, "SELECT id FROM redemptions ORDER BY seq")]
-
-
-@asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with these settings, in-process, with its lifespan (and dispatcher) running."""
-    app = create_app(settings)
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            yield http
 
 
 # --- async ---------------------------------------------------------------------------

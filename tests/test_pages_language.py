@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from babel import negotiate_locale
 from fastapi import FastAPI
 from hypothesis import given
 from hypothesis import strategies as st
 
 from service.config import Settings
-from service.main import create_app
 from service.pages import PAGES, Pages, one_click_done, rate_limited_page
 from service.pages.catalogs import translations
 from service.pages.language import (
@@ -37,6 +34,7 @@ from service.pages.language import (
 )
 from service.state import AppState
 from tests.conftest import Tenant, link_path, make_tenant
+from tests.support.served import serving
 from tests.support.shared_app import FIXTURES, new_client_id, on_the_modules_loop
 from tests.test_confirm import HOSTILE, assert_people_page, confirm_link
 from tests.test_redeem import sign
@@ -45,15 +43,6 @@ backend, database_url, settings, app, state, http, shop = FIXTURES  # the module
 
 Headers = dict[str, str]
 GARBAGE_10KB = "\x7f;q=,<script>é" * 640
-
-
-async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of an app with these settings, in-process, for as long as it is iterated."""
-    app = create_app(settings)
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client
 
 
 def title_of(html: str) -> str:
@@ -250,7 +239,7 @@ async def test_the_refused_confirmation_in_spanish(
 
 
 async def test_the_demo_pages_in_the_visitors_language(settings: Settings) -> None:
-    async for http in serving(settings.model_copy(update={"dev": True})):
+    async with serving(settings.model_copy(update={"dev": True})) as http:
         spanish = in_language("es-MX, en;q=0.5")
         done = await http.get("/demo/done?link_id=l1&redemption_id=r1", headers=spanish)
         assert title_of(assert_people_page(done, 200)) == "Enlace canjeado"

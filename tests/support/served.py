@@ -1,9 +1,16 @@
-"""A service process as the process tests use it: its environment, and a client made over HTTP."""
+"""A service as tests use it: a process's environment, a client made over HTTP, or an
+app with its lifespan in-process."""
 
 from __future__ import annotations
 
-import httpx
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import httpx
+from asgi_lifespan import LifespanManager
+
+from service.config import Settings
+from service.main import create_app
 from tests.conftest import ADMIN_TOKEN, SECRET, SHOP_ORIGIN
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -32,3 +39,13 @@ async def provision_shop(
     assert put.status_code == 200
     key = (await http.post(f"/v1/admin/clients/{client_id}/keys", headers=ADMIN)).json()["key"]
     return {"Authorization": f"Bearer {key}"}
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with these settings, in-process, with its lifespan (and dispatcher) running."""
+    app = create_app(settings)
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield http
