@@ -34,8 +34,7 @@ from tests.support.processes import (
     running_service,
 )
 from tests.support.receiver import Answer, Receiver
-from tests.support.served import provision_shop, service_env
-from tests.test_delivery import serving
+from tests.support.served import provision_shop, service_env, serving
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -20,9 +20,9 @@ import pytest_asyncio
 
 from service.config import ConfigurationError, Settings
 from tests.conftest import Tenant, link_path, make_tenant
+from tests.support.served import serving
 from tests.support.shared_app import FIXTURES, new_client_id, on_the_modules_loop
 from tests.test_confirm import HOSTILE, assert_people_page
-from tests.test_pages_language import serving
 
 backend, database_url, settings, app, state, http, shop = FIXTURES  # the module's app
 
@@ -65,7 +65,7 @@ def pages_dir(tmp_path: Path) -> Path:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def operator_http(settings: Settings, pages_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in serving(settings.model_copy(update={"pages_dir": pages_dir})):
+    async with serving(settings.model_copy(update={"pages_dir": pages_dir})) as client:
         yield client
 
 
