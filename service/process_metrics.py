@@ -58,15 +58,20 @@ def sample_process() -> None:
     """Write this worker's process figures to its files (multiprocess mode only)."""
     if not metrics.multiprocess_mode():
         return
-    for family in PROCESS_COLLECTOR.collect():
-        for sample in family.samples:
-            if sample.name == "process_cpu_seconds_total":
-                added = sample.value - _cpu_reported[0]
-                if added > 0:
-                    _CPU.labels(str(os.getpid())).inc(added)
-                    _cpu_reported[0] = sample.value
-            elif sample.name in _GAUGES:
-                _GAUGES[sample.name].set(sample.value)
+    figures = {
+        sample.name: sample.value
+        for family in PROCESS_COLLECTOR.collect()
+        for sample in family.samples
+    }
+    # The CPU counter first: a scrape reads the files while they are written, and one that
+    # already sees this worker's gauges (its first sample's) must see its CPU time too.
+    cpu = figures.get("process_cpu_seconds_total", 0.0)
+    if cpu > _cpu_reported[0]:
+        _CPU.labels(str(os.getpid())).inc(cpu - _cpu_reported[0])
+        _cpu_reported[0] = cpu
+    for name, gauge in _GAUGES.items():
+        if name in figures:
+            gauge.set(figures[name])
 
 
 def sample(store: Store) -> None:
