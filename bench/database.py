@@ -148,6 +148,20 @@ def create_database(
     return dsn
 
 
+def settle(server_url: str, databases: list[str]) -> None:
+    """Before every measured run: ``analyze`` the databases, then a ``CHECKPOINT``.
+
+    After a checkpoint, the first change to each page writes the whole page to
+    the WAL. Without one of its own, whichever arm the server's timed checkpoint
+    (every ``checkpoint_timeout``) happened to fall in paid those images alone:
+    write-heavy arms of one run differed by up to a third for it. With it, every
+    measured run starts at the same point of the checkpoint cycle, and pays the
+    images a production server pays once per cycle for the pages it touches.
+    """
+    analyze(server_url, databases)
+    asyncio.run(execute(server_url, "CHECKPOINT"))
+
+
 def analyze(server_url: str, databases: list[str]) -> None:
     """``ANALYZE`` each of ``databases``, as autovacuum would have by now (bench/README.md).
 

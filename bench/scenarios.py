@@ -218,8 +218,9 @@ def run_scenario(scenario: Scenario, settings: Settings, meter: CpuMeter) -> Sce
                 rates[arm.label] = max(warm.rps, 1.0)
                 fastest[arm.label] = max(fastest[arm.label], warm.rps)
             load = arm.make_load(settings.duration, max(rates[arm.label], fastest[arm.label]))
-            # Both systems' tables analysed before every measured run (autovacuum may be off).
-            database.analyze(meter.server_url, meter.databases)
+            # Both systems' tables analysed (autovacuum may be off), and a checkpoint, before
+            # every measured run: each starts at the same point of the WAL's cycle.
+            database.settle(meter.server_url, meter.databases)
             average = load_average()
             profiler = _profiler(settings, arm, f"{scenario.name}-{arm.label}", round_)
             statements = None

@@ -48,7 +48,7 @@ def test_each_run_is_sized_from_the_fastest_rate_the_arm_has_shown(
         return WrkResult(int(rps * seconds), seconds, 1.0, 2.0, 0, 0, 0)
 
     monkeypatch.setattr(scenarios, "_wrk", wrk)
-    monkeypatch.setattr(database, "analyze", lambda *args: None)
+    monkeypatch.setattr(database, "settle", lambda *args: None)
     monkeypatch.setattr(scenarios, "load_average", lambda: 0.0)
     target: Any = type("FakeTarget", (), {"server": None})()
     scenario = Scenario("redeem", "redeem, first use", "req/s", [Arm("AL", target, make_load)])
