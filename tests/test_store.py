@@ -51,6 +51,7 @@ from service.store import (
     Exchange,
     Filters,
     Job,
+    OutboxWork,
     Requeued,
     Store,
     Via,
@@ -145,6 +146,7 @@ async def test_an_unreachable_database_is_database_unavailable(unreachable: Stor
         lambda: unreachable.revoke_link("shop", new_link_id(), utc(), utc()),
         lambda: unreachable.redemptions("shop", Filters(), None, 10),
         lambda: unreachable.lease_due(utc(), utc(), 10),
+        lambda: unreachable.outbox_work(utc()),
         lambda: unreachable.delivery_backlog(5.0),
         lambda: one_session_query_of(unreachable, "SELECT 1"),
     ]
@@ -617,6 +619,32 @@ async def test_a_job_is_leased_recorded_only_under_its_lease_and_released(store:
     assert entry is not None
     assert (entry.delivery.status, entry.delivery.attempts) == ("delivered", 2)
     assert await store.delivery_backlog(1.0) == (0, None)
+
+
+async def test_the_outbox_look_finds_exactly_what_a_round_would(store: Store) -> None:
+    """The dispatcher's one read before a round: a job due or a sync redemption left
+    unsettled is never missed, and an idle outbox reads as idle."""
+    now = utc()
+    assert await store.outbox_work(now) == OutboxWork(due=False, abandoned=False)
+    await store.claim(link(), now, deliver=True, lease=None)  # due from now
+    assert await store.outbox_work(now - timedelta(seconds=1)) == OutboxWork(False, False)
+    assert await store.outbox_work(now) == OutboxWork(due=True, abandoned=False)
+    [job] = await store.lease_due(now, now + LATER, 10)
+    assert not (await store.outbox_work(now)).due  # held by a live lease
+    assert (await store.outbox_work(now + 2 * LATER)).due  # its holder's lease expired
+    retry = AttemptOutcome(delivered=False, error="HTTP 503", retry_at=now + LATER)
+    assert await store.record_attempt(job, now, retry)
+    assert not (await store.outbox_work(now)).due
+    assert (await store.outbox_work(now + LATER)).due  # the retry falls due
+    delivered = AttemptOutcome(delivered=True, error=None, retry_at=None)
+    [again] = await store.lease_due(now + LATER, now + 2 * LATER, 10)
+    assert await store.record_attempt(again, now + LATER, delivered)
+    assert not (await store.outbox_work(now + 3 * LATER)).due  # delivered: never again
+    await sync_claim(store, link(), now + LATER)  # its request awaits the verdict
+    assert await store.outbox_work(now) == OutboxWork(due=False, abandoned=False)
+    assert await store.outbox_work(now + 2 * LATER) == OutboxWork(due=False, abandoned=True)
+    assert await store.give_back_abandoned(now + 2 * LATER, 10) == 1
+    assert await store.outbox_work(now + 2 * LATER) == OutboxWork(False, False)
 
 
 async def test_a_claim_can_lease_its_own_job_for_the_inline_attempt(store: Store) -> None:

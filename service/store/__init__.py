@@ -153,6 +153,14 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboxWork:
+    """What a dispatcher's round would find: jobs due, sync redemptions left unsettled."""
+
+    due: bool
+    abandoned: bool
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptOutcome:
     """What to write after one attempt: delivered, due again at ``retry_at``, or failed."""
 
@@ -333,6 +341,12 @@ class Store(Protocol):
     async def redemption(self, client_id: str, redemption_id: str) -> AuditEntry | None: ...
 
     # outbox
+
+    async def outbox_work(self, now: datetime) -> OutboxWork:
+        """Whether ``lease_due`` and ``give_back_abandoned`` would find anything at ``now``:
+        one read, so that a dispatcher's round over an idle outbox costs one statement
+        instead of two write transactions."""
+        ...
 
     async def lease_due(self, now: datetime, lease: datetime, limit: int) -> list[Job]:
         """Lease up to ``limit`` due jobs nobody alive holds, until ``lease``."""

@@ -75,7 +75,7 @@ from service.config import Settings
 from service.errors import DatabaseUnavailable
 from service.json_depth import load_stored
 from service.models import SINGLE_USE, UTCDateTime
-from service.store import ClaimResult, LinkState, PurgeTarget, Via
+from service.store import ClaimResult, LinkState, OutboxWork, PurgeTarget, Via
 from service.store.changes import ChangeListener, OnChange
 from service.store.sql import (
     REVOKED,
@@ -300,6 +300,19 @@ SELECT (SELECT yes FROM revoked) AS revoked,
 """
 
 
+# ``SqlStore.outbox_work``'s look (its conditions: ``_due`` and ``_abandoned`` in sql.py),
+# as one prepared statement on the direct line; the statuses are literals, so that even
+# a generic plan reads each through its partial index (``ix_deliveries_due``,
+# ``ix_deliveries_deciding``).
+OUTBOX_WORK_SQL = """
+SELECT EXISTS (SELECT 1 FROM deliveries
+               WHERE status = 'pending' AND next_attempt_at <= :now
+                 AND (leased_until IS NULL OR leased_until < :now)) AS due,
+       EXISTS (SELECT 1 FROM deliveries
+               WHERE status = 'deciding' AND leased_until < :now) AS abandoned
+"""
+
+
 def carries_its_claim(link: LinkClaims) -> bool:
     """Whether ``link``'s audit row is its claim (no counter row): a single-use link."""
     return link.max_uses == 1 and link.once_key is None
@@ -395,6 +408,7 @@ class PostgresStore(SqlStore):
             recorded: Positional.compile(peek_sql(recorded), engine.dialect)
             for recorded in (False, True)
         }
+        self._outbox_work = Positional.compile(OUTBOX_WORK_SQL, engine.dialect)
 
     def watch(self, on_change: OnChange) -> None:
         """One connection of its own, outside the pool, listens for the whole process."""
@@ -497,6 +511,13 @@ class PostgresStore(SqlStore):
                 row = await driver.fetchrow(statement.sql, *statement.arguments(peek_params(link)))
         assert row is not None
         return link_state(row)
+
+    async def outbox_work(self, now: datetime) -> OutboxWork:
+        statement = self._outbox_work
+        async with self.driver() as driver:
+            row = await driver.fetchrow(statement.sql, *statement.arguments({"now": now}))
+        assert row is not None
+        return OutboxWork(due=row["due"], abandoned=row["abandoned"])
 
     async def _limit_statement_time(self, conn: AsyncConnection, seconds: float) -> None:
         await conn.execute(text(f"SET LOCAL statement_timeout = {int(seconds * 1000)}"))

@@ -78,6 +78,7 @@ from service.store import (
     Filters,
     Job,
     LinkState,
+    OutboxWork,
     PurgeTarget,
     RedemptionRecord,
     Requeued,
@@ -162,6 +163,20 @@ def guard(engine: AsyncEngine) -> AsyncEngine:
     assert isinstance(engine.sync_engine.pool, GuardedPool), "create it with GuardedPool"
     event.listen(engine.sync_engine, "handle_error", _on_error, retval=True)
     return engine
+
+
+def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """A job ``lease_due`` takes at ``now``: pending, due, and leased by nobody alive."""
+    return (
+        Delivery.status == PENDING,
+        Delivery.next_attempt_at <= now,
+        or_(Delivery.leased_until.is_(None), Delivery.leased_until < now),
+    )
+
+
+def _abandoned(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """A sync job whose request did not settle it within its lease (``give_back_abandoned``)."""
+    return (Delivery.status == DECIDING, Delivery.leased_until < now)
 
 
 def _record(row: Any) -> RedemptionRecord:
@@ -251,7 +266,7 @@ class SqlStore(ABC):
     async def give_back_abandoned(self, now: datetime, limit: int) -> int:
         abandoned = (
             select(Delivery.redemption_id)
-            .where(Delivery.status == DECIDING, Delivery.leased_until < now)
+            .where(*_abandoned(now))
             .order_by(Delivery.leased_until)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -528,14 +543,19 @@ class SqlStore(ABC):
     # no row locks (and drops the ``FOR UPDATE``); there the same ``UPDATE`` runs
     # under the database's single write lock, which makes it just as exclusive.
 
+    async def outbox_work(self, now: datetime) -> OutboxWork:
+        look = select(
+            exists().where(*_due(now)).label("due"),
+            exists().where(*_abandoned(now)).label("abandoned"),
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(look)).one()
+        return OutboxWork(due=bool(row.due), abandoned=bool(row.abandoned))
+
     async def lease_due(self, now: datetime, lease: datetime, limit: int) -> list[Job]:
         due = (
             select(Delivery.redemption_id)
-            .where(
-                Delivery.status == PENDING,
-                Delivery.next_attempt_at <= now,
-                or_(Delivery.leased_until.is_(None), Delivery.leased_until < now),
-            )
+            .where(*_due(now))
             .order_by(Delivery.next_attempt_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
