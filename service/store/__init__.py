@@ -187,7 +187,7 @@ class PurgeTarget:
 
     ``walked_by``: ``column`` has no index; purge walks the table in the order of
     this one (its primary key, which grows with ``column``) instead of finding the
-    rows through ``column`` (``sql.Walk``: what that guarantees).
+    rows through ``column`` (``purge_batches.Walk``: what that guarantees).
     ``carries_claims``: some rows are a link's claim (a single-use link's audit row
     on PostgreSQL, migration 0006); before they go, their links get counters, so
     that purging the audit log never makes a used link usable again."""
