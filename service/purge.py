@@ -22,9 +22,13 @@ a link it still considers valid gone (which would grant that link new uses).
 
 Deletion runs in batches of at most ``batch_size`` rows, each its own short
 transaction located by an index range scan, so purge never holds many locks
-or a long transaction, however much has piled up. One process at a time
-purges (``Store.purging``: on PostgreSQL a session advisory lock; SQLite has
-one writer anyway); a process that cannot take the lock skips the run.
+or a long transaction, however much has piled up. The audit log's batches
+walk its primary key (``seq``) rather than an index of ``redeemed_at``, which
+every first use would write to. A row is never purged inside the window; one
+a little out of order may go a run later (``service.store.purge_batches.Walk``).
+One process at a time purges (``Store.purging``: on PostgreSQL a session
+advisory lock; SQLite has one writer anyway); a process that cannot take the
+lock skips the run.
 
 ``PeriodicPurge`` runs it in the background of every service process.
 """
@@ -135,7 +139,7 @@ async def _delete_in_batches(
         report.largest_batch = max(report.largest_batch, deleted)
         report.longest_batch_seconds = max(report.longest_batch_seconds, round(elapsed, 4))
         total += deleted
-        if deleted < batch_size:
+        if target.finished(deleted, batch_size):
             return total
         await asyncio.sleep(0)  # let the process's requests through between batches
 

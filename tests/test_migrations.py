@@ -150,6 +150,27 @@ def test_0007_narrows_two_audit_indexes_and_the_downgrade_widens_them(
     command.upgrade(config, "head")
 
 
+def test_0008_drops_the_index_of_redemption_times_and_the_downgrade_builds_it_again(
+    blank_url: str, backend: str
+) -> None:
+    """Purge walks ``seq`` instead; no audit query reads the index (bench/README.md)."""
+    config = alembic_config(blank_url)
+    command.upgrade(config, "0007")
+    assert "ix_redemptions_redeemed_at" in index_definitions(blank_url, backend)
+    run(
+        blank_url,
+        "INSERT INTO redemptions (id, client_id, link_id, claim_key, action, use, redeemed_at)"
+        f" VALUES ('r1', 'shop', 'a', 'l:a', 'x', 1, {NOW})",
+    )
+    command.upgrade(config, "0008")
+    assert "ix_redemptions_redeemed_at" not in index_definitions(blank_url, backend)
+    command.downgrade(config, "0007")
+    rebuilt = index_definitions(blank_url, backend)["ix_redemptions_redeemed_at"]
+    assert "(redeemed_at)" in rebuilt.replace('"', "")
+    assert [r["id"] for r in run(blank_url, "SELECT id FROM redemptions")] == ["r1"]
+    command.upgrade(config, "head")
+
+
 @pytest.mark.backends(SQLITE)
 def test_the_schema_head_read_from_the_files_is_alembics() -> None:
     """``schema_head`` reads the migration files itself (no alembic in the workers)."""

@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import event, text
+from sqlalchemy import bindparam, event, text
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi as AsyncpgDBAPI
 from sqlalchemy.exc import EmulatedDBAPIException, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -39,7 +39,8 @@ from service import metrics
 from service.config import Settings
 from service.db import create_session_factory, open_store
 from service.errors import DatabaseUnavailable
-from service.models import ALL_ACTIONS
+from service.models import ALL_ACTIONS, UTCDateTime
+from service.purge import purge
 from service.store import (
     CLAIMS,
     CODE_FAILURES,
@@ -58,6 +59,7 @@ from service.store import (
     postgres,
 )
 from service.store.postgres import Positional, PostgresStore, driver_unavailable
+from service.store.purge_batches import walk_of
 from service.store.sql import new_redemption_id, peek_params
 from service.tokens import LinkClaims, new_link_id
 from tests.support.database import POSTGRES, SQLITE, SQLITE_PREFIX, fetch
@@ -842,6 +844,89 @@ async def test_purging_the_audit_log_never_makes_a_used_link_usable_again(store:
     async with store.purging() as batches:
         assert batches is not None
         assert await batches.delete_batch(CLAIMS, expires + timedelta(days=1), 10) == 1
+
+
+async def audit_rows_at(store: Store, *moments: datetime) -> list[LinkClaims]:
+    """One single-use link's audit row per moment, written in this order (``seq``):
+    how a row of a request whose ``now`` came before another's lands behind it."""
+    links = [link() for _ in moments]
+    for claims, moment in zip(links, moments, strict=True):
+        assert (await store.claim(claims, moment, deliver=False, lease=None)).claimed
+    return links
+
+
+async def audit_log(store: Store) -> list[datetime]:
+    return [e.redemption.redeemed_at for e in await store.redemptions("shop", Filters(), None, 50)]
+
+
+async def test_the_audit_walk_reaches_old_rows_behind_newer_ones_and_keeps_the_newer(
+    store: Store,
+) -> None:
+    """Purge walks the audit log by ``seq`` (no index on ``redeemed_at``, 0008): rows a
+    little out of order are deleted behind a newer row as long as their batch holds
+    old rows, the newer rows never; every purged link stays used (its claim's counter
+    made in the batch that deletes its row)."""
+    now, retention = utc(), timedelta(days=1)
+    old, new = now - retention - MINUTE, now - retention + MINUTE
+    moments = (old, old, new, old, old, new, new, old)
+    #  batches of 2: [old old] [new old] [old new] [new old] [], the walk's end
+    links = await audit_rows_at(store, *moments)
+    report = await purge(store, now, retention, batch_size=2)
+    assert report.redemptions == 5
+    assert await audit_log(store) == [new, new, new]
+    for claims, moment in zip(links, moments, strict=True):
+        assert (await store.peek(claims)).exhausted(1), moment
+
+
+async def test_the_audit_walk_ends_at_a_batch_of_newer_rows(store: Store) -> None:
+    """A batch without an old row ends the walk: the old rows behind it wait for a run
+    whose cutoff has passed those newer rows. Each cutoff walks from the start."""
+    cutoff = utc() - timedelta(days=1)
+    old, new, newest = cutoff - MINUTE, cutoff + MINUTE, cutoff + 2 * MINUTE
+    await audit_rows_at(store, old, old, new, new, old, new, newest)
+    async with store.purging() as batches:
+        assert batches is not None
+        assert await batches.delete_batch(REDEMPTIONS, cutoff, 2) == 2
+        assert await batches.delete_batch(REDEMPTIONS, cutoff, 2) == 0  # [new new]: the end
+        assert await audit_log(store) == [newest, new, old, new, new]
+        # A cutoff past the newer rows reaches the old one behind them.
+        between = new + MINUTE / 2
+        assert await batches.delete_batch(REDEMPTIONS, between, 3) == 3  # [new new old]
+        assert await batches.delete_batch(REDEMPTIONS, between, 3) == 1  # [new newest]
+        assert await batches.delete_batch(REDEMPTIONS, between, 3) == 0
+        assert await audit_log(store) == [newest]
+        # A later cutoff walks from the first row again, not from where the walk of
+        # another stood (past a row that is old only for the later one).
+        assert await batches.delete_batch(REDEMPTIONS, newest + MINUTE, 3) == 1
+    assert await audit_log(store) == []
+
+
+async def test_the_audit_walk_reads_ranges_of_the_primary_key(store: Store) -> None:
+    """Each statement of a batch reads a range of ``seq``, never the whole table: a
+    ``SEARCH`` of the rowid on SQLite, the primary key's index on PostgreSQL (asked
+    with sequential scans off: the test's table is small enough to read whole)."""
+    walk = walk_of(REDEMPTIONS)
+    assert walk.counters is not None
+    on_postgres = isinstance(store, PostgresStore)
+    explain = "EXPLAIN " if on_postgres else "EXPLAIN QUERY PLAN "
+    bounds = {"cutoff": utc(), "after": 100, "last": 200, "n": 100}
+    async with store.engine.connect() as conn:
+        if on_postgres:
+            await conn.execute(text(FILLER_ROWS))
+            await conn.execute(text("ANALYZE redemptions"))
+            await conn.execute(text("SET enable_seqscan = off"))
+        for statement in (walk.window, walk.counters, walk.delete):
+            typed = text(explain + statement.text).bindparams(
+                bindparam("cutoff", type_=UTCDateTime)
+            )
+            plan = "\n".join(str(row[-1]) for row in await conn.execute(typed, bounds))
+            if on_postgres:
+                assert "Seq Scan" not in plan, plan
+                assert "Index Scan using pk_redemptions" in plan.replace(" on pk_", " using pk_")
+                assert "Index Cond: (seq > " in plan.replace("((", "("), plan
+            else:
+                assert "SEARCH redemptions USING INTEGER PRIMARY KEY (rowid>?" in plan, plan
+        await conn.rollback()
 
 
 @pytest.mark.backends(POSTGRES)

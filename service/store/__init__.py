@@ -193,6 +193,9 @@ class FailureCount:
 class PurgeTarget:
     """One kind of row purge deletes: ``table`` rows whose ``column`` is before a cutoff.
 
+    ``walked_by``: ``column`` has no index; purge walks the table in the order of
+    this one (its primary key, which grows with ``column``) instead of finding the
+    rows through ``column`` (``purge_batches.Walk``: what that guarantees).
     ``carries_claims``: some rows are a link's claim (a single-use link's audit row
     on PostgreSQL, migration 0006); before they go, their links get counters, so
     that purging the audit log never makes a used link usable again."""
@@ -200,6 +203,13 @@ class PurgeTarget:
     table: str
     column: str
     carries_claims: bool = False
+    walked_by: str | None = None
+
+    def finished(self, deleted: int, limit: int) -> bool:
+        """Whether a batch that deleted ``deleted`` rows of at most ``limit`` was its run's
+        last: one short of the limit, or for a walked target one that deleted none (a
+        batch of the walk may keep newer rows, and hold older ones behind them)."""
+        return deleted == 0 if self.walked_by is not None else deleted < limit
 
     @property
     def condition(self) -> str:
@@ -210,7 +220,8 @@ class PurgeTarget:
 CLAIMS = PurgeTarget("claims", "expires_at")
 REVOCATIONS = PurgeTarget("revocations", "expires_at")
 SUBJECT_REVOCATIONS = PurgeTarget("subject_revocations", "expires_at")
-REDEMPTIONS = PurgeTarget("redemptions", "redeemed_at", carries_claims=True)
+# The audit log has no index on ``redeemed_at`` (0008: one entry fewer per first use).
+REDEMPTIONS = PurgeTarget("redemptions", "redeemed_at", carries_claims=True, walked_by="seq")
 CODE_FAILURES = PurgeTarget("code_failures", "expires_at")
 FAILURE_COUNTERS = PurgeTarget("failure_counters", "expires_at")
 
@@ -222,7 +233,8 @@ class PurgeBatches(Protocol):
     """The purge's connection, while it holds the purge lock."""
 
     async def delete_batch(self, target: PurgeTarget, cutoff: datetime, limit: int) -> int:
-        """Delete (and commit) up to ``limit`` rows of ``target`` before ``cutoff``."""
+        """Delete (and commit) up to ``limit`` rows of ``target`` before ``cutoff``; the
+        run goes on until ``target.finished`` says so."""
         ...
 
 

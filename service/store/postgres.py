@@ -45,7 +45,7 @@ fails as "gone" ends every kept one too, so the next turns get fresh ones
 from the pool, as its own invalidation would have made them.
 
 Purge takes a session advisory lock, so one process at a time purges, and
-addresses rows by ``ctid``.
+addresses rows by ``ctid`` (the audit log's by ranges of ``seq``: ``purge_batches``).
 
 Configuration changes reach this process through a connection of its own,
 listening (``service.store.changes``).

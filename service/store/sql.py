@@ -85,6 +85,7 @@ from service.store import (
     Usage,
     Via,
 )
+from service.store.purge_batches import Batches
 from service.tokens import LinkClaims, link_claim_key
 
 # SQLSTATE classes of a server or connection that is gone: 08 connection
@@ -696,13 +697,13 @@ class SqlStore(ABC):
     # --- purge -------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def purging(self) -> AsyncIterator[_Batches | None]:
+    async def purging(self) -> AsyncIterator[Batches | None]:
         async with self._engine.connect() as conn:
             if not await self._try_lock(conn):
                 yield None
                 return
             try:
-                yield _Batches(conn, self._batch_statement)
+                yield Batches(conn, self._batch_statement)
             except BaseException:
                 # Dropping the connection ends its session, and with it any lock.
                 await conn.invalidate()
@@ -719,38 +720,8 @@ class SqlStore(ABC):
 
     @abstractmethod
     def _batch_statement(self, target: PurgeTarget) -> TextClause:
-        """Delete up to ``:n`` rows before ``:cutoff``, found through the column's index."""
-
-
-class _Batches:
-    def __init__(
-        self, conn: AsyncConnection, statement: Callable[[PurgeTarget], TextClause]
-    ) -> None:
-        self._conn = conn
-        self._statement = statement
-
-    async def delete_batch(self, target: PurgeTarget, cutoff: datetime, limit: int) -> int:
-        if target.carries_claims:
-            await self._conn.execute(COUNTERS_FOR_PURGED_CLAIMS, {"cutoff": cutoff})
-        result = await self._conn.execute(self._statement(target), {"cutoff": cutoff, "n": limit})
-        await self._conn.commit()
-        return int(result.rowcount)
-
-
-# Before audit rows older than ``:cutoff`` go, the single-use links they are the claim of
-# (and that may still be used: the link expires after the cutoff) get a used-up
-# counter, in the same transaction as the delete. Rarely any rows: only links living
-# longer than the retention window.
-COUNTERS_FOR_PURGED_CLAIMS = text("""
-INSERT INTO claims
-    (client_id, key, uses, issued, max_uses, expires_at, first_used_at, last_used_at)
-SELECT client_id, claim_key, 1, use, 1, claim_expires_at, redeemed_at, redeemed_at
-FROM redemptions
-WHERE redeemed_at < :cutoff AND claim_expires_at IS NOT NULL AND claim_expires_at >= :cutoff
-ON CONFLICT (client_id, key) DO UPDATE
-SET uses = CASE WHEN claims.uses > 1 THEN claims.uses ELSE 1 END,
-    issued = CASE WHEN excluded.issued > claims.issued THEN excluded.issued ELSE claims.issued END
-""").bindparams(bindparam("cutoff", type_=UTCDateTime))
+        """Delete up to ``:n`` rows before ``:cutoff``, found through the column's index
+        (a target without one is walked instead: ``purge_batches.Walk``)."""
 
 
 # --- SQL both claims and peeks are made of -----------------------------------------------

@@ -6,7 +6,8 @@ before anything is read: bump the counter (or create it), then check the
 revocations, then write the audit row and the job, or roll back. One writer
 at a time makes this exactly as exclusive as PostgreSQL's one statement.
 
-Purge needs no lock (there is one writer anyway) and addresses rows by ``rowid``.
+Purge needs no lock (there is one writer anyway) and addresses rows by ``rowid``
+(the audit log's by ranges of ``seq``, its rowid: ``purge_batches``).
 """
 
 from __future__ import annotations
