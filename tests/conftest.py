@@ -43,7 +43,7 @@ def postgres_url() -> Iterator[str]:
     database.drop_database(url)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Groups for ``pytest -n 2 --dist loadgroup`` (.ci/run): a module's tests stay on
     one worker (its module-scoped processes start once), and the ``heavy`` runs (several
     service processes with full pools each) share one worker, so that the two workers
@@ -60,10 +60,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             return 0
         return 1 if item.get_closest_marker("slow") else 2
 
+    grouping = bool(getattr(config.option, "loadgroup", False))  # set on xdist's workers
     for item in items:
         group = "heavy" if item.get_closest_marker("heavy") else item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))
+        if grouping:
+            join_xdist_group(item, group)
     items.sort(key=length_rank)
+
+
+def join_xdist_group(item: pytest.Item, group: str) -> None:
+    """What the scheduler of ``--dist loadgroup`` groups by: ``@group`` at the end of the id.
+
+    xdist 3.8 writes it from the ``xdist_group`` mark to ``item._nodeid``, which pytest 9.2
+    no longer reads (an item's id is ``item._id``, a ``NodeId``): every test was scheduled
+    on its own, each slow module's processes and browser started on both workers, and the
+    heavy runs overlapped. So it is written here, where pytest reads it.
+    """
+    if item.nodeid.endswith(f"@{group}"):
+        return  # an xdist (or a pytest) where its own hook took effect
+    from _pytest.nodeid import NodeId  # pytest 9.2's; the lock pins it
+
+    item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
