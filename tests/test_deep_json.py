@@ -17,10 +17,12 @@ import asyncio
 import json
 import sqlite3
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
+import starlette.requests
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
@@ -122,6 +124,22 @@ def test_every_route_with_a_body_measures_it_first(app: FastAPI) -> None:
     ]
     assert len(with_body) >= 7
     assert [getattr(r, "path", r) for r in with_body if not isinstance(r, JsonRoute)] == []
+
+
+async def test_a_json_body_is_parsed_once_by_the_depth_guard(
+    shop: Tenant, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard parses the body (jiter, with its depth limit) and leaves the result where
+    Starlette's ``Request.json`` keeps it, a private attribute: if an upgrade renamed it,
+    Starlette would parse every body a second time with ``json.loads``, and this fails."""
+
+    def second_parse(*args: object, **kwargs: object) -> object:
+        raise AssertionError("Starlette parsed a body the guard had already parsed")
+
+    # Only Starlette's own name for the json module (``Request.json`` uses nothing else).
+    monkeypatch.setattr(starlette.requests, "json", SimpleNamespace(loads=second_parse))
+    minted = await post_json(http, "/v1/links", '{"action": "activate"}', shop.headers)
+    assert minted.status_code == 201, minted.text
 
 
 # --- minting ---------------------------------------------------------------------------
