@@ -82,6 +82,8 @@ def join_xdist_group(item: pytest.Item, group: str) -> None:
     from _pytest.nodeid import NodeId  # pytest 9.2's; the lock pins it
 
     item._id = NodeId.parse(f"{item.nodeid}@{group}")
+    if not item.nodeid.endswith(f"@{group}"):  # a pytest where neither works: say so, loudly
+        raise pytest.UsageError(f"--dist loadgroup: could not put {item.nodeid} in its group")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
