@@ -204,20 +204,23 @@ def _profiler(
 
 
 def run_scenario(scenario: Scenario, settings: Settings, meter: CpuMeter) -> ScenarioFigures:
-    rates = {arm.label: settings.first_rate_guess for arm in scenario.arms}
-    # The fastest each arm has been (requests/s); fresh links are sized from it.
+    # The fastest each arm has been (requests/s); fresh links are sized from it, or from
+    # the first guess while it has shown no rate.
     fastest = {arm.label: 0.0 for arm in scenario.arms}
+
+    def rate_of(arm: Arm) -> float:
+        return fastest[arm.label] or settings.first_rate_guess
+
     runs: dict[str, list[Run]] = {arm.label: [] for arm in scenario.arms}
     for round_ in range(settings.rounds):
         order = scenario.arms if round_ % 2 == 0 else list(reversed(scenario.arms))
         for arm in order:
             name = f"{scenario.name}-{round_}-{len(runs[arm.label])}"
             if settings.warmup > 0:
-                load = arm.make_load(settings.warmup, max(rates[arm.label], fastest[arm.label]))
+                load = arm.make_load(settings.warmup, rate_of(arm))
                 warm = _wrk(settings, arm, load, settings.warmup, name + "-warmup")
-                rates[arm.label] = max(warm.rps, 1.0)
                 fastest[arm.label] = max(fastest[arm.label], warm.rps)
-            load = arm.make_load(settings.duration, max(rates[arm.label], fastest[arm.label]))
+            load = arm.make_load(settings.duration, rate_of(arm))
             # Both systems' tables analysed (autovacuum may be off), and a checkpoint, before
             # every measured run: each starts at the same point of the WAL's cycle.
             database.settle(meter.server_url, meter.databases)
@@ -236,8 +239,7 @@ def run_scenario(scenario: Scenario, settings: Settings, meter: CpuMeter) -> Sce
                 profiler.wait()
             run = Run(result, other, average, meter.split)
             runs[arm.label].append(run)
-            rates[arm.label] = result.rps * (2 if result.wrapped else 1)
-            fastest[arm.label] = max(fastest[arm.label], rates[arm.label])
+            fastest[arm.label] = max(fastest[arm.label], result.rps * (2 if result.wrapped else 1))
             rate = result.rps * arm.per_request
             print(
                 f"bench:   {scenario.name:<11} {arm.label:<34} {rate:>9,.0f}"
