@@ -525,10 +525,9 @@ async def test_a_first_use_that_loses_a_race_is_refused_not_an_error(
         ours = asyncio.create_task(store.claim(claims, utc(), deliver=False, lease=None))
 
         async def waiting() -> bool:
-            rows = await other.fetch(
-                "SELECT 1 FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted"
-            )
-            return bool(rows)
+            # Blocked by this connection's transaction (not by some other test's lock).
+            blocked = "SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
+            return bool(await other.fetch(blocked, other.get_server_pid()))
 
         await eventually(waiting, timeout=5, what="the claim to wait on the racing insert")
         await (racing.commit() if winner_commits else racing.rollback())
@@ -543,6 +542,27 @@ async def test_a_first_use_that_loses_a_race_is_refused_not_an_error(
     assert len(rows) == 1
     assert (rows[0]["id"] == "winner") is winner_commits
     assert store.kept_connections() >= 1  # the failed statement cost no connection
+
+
+@pytest.mark.backends(POSTGRES)
+async def test_a_claim_that_loses_every_race_is_a_refusal(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of runs after unique violations only (each one a winner's committed row), the
+    claim refuses: the driver's error never reaches the caller, and the connection stays."""
+    assert isinstance(store, PostgresStore)
+    await uses_of(store, link(max_uses=1), 1)  # a kept connection
+    runs = 0
+
+    async def lost(*args: object, **kwargs: object) -> object:
+        nonlocal runs
+        runs += 1
+        raise asyncpg.UniqueViolationError("duplicate key value")
+
+    monkeypatch.setattr(asyncpg.connection.Connection, "fetchrow", lost)
+    result = await store.claim(link(max_uses=1), utc(), deliver=False, lease=None)
+    assert (result.claimed, result.revoked, runs) == (False, False, postgres.MAX_RACE_RETRIES)
+    assert store.kept_connections() >= 1
 
 
 # Other links' audit rows of client ``shop``, half of single-use links, half not.

@@ -485,20 +485,20 @@ class PostgresStore(SqlStore):
         traced = self._tracing.statement(self._engine, "claim", statement.sql)
         async with self.driver() as driver:  # no transaction: autocommit
             with traced:
-                for attempt in range(1, MAX_RACE_RETRIES + 1):
+                for _ in range(MAX_RACE_RETRIES):
                     try:
                         row = await driver.fetchrow(statement.sql, *arguments)
                     except asyncpg.UniqueViolationError:
                         # A single-use link's first use that lost a race (above): the
-                        # winner's row is committed, so the next run is a refusal.
-                        if attempt == MAX_RACE_RETRIES:
-                            raise
+                        # winner's row is committed, so the next run is a refusal (and
+                        # so is running out of runs).
+                        row = None
                         continue
                     assert row is not None
                     if row["revoked"] or row["use"] is not None or row["existed"]:
                         break
-        if row["use"] is None:
-            return ClaimResult(revoked=bool(row["revoked"]), redemption=None)
+        if row is None or row["use"] is None:
+            return ClaimResult(revoked=bool(row is not None and row["revoked"]), redemption=None)
         redemption_id = str(params["redemption_id"])
         return ClaimResult(
             revoked=False, redemption=claimed(link, redemption_id, now, row["use"], via)
