@@ -20,6 +20,7 @@ are 1, ``[[1]]`` is 2.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from typing import Any
@@ -78,13 +79,8 @@ def refuse_deep(text: bytes) -> None:
     """
     if sum(text.count(opener) for opener in _OPENERS) <= PARSE_DEPTH:
         return
-    try:
-        pydantic_core.from_json(text)
-    except ValueError as exc:
-        where = _TOO_DEEP.fullmatch(str(exc))
-        if where is not None:
-            line, column = int(where[1]), int(where[2])
-            raise TooDeep(_path_into(text, line, column)) from None
+    with contextlib.suppress(_JiterRefused):
+        _jiter(text)
 
 
 def parse(text: bytes) -> Any:
@@ -97,16 +93,34 @@ def parse(text: bytes) -> Any:
     does, last duplicate key wins in the first one's place); text that jiter
     refuses for any other reason than depth (a lone surrogate escape, a byte
     order mark, UTF-16, malformed JSON) is the standard library's to read or
-    refuse, as before.
+    refuse, as before, and measured after (a lone surrogate before a deep part would
+    otherwise pass it unmeasured).
     """
+    try:
+        return _jiter(text)
+    except _JiterRefused:
+        pass
+    value = json.loads(text)
+    if depth_exceeds(value, PARSE_DEPTH):
+        raise TooDeep([])
+    return value
+
+
+class _JiterRefused(Exception):
+    """Text jiter refuses for another reason than depth: the standard library's to judge."""
+
+
+def _jiter(text: bytes) -> Any:
+    """jiter's value of ``text``; ``TooDeep`` where it stopped for depth, else
+    ``_JiterRefused`` for text it refuses for any other reason."""
     try:
         return pydantic_core.from_json(text)
     except ValueError as exc:
         where = _TOO_DEEP.fullmatch(str(exc))
-        if where is not None:
-            line, column = int(where[1]), int(where[2])
-            raise TooDeep(_path_into(text, line, column)) from None
-    return json.loads(text)
+        if where is None:
+            raise _JiterRefused from None
+        line, column = int(where[1]), int(where[2])
+        raise TooDeep(_path_into(text, line, column)) from None
 
 
 def load_stored(text: str | bytes) -> Any:
@@ -114,10 +128,8 @@ def load_stored(text: str | bytes) -> Any:
 
     Only a row written before the limits existed can be that deep.
     """
-    raw = text.encode() if isinstance(text, str) else text
     try:
-        refuse_deep(raw)
-        return json.loads(raw)
+        return parse(text.encode() if isinstance(text, str) else text)
     except (TooDeep, RecursionError):
         return None
 

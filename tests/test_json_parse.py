@@ -151,3 +151,12 @@ def test_too_deep_is_refused_as_refuse_deep_refuses_it() -> None:
         with pytest.raises(TooDeep) as measured:
             refuse_deep(text.encode())
         assert parsed.value.path == measured.value.path
+
+
+def test_too_deep_behind_what_jiter_refuses_is_still_refused() -> None:
+    """A lone surrogate before the deep part: jiter stops at the surrogate, the standard
+    library reads the rest, and the value it builds is measured before it is returned."""
+    deep = "[" * (PARSE_DEPTH + 1) + "]" * (PARSE_DEPTH + 1)
+    with pytest.raises(TooDeep):
+        parse(('["\\ud800", ' + deep + "]").encode())
+    assert parse(b'["\\ud800", [[1]]]') == ["\ud800", [[1]]]
