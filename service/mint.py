@@ -155,13 +155,13 @@ class Minter:
                     action.name,
                     now_us,
                     expires_at,
-                    subject,
-                    data,
-                    max_uses,
-                    field("once_key"),
-                    success_url,
-                    failure_url,
-                    code,
+                    subject=subject,
+                    data=data,
+                    max_uses=max_uses,
+                    once_key=field("once_key"),
+                    success_url=success_url,
+                    failure_url=failure_url,
+                    code=code,
                 )
             )
             if expires_at != expiry_second:

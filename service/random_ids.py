@@ -20,7 +20,9 @@ os.register_at_fork(after_in_child=_pool.clear)
 
 
 def random_bytes(count: int) -> bytes:
-    """``count`` bytes from ``os.urandom`` (``count`` at most 1 KiB), never handed out twice."""
+    """``count`` bytes from ``os.urandom``, never handed out twice."""
+    if count > _BATCH:  # more than a batch holds: straight from the source
+        return os.urandom(count)
     with _lock:
         if len(_pool) < count:
             _pool[:] = os.urandom(_BATCH)

@@ -110,7 +110,7 @@ class LinkClaims:
     @property
     def issued_at(self) -> datetime:
         """Exact to the microsecond (no float on the way): revocations compare against it."""
-        return EPOCH + timedelta(microseconds=self.issued_at_us)
+        return issue_time(self.issued_at_us)
 
     @property
     def expires_at_datetime(self) -> datetime:
@@ -132,13 +132,13 @@ class LinkClaims:
             self.action,
             self.issued_at_us,
             self.expires_at,
-            self.subject,
-            self.data,
-            self.max_uses,
-            self.once_key,
-            self.success_url,
-            self.failure_url,
-            self.code,
+            subject=self.subject,
+            data=self.data,
+            max_uses=self.max_uses,
+            once_key=self.once_key,
+            success_url=self.success_url,
+            failure_url=self.failure_url,
+            code=self.code,
         )
 
     @classmethod
@@ -183,6 +183,7 @@ def link_wire(
     action: str,
     issued_at_us: int,
     expires_at: int,
+    *,
     subject: str | None,
     data: Any,
     max_uses: int | None,
@@ -302,18 +303,10 @@ def _str(value: Any) -> str:
     return value
 
 
-def _opt_str(value: Any) -> str | None:
-    return None if value is None else _str(value)
-
-
 def _int(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise BadPayload("expected an integer")
     return value
-
-
-def _opt_int(value: Any) -> int | None:
-    return None if value is None else _int(value)
 
 
 def _flag(value: Any) -> bool:

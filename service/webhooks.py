@@ -207,11 +207,6 @@ class WebhookClient:
             self._client, url, secret, redemption, timeout, trace_headers
         )
 
-    @property
-    def made(self) -> bool:
-        """Whether an attempt has needed the HTTP client yet."""
-        return self._client is not None
-
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()

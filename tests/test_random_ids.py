@@ -61,3 +61,9 @@ def test_a_forked_child_draws_other_ids_than_its_parent() -> None:
     os.waitpid(pid, 0)
     os.close(read)
     assert child != random_ids.token_hex(8)
+
+
+def test_a_draw_larger_than_a_batch_is_whole() -> None:
+    drawn = random_ids.random_bytes(3000)
+    assert len(drawn) == 3000
+    assert drawn != random_ids.random_bytes(3000)
