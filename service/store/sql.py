@@ -40,6 +40,7 @@ from sqlalchemy import (
     event,
     exists,
     func,
+    literal_column,
     or_,
     select,
     text,
@@ -166,10 +167,17 @@ def guard(engine: AsyncEngine) -> AsyncEngine:
     return engine
 
 
+# The statuses as literals in the SQL, not parameters: even a generic plan of a prepared
+# statement then reads the partial indexes ``ix_deliveries_due`` and ``ix_deliveries_deciding``
+# (as ``OUTBOX_WORK_SQL`` in postgres.py, the same conditions on the direct line).
+_PENDING: ColumnElement[str] = literal_column(f"'{PENDING}'")
+_DECIDING: ColumnElement[str] = literal_column(f"'{DECIDING}'")
+
+
 def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:
     """A job ``lease_due`` takes at ``now``: pending, due, and leased by nobody alive."""
     return (
-        Delivery.status == PENDING,
+        Delivery.status == _PENDING,
         Delivery.next_attempt_at <= now,
         or_(Delivery.leased_until.is_(None), Delivery.leased_until < now),
     )
@@ -177,7 +185,7 @@ def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:
 
 def _abandoned(now: datetime) -> tuple[ColumnElement[bool], ...]:
     """A sync job whose request did not settle it within its lease (``give_back_abandoned``)."""
-    return (Delivery.status == DECIDING, Delivery.leased_until < now)
+    return (Delivery.status == _DECIDING, Delivery.leased_until < now)
 
 
 def _record(row: Any) -> RedemptionRecord:
