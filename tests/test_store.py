@@ -53,6 +53,7 @@ from service.store import (
     Filters,
     Job,
     OutboxWork,
+    PurgeTarget,
     Requeued,
     Store,
     Via,
@@ -1394,3 +1395,9 @@ async def test_closing_the_store_closes_the_kept_connections(settings: Settings)
     await store.close()
     assert store.kept_connections() == 0
     assert connection.is_closed()
+
+
+def test_a_purge_target_that_carries_claims_must_be_walked() -> None:
+    """Only the walk writes the counters of purged claims: an indexed target cannot carry them."""
+    with pytest.raises(ValueError, match="carries claims"):
+        PurgeTarget("redemptions", "redeemed_at", carries_claims=True)

@@ -205,6 +205,12 @@ class PurgeTarget:
     carries_claims: bool = False
     walked_by: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.carries_claims and self.walked_by is None:
+            # The claims' counters are written for the walk's ranges (``purge_batches``):
+            # found through an index, such rows would go without them.
+            raise ValueError(f"{self.table}: a target that carries claims is walked")
+
     def finished(self, deleted: int, limit: int) -> bool:
         """Whether a batch that deleted ``deleted`` rows of at most ``limit`` was its run's
         last: one short of the limit, or for a walked target one that deleted none (a
