@@ -25,7 +25,6 @@ import hmac
 import json
 import os
 import re
-import secrets
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,7 +47,6 @@ __all__ = [
     "issue_time",
     "link_claim_key",
     "link_wire",
-    "new_link_id",
 ]
 
 MAX_TOKEN_LENGTH = 16_384
@@ -73,11 +71,6 @@ class Purpose(StrEnum):
     CURSOR = "action-links/cursor/v1"
     EXCHANGE = "action-links/exchange/v1"
     RESEND = "action-links/resend/v1"
-
-
-def new_link_id() -> str:
-    """96 random bits, URL-safe: the random part of every link id."""
-    return secrets.token_urlsafe(LINK_ID_BYTES)
 
 
 def link_claim_key(link_id: str) -> str:

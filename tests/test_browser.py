@@ -52,9 +52,10 @@ from service.main import create_app
 from service.pages import PAGES, Pages
 from service.pages.catalogs import translations
 from service.pages.language import language_of
-from service.tokens import LinkClaims, TokenCodec, new_link_id
+from service.tokens import LinkClaims, TokenCodec
 from tests.conftest import ADMIN_TOKEN, SECRET
 from tests.support.landing import LandingServer
+from tests.support.links import random_link_id
 from tests.support.processes import ServiceProcess, running_service
 from tests.test_redeem import count
 
@@ -315,7 +316,7 @@ def expired_token() -> str:
     """A link of shop's ``activate`` that expired five seconds ago."""
     now_us = time.time_ns() // 1000
     return TokenCodec([SECRET.encode()]).sign_link(
-        LinkClaims(new_link_id(), "shop", "activate", "42", None, now_us, now_us // 10**6 - 5, 1)
+        LinkClaims(random_link_id(), "shop", "activate", "42", None, now_us, now_us // 10**6 - 5, 1)
     )
 
 

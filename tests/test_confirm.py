@@ -16,9 +16,10 @@ from markupsafe import escape
 
 from service.pages import PAGES, Pages, csp_source
 from service.state import AppState
-from service.tokens import BadData, ConfirmClaims, LinkClaims, Purpose, TokenCodec, new_link_id
+from service.tokens import BadData, ConfirmClaims, LinkClaims, Purpose, TokenCodec
 from tests.conftest import SHOP_ORIGIN, Tenant, link_path, make_tenant
 from tests.support.database import POSTGRES, SQLITE
+from tests.support.links import random_link_id
 from tests.test_redeem import SECURITY_HEADERS, count, redirect_of
 
 pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
@@ -205,7 +206,7 @@ async def test_failures_of_confirm_links_show_without_a_page(
     await shop.put_action("activate", admin_headers, confirm="page")
     now_us = time.time_ns() // 1000
     expired = state.codec.sign_link(
-        LinkClaims(new_link_id(), "shop", "activate", None, None, now_us, now_us // 10**6 - 5, 1)
+        LinkClaims(random_link_id(), "shop", "activate", None, None, now_us, now_us // 10**6 - 5, 1)
     )
     for method in ("GET", "HEAD", "POST"):
         _, query = redirect_of(await http.request(method, f"/r/{expired}"))

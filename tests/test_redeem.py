@@ -15,9 +15,10 @@ from asgi_lifespan import LifespanManager
 from service.config import Settings
 from service.main import create_app
 from service.state import AppState
-from service.tokens import LinkClaims, new_link_id
+from service.tokens import LinkClaims
 from tests.conftest import SHOP_ORIGIN, Tenant, link_path, make_tenant
 from tests.support.database import POSTGRES, SQLITE, fetch
+from tests.support.links import random_link_id
 from tests.support.proxy import TcpProxy
 from tests.support.receiver import Receiver
 
@@ -144,7 +145,7 @@ async def test_once_keys_are_per_client(http: httpx.AsyncClient, admin_headers: 
 def sign(state: AppState, **fields: object) -> str:
     now_us = time.time_ns() // 1000
     claims: dict[str, object] = {
-        "link_id": new_link_id(),
+        "link_id": random_link_id(),
         "client_id": "shop",
         "action": "activate",
         "subject": None,
@@ -315,7 +316,9 @@ async def test_a_token_of_another_deployment_is_untrusted(
     foreign = TokenCodec([b"another-deployment-key-0123456789abcdef"])
     now_us = time.time_ns() // 1000
     token = foreign.sign_link(
-        LinkClaims(new_link_id(), "shop", "activate", None, None, now_us, now_us // 10**6 + 60, 1)
+        LinkClaims(
+            random_link_id(), "shop", "activate", None, None, now_us, now_us // 10**6 + 60, 1
+        )
     )
     assert (await http.get(f"/r/{token}")).status_code == 400
 

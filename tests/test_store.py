@@ -62,9 +62,10 @@ from service.store import (
 from service.store.postgres import Positional, PostgresStore, driver_unavailable
 from service.store.purge_batches import walk_of
 from service.store.sql import new_redemption_id, peek_params
-from service.tokens import LinkClaims, new_link_id
+from service.tokens import LinkClaims
 from tests.support.database import POSTGRES, SQLITE, SQLITE_PREFIX, fetch
 from tests.support.hooks import eventually
+from tests.support.links import random_link_id
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
@@ -95,7 +96,7 @@ def micros(moment: datetime) -> int:
 def link(client_id: str = "shop", **fields: Any) -> LinkClaims:
     now_us = time.time_ns() // 1000
     claims: dict[str, Any] = {
-        "link_id": new_link_id(),
+        "link_id": random_link_id(),
         "client_id": client_id,
         "action": "activate",
         "subject": "42",
@@ -146,7 +147,7 @@ async def test_an_unreachable_database_is_database_unavailable(unreachable: Stor
         lambda: unreachable.claim(link(), utc(), deliver=False, lease=None),
         lambda: unreachable.peek(link()),
         lambda: unreachable.give_back("r1"),
-        lambda: unreachable.revoke_link("shop", new_link_id(), utc(), utc()),
+        lambda: unreachable.revoke_link("shop", random_link_id(), utc(), utc()),
         lambda: unreachable.redemptions("shop", Filters(), None, 10),
         lambda: unreachable.lease_due(utc(), utc(), 10),
         lambda: unreachable.outbox_work(utc()),
@@ -425,7 +426,7 @@ async def test_usage_counts_the_counter_then_the_audit_rows(store: Store) -> Non
     assert usage.first_at <= usage.last_at
     await fetch(url_of(store), "DELETE FROM claims")
     assert (await store.usage("shop", claims.link_id, claims.claim_key)).uses == 3
-    nothing = await store.usage("shop", new_link_id(), "l:none")
+    nothing = await store.usage("shop", random_link_id(), "l:none")
     assert (nothing.uses, nothing.first_at, nothing.revoked) == (0, None, False)
 
 
@@ -833,7 +834,7 @@ async def test_purge_batches_delete_before_the_cutoff_only(store: Store) -> None
         )
     await store.claim(link(max_uses=2), now, deliver=False, lease=None)
     await store.claim(link(once_key="forever"), now, deliver=False, lease=None)
-    await store.revoke_link("shop", new_link_id(), now - LATER, now - LATER / 2)
+    await store.revoke_link("shop", random_link_id(), now - LATER, now - LATER / 2)
     await store.revoke_subject("shop", "7", ALL_ACTIONS, now - LATER, now - LATER / 2)
     async with store.purging() as batches:
         assert batches is not None

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from itsdangerous import URLSafeSerializer
 
-from service.tokens import LinkClaims, Purpose, TokenCodec, new_link_id
+from service.tokens import LinkClaims, Purpose, TokenCodec
+from tests.support.links import random_link_id
 
 KEYS = [
     b"old-key-0123456789abcdefghijklmnopqrstuvwxyz",
@@ -33,7 +34,7 @@ def stock(keys: list[bytes]) -> URLSafeSerializer:
 
 def claims(data: Any) -> LinkClaims:
     return LinkClaims(
-        new_link_id(), "shop", "go", "42", data, 1_780_000_000_000_000, 1_780_086_400, 1
+        random_link_id(), "shop", "go", "42", data, 1_780_000_000_000_000, 1_780_086_400, 1
     )
 
 

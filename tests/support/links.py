@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+
+from service.tokens import LINK_ID_BYTES
+
+
+def random_link_id() -> str:
+    """A link id no codec minted (random, untagged): for stores, which take any id, and for
+    ids the API must not know."""
+    return secrets.token_urlsafe(LINK_ID_BYTES)
 
 
 def outcome_of(response: httpx.Response) -> str:
