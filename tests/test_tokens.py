@@ -13,6 +13,7 @@ import pytest
 from itsdangerous import URLSafeSerializer
 
 from service.tokens import (
+    COMPRESS_FROM_BYTES,
     LINK_ID_REGEX,
     BadData,
     ConfirmClaims,
@@ -77,6 +78,19 @@ def test_tokens_are_stock_itsdangerous_tokens(data: Any) -> None:
     payload, _, _ = token.rpartition(".")
     assert stock.make_signer().sign(payload.encode()).decode() == token
     assert codec.verify_link(token) == claims
+
+
+def test_only_payloads_from_the_threshold_on_are_compressed() -> None:
+    """A typical link's payload is signed as it is; from ``COMPRESS_FROM_BYTES`` of JSON
+    on, compressed (when zlib shortens it, as it does a run of one letter)."""
+    codec = TokenCodec([NEW_KEY])
+    below = codec.sign(Purpose.CURSOR, "x" * (COMPRESS_FROM_BYTES - 3))  # JSON: 2 quotes
+    at = codec.sign(Purpose.CURSOR, "x" * (COMPRESS_FROM_BYTES - 2))
+    assert not below.startswith(".")
+    assert at.startswith(".")
+    assert codec.verify(Purpose.CURSOR, below) == "x" * (COMPRESS_FROM_BYTES - 3)
+    assert codec.verify(Purpose.CURSOR, at) == "x" * (COMPRESS_FROM_BYTES - 2)
+    assert not codec.sign_link(make_claims()).startswith(".")  # a typical link
 
 
 def test_every_single_character_change_is_refused() -> None:
@@ -319,7 +333,7 @@ def test_verification_answers_what_itsdangerous_answers() -> None:
     signer = stock.make_signer(Purpose.LINK.value)
     tokens = [
         TokenCodec([OLD_KEY]).sign_link(make_claims()),
-        codec.sign_link(make_claims()),  # compressed: "."
+        codec.sign_link(make_claims(data={"note": "x" * 300})),  # compressed: "."
         codec.sign_link(make_claims(data=None, subject=None, success_url=None)),  # not
         stock.dumps({"a": [1, "ü"]}),
         stock.dumps(["not", "an", "object"]),
