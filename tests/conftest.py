@@ -30,6 +30,7 @@ ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 PUBLIC_BASE_URL = "https://links.example.com"
 SHOP_ORIGIN = "https://shop.example"
 remember_secrets(SECRET, ADMIN_TOKEN)
+CLIENT_SUITE = "clients/python/tests/"
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +54,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     The longest groups come first (the heavy runs, then the modules marked ``slow``,
     which start processes or a browser; ``.ci/run`` passes ``--no-loadscope-reorder``
     so that xdist keeps this order): the short modules then fill both workers' ends
-    evenly, instead of one long module starting last while the other worker idles."""
+    evenly, instead of one long module starting last while the other worker idles.
+
+    The Python client's suite is one group: its tests share one service process
+    (session-scoped, ``clients/python/tests/conftest.py``), started once, not on each
+    worker."""
 
     def length_rank(item: pytest.Item) -> int:
         if item.get_closest_marker("heavy"):
@@ -63,6 +68,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     grouping = bool(getattr(config.option, "loadgroup", False))  # set on xdist's workers
     for item in items:
         group = "heavy" if item.get_closest_marker("heavy") else item.nodeid.split("::")[0]
+        if group.startswith(CLIENT_SUITE):
+            group = CLIENT_SUITE
         item.add_marker(pytest.mark.xdist_group(group))
         if grouping:
             join_xdist_group(item, group)

@@ -21,6 +21,8 @@ from tests.support.processes import free_port
 from tests.support.receiver import Answer, Receiver
 from tests.support.shop_service import Shop, subject
 
+pytestmark = pytest.mark.slow  # the session's shop: a real service process
+
 
 async def test_links_from_mint_to_revocation(shop: Shop) -> None:
     who = subject()

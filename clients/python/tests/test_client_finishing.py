@@ -21,6 +21,8 @@ from action_links_client import ActionLinksError, Client, NotFound, RateLimited
 from tests.support.links import outcome_of
 from tests.support.shop_service import Shop, subject, tampered
 
+pytestmark = pytest.mark.slow  # the session's shop: a real service process
+
 
 def require_route(shop: Shop, path: str, call: Callable[[], object]) -> None:
     """Skip when the server's OpenAPI document lacks ``path``, once ``call`` was refused."""

@@ -30,6 +30,8 @@ from tests.support.processes import free_port
 from tests.support.receiver import Answer, Received, Receiver
 from tests.support.shop_service import Shop
 
+pytestmark = pytest.mark.slow  # the session's shop: a real service process
+
 API_KEY = "alk_test-key-for-a-scripted-server-0123456789"
 LINK = {
     "id": "bGluay1pZA",

@@ -17,6 +17,8 @@ from tests.conftest import SHOP_ORIGIN
 from tests.support.links import outcome_of, redemption_id_of
 from tests.support.shop_service import Shop, subject, tampered
 
+pytestmark = pytest.mark.slow  # the session's shop: a real service process
+
 
 def test_mint_without_options_takes_the_actions_defaults(shop: Shop, client: Client) -> None:
     link = client.mint("activate")

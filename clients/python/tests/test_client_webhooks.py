@@ -18,6 +18,8 @@ from tests.support.links import outcome_of, redemption_id_of
 from tests.support.receiver import Received
 from tests.support.shop_service import Shop, subject
 
+pytestmark = pytest.mark.slow  # the session's shop: a real service process
+
 
 def deliveries(shop: Shop, link_id: str, count: int, timeout: float = 30) -> list[Received]:
     """The receiver's requests for ``link_id``, once there are ``count`` of them."""
