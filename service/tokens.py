@@ -50,12 +50,12 @@ __all__ = [
 ]
 
 MAX_TOKEN_LENGTH = 16_384
-LINK_ID_BYTES = 12  # 96 bits from the CSPRNG, 16 URL-safe characters
 # Payloads shorter than this are signed uncompressed. zlib shortens a typical link's
 # payload (100–250 bytes of JSON) by 14–25 % for ~17 µs, half of what minting a link in
 # a batch costs without it; a payload carrying more data shrinks by a third or more
 # (bench/README.md, "Compression only where it pays").
 COMPRESS_FROM_BYTES = 256
+LINK_ID_BYTES = 12  # 96 bits from the CSPRNG, 16 URL-safe characters
 LINK_ID_RANDOM_CHARS = 16
 LINK_ID_TAG_BYTES = 3  # 24 bits, 4 URL-safe characters: a link id is 20 characters
 LINK_ID_TAG_CHARS = 4
