@@ -77,6 +77,7 @@ from service.json_depth import load_stored
 from service.models import SINGLE_USE, UTCDateTime
 from service.store import ClaimResult, LinkState, OutboxWork, PurgeTarget, Via
 from service.store.changes import ChangeListener, OnChange
+from service.store.claim_batch import BATCH_CLAIM_SQL, ClaimBatches
 from service.store.sql import (
     REVOKED,
     GuardedPool,
@@ -409,6 +410,13 @@ class PostgresStore(SqlStore):
             for recorded in (False, True)
         }
         self._outbox_work = Positional.compile(OUTBOX_WORK_SQL, engine.dialect)
+        # Single-use first uses that find the line full are claimed together (claim_batch.py);
+        # not while statements are traced, where each claim is its own span.
+        self._batches = (
+            ClaimBatches(self, self._line, Positional.compile(BATCH_CLAIM_SQL, engine.dialect))
+            if tracing is NO_TRACING
+            else None
+        )
 
     def watch(self, on_change: OnChange) -> None:
         """One connection of its own, outside the pool, listens for the whole process."""
@@ -429,6 +437,8 @@ class PostgresStore(SqlStore):
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
+        if self._batches is not None:
+            await self._batches.drain()
         self._closing = True
         kept, self._kept = self._kept, []
         for pooled in kept:
@@ -446,6 +456,10 @@ class PostgresStore(SqlStore):
 
     def kept_connections(self) -> int:
         return len(self._kept)
+
+    def claim_batches(self) -> int:
+        """Statements so far that claimed more than one queued first use (claim_batch.py)."""
+        return 0 if self._batches is None else self._batches.batches
 
     def _take_kept(self) -> PoolProxiedConnection | None:
         """A kept connection that is still open, if any. One the server or the network
@@ -478,25 +492,48 @@ class PostgresStore(SqlStore):
         via: Via = Via.LINK,
         sync: bool = False,
     ) -> ClaimResult:
+        single = carries_its_claim(link)
+        if single and not deliver and self._batches is not None and self._batches.wanted():
+            return await self._batches.claim(link, now, via)  # claim_batch.py
         params = claim_params(link, now, deliver, lease, via, sync)
-        params["data"] = json.dumps(link.data)  # the json codec SQLAlchemy sets up takes text
-        statement = self._claims[carries_its_claim(link), deliver]
-        arguments = statement.arguments(params)
+        statement = self._claims[single, deliver]
         traced = self._tracing.statement(self._engine, "claim", statement.sql)
         async with self.driver() as driver:  # no transaction: autocommit
             with traced:
-                for _ in range(MAX_RACE_RETRIES):
-                    try:
-                        row = await driver.fetchrow(statement.sql, *arguments)
-                    except asyncpg.UniqueViolationError:
-                        # A single-use link's first use that lost a race (above): the
-                        # winner's row is committed, so the next run is a refusal (and
-                        # so is running out of runs).
-                        row = None
-                        continue
-                    assert row is not None
-                    if row["revoked"] or row["use"] is not None or row["existed"]:
-                        break
+                return await self._claim(driver, statement, params, link, now, via)
+
+    async def claim_on(
+        self, driver: asyncpg.Connection[Any], link: LinkClaims, now: datetime, via: Via
+    ) -> ClaimResult:
+        """A single-use link's claim without a delivery job, alone, on ``driver`` (a turn's
+        connection): what ``claim`` runs for it, for the batches' turns."""
+        params = claim_params(link, now, False, None, via, False)
+        return await self._claim(driver, self._claims[True, False], params, link, now, via)
+
+    async def _claim(
+        self,
+        driver: asyncpg.Connection[Any],
+        statement: Positional,
+        params: dict[str, object],
+        link: LinkClaims,
+        now: datetime,
+        via: Via,
+    ) -> ClaimResult:
+        params["data"] = json.dumps(link.data)  # the json codec SQLAlchemy sets up takes text
+        arguments = statement.arguments(params)
+        row = None
+        for _ in range(MAX_RACE_RETRIES):
+            try:
+                row = await driver.fetchrow(statement.sql, *arguments)
+            except asyncpg.UniqueViolationError:
+                # A single-use link's first use that lost a race (above): the winner's
+                # row is committed, so the next run is a refusal (and so is running
+                # out of runs).
+                row = None
+                continue
+            assert row is not None
+            if row["revoked"] or row["use"] is not None or row["existed"]:
+                break
         if row is None or row["use"] is None:
             return ClaimResult(revoked=bool(row is not None and row["revoked"]), redemption=None)
         redemption_id = str(params["redemption_id"])

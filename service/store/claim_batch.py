@@ -1,0 +1,221 @@
+"""First uses that wait in line for a connection, claimed together in one statement.
+
+Under load, redemptions wait in the direct line (``postgres._Turn``) for one of
+the pool's connections. A single-use link's claim then costs PostgreSQL far
+more than its rows: one statement locks, opens and sets up four tables and ten
+indexes and commits once, whatever it inserts, and that fixed part is most of
+its CPU (bench/README.md, "The claim's instructions in PostgreSQL"). So the
+claims of single-use links that find the line full join a queue instead, and
+whichever turn gets the next place in line claims everything queued in one
+statement (``BATCH_CLAIM_SQL``): the same probes and the same audit row per
+link, one plan, one commit. A claim that finds a place free runs alone, as
+before, so an idle service answers exactly as fast as it did.
+
+Each link's claim keeps its promises:
+
+- exactly once: the partial unique index decides, as for a claim alone. If
+  any link of a batch is claimed by someone else meanwhile (a race across
+  processes) or twice in the batch, the statement fails as a whole on that
+  index and inserts nothing; every claim of the batch is then run alone, on the
+  same connection, as ``PostgresStore.claim`` runs it (losers are refused).
+  Rows go in in the order of their claim keys, so two batches racing for the
+  same links wait on each other's rows in one order, never in a cycle;
+- the audit row in the same commit as the use: the row is the claim;
+- revocations: both kinds are probed per link, in the statement that inserts.
+
+A queued claim whose request is cancelled is left out of the batch it has not
+joined yet. Every claim of a batch gets the batch's failure (``DatabaseUnavailable``
+when the database is gone or no connection came in time). Turns waiting for a
+place stand in the same fair line as every other user of it, one at a time: a
+new turn is started only when a claim is queued and none is waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from service.models import ALL_ACTIONS, SINGLE_USE
+from service.store import ClaimResult, Via
+from service.store.sql import claimed, new_redemption_id
+from service.tokens import LinkClaims
+
+if TYPE_CHECKING:
+    from service.store.postgres import PostgresStore
+
+# Claims in one statement at most; more stay queued for the next turn.
+MAX_BATCH = 64
+
+# The single-use claim (``postgres.SINGLE_USE_CLAIM_SQL``) for many links at once: one
+# row per link, in the order given. A link's ``use`` is NULL when it was not claimed,
+# and then ``revoked`` says why (the probes run only for those rows).
+BATCH_CLAIM_SQL = f"""
+WITH input AS (
+    SELECT * FROM unnest(
+        CAST(:client_ids AS text[]), CAST(:link_ids AS text[]), CAST(:claim_keys AS text[]),
+        CAST(:actions AS text[]), CAST(:subjects AS text[]), CAST(:data AS text[]),
+        CAST(:vias AS text[]), CAST(:expires_at AS timestamptz[]),
+        CAST(:issued_at AS timestamptz[]), CAST(:redemption_ids AS text[]),
+        CAST(:nows AS timestamptz[])
+    ) WITH ORDINALITY AS claim (client_id, link_id, claim_key, action, subject, data, via,
+                                expires_at, issued_at, id, now, n)
+),
+audit AS (
+    INSERT INTO redemptions
+        (id, client_id, link_id, claim_key, action, subject, data, use, max_uses, redeemed_at,
+         once_key, via, claim_expires_at)
+    SELECT claim.id, claim.client_id, claim.link_id, claim.claim_key, claim.action,
+           claim.subject, CAST(claim.data AS json), COALESCE(counter.issued, 0) + 1, 1,
+           claim.now, NULL, claim.via, claim.expires_at
+    FROM input AS claim
+    LEFT JOIN claims AS counter
+        ON counter.client_id = claim.client_id AND counter.key = claim.claim_key
+    WHERE NOT EXISTS (SELECT 1 FROM redemptions
+                      WHERE client_id = claim.client_id AND claim_key = claim.claim_key
+                        AND {SINGLE_USE})
+      AND COALESCE(counter.uses, 0) < 1
+      AND NOT EXISTS (SELECT 1 FROM revocations
+                      WHERE client_id = claim.client_id AND link_id = claim.link_id)
+      AND NOT EXISTS (SELECT 1 FROM subject_revocations
+                      WHERE client_id = claim.client_id AND subject = claim.subject
+                        AND action IN (claim.action, '{ALL_ACTIONS}')
+                        AND revoked_at > claim.issued_at)
+    ORDER BY claim.client_id, claim.claim_key
+    RETURNING id, use
+)
+SELECT audit.use AS use,
+       CASE WHEN audit.use IS NULL THEN
+           EXISTS (SELECT 1 FROM revocations
+                   WHERE client_id = claim.client_id AND link_id = claim.link_id)
+           OR EXISTS (SELECT 1 FROM subject_revocations
+                      WHERE client_id = claim.client_id AND subject = claim.subject
+                        AND action IN (claim.action, '{ALL_ACTIONS}')
+                        AND revoked_at > claim.issued_at)
+       END AS revoked
+FROM input AS claim
+LEFT JOIN audit ON audit.id = claim.id
+ORDER BY claim.n
+"""
+
+
+@dataclass(slots=True)
+class _Queued:
+    """One claim waiting for a turn; its request awaits ``answer``."""
+
+    link: LinkClaims
+    now: datetime
+    via: Via
+    answer: asyncio.Future[ClaimResult]
+
+
+class ClaimBatches:
+    """The queue of single-use first uses that found the line full, and the turns that
+    claim them together (``PostgresStore.claim`` decides which claims come here)."""
+
+    def __init__(self, store: PostgresStore, line: asyncio.Semaphore, statement: Any) -> None:
+        self._store = store
+        self._line = line  # the store's fair line (postgres._Turn)
+        self._statement = statement  # postgres.Positional of BATCH_CLAIM_SQL
+        self._queue: list[_Queued] = []
+        self._turn_waiting = False
+        self._turns: set[asyncio.Task[None]] = set()
+        self.batches = 0  # statements run for more than one claim (tests, metrics)
+
+    def wanted(self) -> bool:
+        """Whether a claim would wait in line now (every place taken)."""
+        return self._line.locked()
+
+    async def claim(self, link: LinkClaims, now: datetime, via: Via) -> ClaimResult:
+        queued = _Queued(link, now, via, asyncio.get_running_loop().create_future())
+        self._queue.append(queued)
+        if not self._turn_waiting:
+            self._turn_waiting = True
+            turn = asyncio.get_running_loop().create_task(self._turn())
+            self._turns.add(turn)
+            turn.add_done_callback(self._turns.discard)
+        return await queued.answer
+
+    async def drain(self) -> None:
+        """Wait for the turns under way (the store is closing)."""
+        if self._turns:
+            await asyncio.gather(*self._turns, return_exceptions=True)
+
+    def _take(self) -> list[_Queued]:
+        batch = [q for q in self._queue[:MAX_BATCH] if not q.answer.done()]
+        del self._queue[:MAX_BATCH]
+        return batch
+
+    async def _turn(self) -> None:
+        batch: list[_Queued] = []
+        try:
+            async with self._store.driver() as driver:
+                self._turn_waiting = False
+                batch = self._take()
+                if self._queue:  # more than one statement's worth: the next turn lines up
+                    self._turn_waiting = True
+                    turn = asyncio.get_running_loop().create_task(self._turn())
+                    self._turns.add(turn)
+                    turn.add_done_callback(self._turns.discard)
+                if batch:
+                    await self._claim_together(driver, batch)
+        except BaseException as exc:
+            if not batch:  # the line's wait failed: every queued claim would wait the same
+                self._turn_waiting = False
+                batch, self._queue = self._queue, []
+            for queued in batch:
+                if not queued.answer.done():
+                    queued.answer.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _claim_together(self, driver: asyncpg.Connection[Any], batch: list[_Queued]) -> None:
+        if len(batch) == 1:
+            only = batch[0]
+            result = await self._store.claim_on(driver, only.link, only.now, only.via)
+            only.answer.set_result(result)
+            return
+        ids = [new_redemption_id() for _ in batch]
+        links = [q.link for q in batch]
+        params = {
+            "client_ids": [link.client_id for link in links],
+            "link_ids": [link.link_id for link in links],
+            "claim_keys": [link.claim_key for link in links],
+            "actions": [link.action for link in links],
+            "subjects": [link.subject for link in links],
+            "data": [json.dumps(link.data) for link in links],
+            "vias": [q.via.value for q in batch],
+            "expires_at": [link.expires_at_datetime for link in links],
+            "issued_at": [link.issued_at for link in links],
+            "redemption_ids": ids,
+            "nows": [q.now for q in batch],
+        }
+        statement = self._statement
+        try:
+            rows = await driver.fetch(statement.sql, *statement.arguments(params))
+        except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
+            # A link of the batch was claimed meanwhile, or is in it twice: nothing was
+            # inserted. Each claim alone then decides, on this connection. (Batches insert
+            # in the order of their claim keys, so two of them waiting on each other's
+            # links should not happen; if it does, PostgreSQL ends one, and that one
+            # goes this way too.)
+            for queued in batch:
+                result = await self._store.claim_on(driver, queued.link, queued.now, queued.via)
+                if not queued.answer.done():
+                    queued.answer.set_result(result)
+            return
+        self.batches += 1
+        for queued, redemption_id, row in zip(batch, ids, rows, strict=True):
+            if queued.answer.done():
+                continue  # its request was cancelled meanwhile; the use stands, recorded
+            use = row["use"]
+            if use is None:
+                result = ClaimResult(revoked=bool(row["revoked"]), redemption=None)
+            else:
+                record = claimed(queued.link, redemption_id, queued.now, use, queued.via)
+                result = ClaimResult(revoked=False, redemption=record)
+            queued.answer.set_result(result)
