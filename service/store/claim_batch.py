@@ -46,22 +46,48 @@ from service.store.sql import claimed, new_redemption_id
 from service.tokens import LinkClaims
 
 if TYPE_CHECKING:
-    from service.store.postgres import PostgresStore
+    from service.store.postgres import Positional, PostgresStore
 
 # Claims in one statement at most; more stay queued for the next turn.
 MAX_BATCH = 64
 
+# Whether the link of row ``claim`` is revoked (``sql.REVOKED``, per row).
+REVOKED_ROW = f"""
+    EXISTS (SELECT 1 FROM revocations
+            WHERE client_id = claim.client_id AND link_id = claim.link_id OFFSET 0)
+    OR EXISTS (SELECT 1 FROM subject_revocations
+               WHERE client_id = claim.client_id AND subject = claim.subject
+                 AND action IN (claim.action, '{ALL_ACTIONS}') AND revoked_at > claim.issued_at
+               OFFSET 0)
+"""
+
 # The single-use claim (``postgres.SINGLE_USE_CLAIM_SQL``) for many links at once: one
 # row per link, in the order given. A link's ``use`` is NULL when it was not claimed,
-# and then ``revoked`` says why (the probes run only for those rows).
+# and then ``revoked`` says why (probed only for those rows).
+#
+# Its plan is made once per connection, for any number of links (the plan cache's
+# generic plan), and must stay one that probes each link's rows by their keys, as the
+# claim alone does, whatever the tables' sizes were when it was made:
+# - the arrays come through a subquery the planner may not flatten (``OFFSET 0``), so it
+#   never sees how many links a batch holds: planned for their count, each run would
+#   be planned again (which cost more than claiming four links);
+# - every probe is a correlated subquery that may not become a join (``OFFSET 0`` again),
+#   since a join may be planned as a scan of the whole table (the revocations, the
+#   counters), hashed, which is cheaper only while the table is nearly empty.
 BATCH_CLAIM_SQL = f"""
-WITH input AS (
-    SELECT * FROM unnest(
-        CAST(:client_ids AS text[]), CAST(:link_ids AS text[]), CAST(:claim_keys AS text[]),
-        CAST(:actions AS text[]), CAST(:subjects AS text[]), CAST(:data AS text[]),
-        CAST(:vias AS text[]), CAST(:expires_at AS timestamptz[]),
-        CAST(:issued_at AS timestamptz[]), CAST(:redemption_ids AS text[]),
-        CAST(:nows AS timestamptz[])
+WITH arrays AS (
+    SELECT CAST(:client_ids AS text[]) AS client_ids, CAST(:link_ids AS text[]) AS link_ids,
+           CAST(:claim_keys AS text[]) AS claim_keys, CAST(:actions AS text[]) AS actions,
+           CAST(:subjects AS text[]) AS subjects, CAST(:data AS text[]) AS data,
+           CAST(:vias AS text[]) AS vias, CAST(:expires_at AS timestamptz[]) AS expires_at,
+           CAST(:issued_at AS timestamptz[]) AS issued_at,
+           CAST(:redemption_ids AS text[]) AS ids, CAST(:nows AS timestamptz[]) AS nows
+    OFFSET 0
+),
+input AS (
+    SELECT claim.* FROM arrays, unnest(
+        arrays.client_ids, arrays.link_ids, arrays.claim_keys, arrays.actions, arrays.subjects,
+        arrays.data, arrays.vias, arrays.expires_at, arrays.issued_at, arrays.ids, arrays.nows
     ) WITH ORDINALITY AS claim (client_id, link_id, claim_key, action, subject, data, via,
                                 expires_at, issued_at, id, now, n)
 ),
@@ -73,34 +99,44 @@ audit AS (
            claim.subject, CAST(claim.data AS json), COALESCE(counter.issued, 0) + 1, 1,
            claim.now, NULL, claim.via, claim.expires_at
     FROM input AS claim
-    LEFT JOIN claims AS counter
-        ON counter.client_id = claim.client_id AND counter.key = claim.claim_key
+    LEFT JOIN LATERAL (SELECT uses, issued FROM claims
+                       WHERE client_id = claim.client_id AND key = claim.claim_key
+                       OFFSET 0) AS counter ON TRUE
     WHERE NOT EXISTS (SELECT 1 FROM redemptions
                       WHERE client_id = claim.client_id AND claim_key = claim.claim_key
-                        AND {SINGLE_USE})
+                        AND {SINGLE_USE}
+                      OFFSET 0)
       AND COALESCE(counter.uses, 0) < 1
-      AND NOT EXISTS (SELECT 1 FROM revocations
-                      WHERE client_id = claim.client_id AND link_id = claim.link_id)
-      AND NOT EXISTS (SELECT 1 FROM subject_revocations
-                      WHERE client_id = claim.client_id AND subject = claim.subject
-                        AND action IN (claim.action, '{ALL_ACTIONS}')
-                        AND revoked_at > claim.issued_at)
+      AND NOT ({REVOKED_ROW})
     ORDER BY claim.client_id, claim.claim_key
     RETURNING id, use
 )
 SELECT audit.use AS use,
-       CASE WHEN audit.use IS NULL THEN
-           EXISTS (SELECT 1 FROM revocations
-                   WHERE client_id = claim.client_id AND link_id = claim.link_id)
-           OR EXISTS (SELECT 1 FROM subject_revocations
-                      WHERE client_id = claim.client_id AND subject = claim.subject
-                        AND action IN (claim.action, '{ALL_ACTIONS}')
-                        AND revoked_at > claim.issued_at)
-       END AS revoked
+       CASE WHEN audit.use IS NULL THEN {REVOKED_ROW} END AS revoked
 FROM input AS claim
 LEFT JOIN audit ON audit.id = claim.id
 ORDER BY claim.n
 """
+
+
+def batch_params(
+    claims: list[tuple[LinkClaims, datetime, Via]], redemption_ids: list[str]
+) -> dict[str, object]:
+    """``BATCH_CLAIM_SQL``'s arrays for (link, now, door) claims, one element each."""
+    links = [link for link, _, _ in claims]
+    return {
+        "client_ids": [link.client_id for link in links],
+        "link_ids": [link.link_id for link in links],
+        "claim_keys": [link.claim_key for link in links],
+        "actions": [link.action for link in links],
+        "subjects": [link.subject for link in links],
+        "data": [json.dumps(link.data) for link in links],  # the json codec takes text
+        "vias": [via.value for _, _, via in claims],
+        "expires_at": [link.expires_at_datetime for link in links],
+        "issued_at": [link.issued_at for link in links],
+        "redemption_ids": redemption_ids,
+        "nows": [now for _, now, _ in claims],
+    }
 
 
 @dataclass(slots=True)
@@ -117,14 +153,16 @@ class ClaimBatches:
     """The queue of single-use first uses that found the line full, and the turns that
     claim them together (``PostgresStore.claim`` decides which claims come here)."""
 
-    def __init__(self, store: PostgresStore, line: asyncio.Semaphore, statement: Any) -> None:
+    def __init__(
+        self, store: PostgresStore, line: asyncio.Semaphore, statement: Positional
+    ) -> None:
         self._store = store
         self._line = line  # the store's fair line (postgres._Turn)
-        self._statement = statement  # postgres.Positional of BATCH_CLAIM_SQL
+        self._statement = statement  # BATCH_CLAIM_SQL
         self._queue: list[_Queued] = []
         self._turn_waiting = False
         self._turns: set[asyncio.Task[None]] = set()
-        self.batches = 0  # statements run for more than one claim (tests, metrics)
+        self.batches = 0  # statements so far that claimed more than one link
 
     def wanted(self) -> bool:
         """Whether a claim would wait in line now (every place taken)."""
@@ -134,11 +172,15 @@ class ClaimBatches:
         queued = _Queued(link, now, via, asyncio.get_running_loop().create_future())
         self._queue.append(queued)
         if not self._turn_waiting:
-            self._turn_waiting = True
-            turn = asyncio.get_running_loop().create_task(self._turn())
-            self._turns.add(turn)
-            turn.add_done_callback(self._turns.discard)
+            self._line_up()
         return await queued.answer
+
+    def _line_up(self) -> None:
+        """A turn that waits in line for the queue (a task: it outlives no request's wait)."""
+        self._turn_waiting = True
+        turn = asyncio.get_running_loop().create_task(self._turn())
+        self._turns.add(turn)
+        turn.add_done_callback(self._turns.discard)
 
     async def drain(self) -> None:
         """Wait for the turns under way (the store is closing)."""
@@ -157,10 +199,7 @@ class ClaimBatches:
                 self._turn_waiting = False
                 batch = self._take()
                 if self._queue:  # more than one statement's worth: the next turn lines up
-                    self._turn_waiting = True
-                    turn = asyncio.get_running_loop().create_task(self._turn())
-                    self._turns.add(turn)
-                    turn.add_done_callback(self._turns.discard)
+                    self._line_up()
                 if batch:
                     await self._claim_together(driver, batch)
         except BaseException as exc:
@@ -168,8 +207,12 @@ class ClaimBatches:
                 self._turn_waiting = False
                 batch, self._queue = self._queue, []
             for queued in batch:
-                if not queued.answer.done():
+                if queued.answer.done():
+                    continue
+                if isinstance(exc, Exception):
                     queued.answer.set_exception(exc)
+                else:  # the turn itself was cancelled (the loop is closing)
+                    queued.answer.cancel()
             if not isinstance(exc, Exception):
                 raise
 
@@ -180,20 +223,7 @@ class ClaimBatches:
             only.answer.set_result(result)
             return
         ids = [new_redemption_id() for _ in batch]
-        links = [q.link for q in batch]
-        params = {
-            "client_ids": [link.client_id for link in links],
-            "link_ids": [link.link_id for link in links],
-            "claim_keys": [link.claim_key for link in links],
-            "actions": [link.action for link in links],
-            "subjects": [link.subject for link in links],
-            "data": [json.dumps(link.data) for link in links],
-            "vias": [q.via.value for q in batch],
-            "expires_at": [link.expires_at_datetime for link in links],
-            "issued_at": [link.issued_at for link in links],
-            "redemption_ids": ids,
-            "nows": [q.now for q in batch],
-        }
+        params = batch_params([(q.link, q.now, q.via) for q in batch], ids)
         statement = self._statement
         try:
             rows = await driver.fetch(statement.sql, *statement.arguments(params))
@@ -204,6 +234,8 @@ class ClaimBatches:
             # links should not happen; if it does, PostgreSQL ends one, and that one
             # goes this way too.)
             for queued in batch:
+                if queued.answer.done():
+                    continue  # its request was cancelled: nothing of it is recorded yet
                 result = await self._store.claim_on(driver, queued.link, queued.now, queued.via)
                 if not queued.answer.done():
                     queued.answer.set_result(result)
