@@ -176,7 +176,8 @@ class ClaimBatches:
         return await queued.answer
 
     def _line_up(self) -> None:
-        """A turn that waits in line for the queue (a task: it outlives no request's wait)."""
+        """A turn that waits in line for the queue: a task of its own, so that cancelling
+        the request that started it cancels no other request's claim."""
         self._turn_waiting = True
         turn = asyncio.get_running_loop().create_task(self._turn())
         self._turns.add(turn)
@@ -220,7 +221,8 @@ class ClaimBatches:
         if len(batch) == 1:
             only = batch[0]
             result = await self._store.claim_on(driver, only.link, only.now, only.via)
-            only.answer.set_result(result)
+            if not only.answer.done():  # else its request was cancelled meanwhile
+                only.answer.set_result(result)
             return
         ids = [new_redemption_id() for _ in batch]
         params = batch_params([(q.link, q.now, q.via) for q in batch], ids)

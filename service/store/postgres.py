@@ -9,7 +9,8 @@ use inserts (``ON CONFLICT DO NOTHING``), so requests hammering an exhausted
 link never queue on a row lock (DESIGN.md, idea 2). Two first uses racing can
 make the loser's INSERT conflict with a row its snapshot does not show; the
 statement then reports neither a claim nor an existing row, and is simply
-run again with a fresh snapshot.
+run again with a fresh snapshot. Single-use links' first uses that find every
+connection taken are claimed many to a statement instead (``claim_batch.py``).
 
 The direct line. Run through SQLAlchemy, the statement cost less than the
 layers around it: a greenlet per call, parameter processing, a cursor adapter
