@@ -52,12 +52,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench import database
 from bench.baseline import REDEEM as BASELINE_INSERT
+from bench.claim_cpu import new_link
 from bench.database import SERVER_URL
 from service.store import Via
 from service.store.claim_batch import BATCH_CLAIM_SQL, batch_params
 from service.store.postgres import SINGLE_USE_CLAIM_SQL, Positional, claim_sql
 from service.store.sql import claim_params, new_redemption_id
-from service.tokens import LinkClaims
 
 EXECUTOR = (
     "GetCachedPlan",
@@ -102,19 +102,6 @@ def _element(value: object) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def new_link(now: datetime) -> LinkClaims:
-    return LinkClaims(
-        link_id=secrets.token_urlsafe(15),
-        client_id="bench",
-        action="go",
-        subject="user-12345",
-        data={"order": 12345, "plan": "pro"},
-        issued_at_us=int(now.timestamp() * 1e6),
-        expires_at=int(now.timestamp()) + 86_400,
-        max_uses=1,
-    )
-
-
 def claim_alone(now: datetime) -> list[object]:
     params = claim_params(new_link(now), now, False, None, Via.LINK, False)
     params["data"] = json.dumps(params["data"])
@@ -122,7 +109,7 @@ def claim_alone(now: datetime) -> list[object]:
 
 
 def baseline_insert(now: datetime) -> list[object]:
-    return [secrets.token_urlsafe(15), "go", "user-12345"]
+    return [secrets.token_urlsafe(15), "go", "user-1"]
 
 
 def claims_together(size: int) -> Callable[[datetime], list[object]]:

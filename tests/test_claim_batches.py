@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import pytest
@@ -26,7 +25,7 @@ from service.store import ClaimResult, postgres
 from service.store.postgres import PostgresStore
 from service.tokens import LinkClaims
 from tests.support.database import fetch
-from tests.support.links import random_link_id
+from tests.support.links import link_claims
 
 LATER = timedelta(hours=1)
 POOL = 2
@@ -36,20 +35,7 @@ def utc() -> datetime:
     return datetime.now(UTC)
 
 
-def link(**fields: Any) -> LinkClaims:
-    now_us = time.time_ns() // 1000
-    claims: dict[str, Any] = {
-        "link_id": random_link_id(),
-        "client_id": "shop",
-        "action": "activate",
-        "subject": "42",
-        "data": {"k": ["v", 1]},
-        "issued_at_us": now_us,
-        "expires_at": now_us // 1_000_000 + 3600,
-        "max_uses": 1,
-    }
-    claims.update(fields)
-    return LinkClaims(**claims)
+link = link_claims
 
 
 @pytest.fixture
@@ -101,6 +87,18 @@ async def claimed_together(
         if before is not None:
             await before()
     return list(await asyncio.gather(*claims))
+
+
+def batches_fail(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    """Every batch statement raises ``error`` instead of running; other statements run."""
+    original = asyncpg.connection.Connection.fetch
+
+    async def failing(self: asyncpg.Connection, *args: object, **kwargs: object) -> object:
+        if "unnest" in str(args[0]):
+            raise error
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.connection.Connection, "fetch", failing)
 
 
 async def audit_rows(store: PostgresStore, one: LinkClaims) -> list[asyncpg.Record]:
@@ -170,14 +168,7 @@ async def test_a_batch_ended_by_a_deadlock_is_claimed_one_by_one(
     store: PostgresStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     links = [link() for _ in range(3)]
-    original = asyncpg.connection.Connection.fetch
-
-    async def deadlocked(self: asyncpg.Connection, *args: object, **kwargs: object) -> object:
-        if "unnest" in str(args[0]):
-            raise asyncpg.DeadlockDetectedError("deadlock detected")
-        return await original(self, *args, **kwargs)
-
-    monkeypatch.setattr(asyncpg.connection.Connection, "fetch", deadlocked)
+    batches_fail(monkeypatch, asyncpg.DeadlockDetectedError("deadlock detected"))
     results = await claimed_together(store, links)
     assert [r.claimed for r in results] == [True, True, True]
     assert store.claim_batches() == 0
@@ -268,14 +259,7 @@ async def test_a_lost_database_fails_the_batch_as_unavailable(
     store: PostgresStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     links = [link() for _ in range(3)]
-    original = asyncpg.connection.Connection.fetch
-
-    async def gone(self: asyncpg.Connection, *args: object, **kwargs: object) -> object:
-        if "unnest" in str(args[0]):
-            raise asyncpg.ConnectionDoesNotExistError("connection was closed")
-        return await original(self, *args, **kwargs)
-
-    monkeypatch.setattr(asyncpg.connection.Connection, "fetch", gone)
+    batches_fail(monkeypatch, asyncpg.ConnectionDoesNotExistError("connection was closed"))
     async with line_full(store):
         claims = [
             asyncio.ensure_future(store.claim(one, utc(), deliver=False, lease=None))

@@ -65,7 +65,7 @@ from service.store.sql import new_redemption_id, peek_params
 from service.tokens import LinkClaims
 from tests.support.database import POSTGRES, SQLITE, SQLITE_PREFIX, fetch
 from tests.support.hooks import eventually
-from tests.support.links import random_link_id
+from tests.support.links import link_claims, random_link_id
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
@@ -93,20 +93,7 @@ def micros(moment: datetime) -> int:
     return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
-def link(client_id: str = "shop", **fields: Any) -> LinkClaims:
-    now_us = time.time_ns() // 1000
-    claims: dict[str, Any] = {
-        "link_id": random_link_id(),
-        "client_id": client_id,
-        "action": "activate",
-        "subject": "42",
-        "data": {"k": ["v", 1]},
-        "issued_at_us": now_us,
-        "expires_at": now_us // 1_000_000 + 3600,
-        "max_uses": 1,
-    }
-    claims.update(fields)
-    return LinkClaims(**claims)
+link = link_claims
 
 
 async def uses_of(store: Store, claims: LinkClaims, times: int) -> list[int | None]:
