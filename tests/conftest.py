@@ -45,16 +45,16 @@ def postgres_url() -> Iterator[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Groups for ``pytest -n 2 --dist loadgroup`` (.ci/run): a module's tests stay on
+    """Groups for ``pytest -n 3 --dist loadgroup`` (.ci/run): a module's tests stay on
     one worker (its module-scoped processes start once), and the ``heavy`` runs (several
-    service processes with full pools each) share one worker, so that the two workers
+    service processes with full pools each) share one worker, so that the workers
     never run two of them at once: together they would outgrow PostgreSQL's 100
     connections and the 2 cores' share each run was sized for.
 
     The longest groups come first (the heavy runs, then the modules marked ``slow``,
     which start processes or a browser; ``.ci/run`` passes ``--no-loadscope-reorder``
-    so that xdist keeps this order): the short modules then fill both workers' ends
-    evenly, instead of one long module starting last while the other worker idles.
+    so that xdist keeps this order): the short modules then fill the workers' ends
+    evenly, instead of one long module starting last while the others idle.
 
     The Python client's suite is one group: its tests share one service process
     (session-scoped, ``clients/python/tests/conftest.py``), started once, not on each
