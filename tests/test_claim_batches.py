@@ -12,20 +12,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.config import Settings
 from service.db import open_store
 from service.errors import DatabaseUnavailable
-from service.store import ClaimResult, postgres
+from service.store import ClaimResult, claim_batch, postgres
 from service.store.postgres import PostgresStore
 from service.tokens import LinkClaims
+from service.tracing import Tracing
 from tests.support.database import fetch
-from tests.support.links import link_claims
+from tests.support.links import link_claims as link
 
 LATER = timedelta(hours=1)
 POOL = 2
@@ -33,9 +35,6 @@ POOL = 2
 
 def utc() -> datetime:
     return datetime.now(UTC)
-
-
-link = link_claims
 
 
 @pytest.fixture
@@ -162,6 +161,7 @@ async def test_a_link_twice_in_a_batch_is_claimed_once(store: PostgresStore) -> 
     assert sorted(r.claimed for r in results[1:3]) == [False, True]
     assert not any(r.revoked for r in results)
     assert len(await audit_rows(store, twice)) == 1
+    assert store.claim_batches() == 0  # the batch inserted nothing: each claim ran alone
 
 
 async def test_a_batch_ended_by_a_deadlock_is_claimed_one_by_one(
@@ -183,9 +183,7 @@ async def test_a_link_claimed_meanwhile_elsewhere_is_refused_and_the_rest_claime
     raced, others = link(), [link() for _ in range(3)]
 
     async def elsewhere() -> None:
-        other = open_store(
-            Settings(database_url=str(store.engine.url.render_as_string(hide_password=False)))
-        )
+        other = open_store(Settings(database_url=url_of(store)))
         try:
             assert (await other.claim(raced, utc(), deliver=False, lease=None)).claimed
         finally:
@@ -272,14 +270,45 @@ async def test_a_lost_database_fails_the_batch_as_unavailable(
     assert (await store.claim(links[0], utc(), deliver=False, lease=None)).claimed
 
 
+async def test_more_than_a_statement_holds_lines_up_another_turn(store: PostgresStore) -> None:
+    links = [link() for _ in range(claim_batch.MAX_BATCH + 6)]
+    results = await claimed_together(store, links)
+    assert all(r.claimed for r in results)
+    assert store.claim_batches() == 2
+    assert [len(await audit_rows(store, one)) for one in links] == [1] * len(links)
+
+
 async def test_other_claims_do_not_queue(store: PostgresStore) -> None:
     """Multi-use links, once keys and claims with a delivery job wait in line as before."""
-    counted, keyed = link(max_uses=3), link(max_uses=1, once_key="voucher-1")
+    others = [(link(max_uses=3), False), (link(max_uses=1, once_key="voucher-1"), False)]
+    others += [(link(), True) for _ in range(3)]
     async with line_full(store):
         claims = [
-            asyncio.ensure_future(store.claim(one, utc(), deliver=False, lease=None))
-            for one in (counted, keyed)
+            asyncio.ensure_future(store.claim(one, utc(), deliver=deliver, lease=None))
+            for one, deliver in others
         ]
         await asyncio.sleep(0.05)
     assert all(r.claimed for r in await asyncio.gather(*claims))
     assert store.claim_batches() == 0
+
+
+async def test_a_traced_store_claims_each_link_in_its_own_span(settings: Settings) -> None:
+    """With tracing on, a queued first use is no batch's: each claim is its statement."""
+    spans: list[str] = []
+
+    class Recording(Tracing):
+        def statement(
+            self, engine: AsyncEngine, operation: str, sql: str
+        ) -> AbstractContextManager[None]:
+            spans.append(operation)
+            return nullcontext()
+
+    traced = open_store(settings.model_copy(update={"database_pool_size": POOL}), Recording())
+    assert isinstance(traced, PostgresStore)
+    try:
+        results = await claimed_together(traced, [link() for _ in range(3)])
+    finally:
+        await traced.close()
+    assert all(r.claimed for r in results)
+    assert traced.claim_batches() == 0
+    assert spans == ["claim"] * 3

@@ -65,7 +65,8 @@ from service.store.sql import new_redemption_id, peek_params
 from service.tokens import LinkClaims
 from tests.support.database import POSTGRES, SQLITE, SQLITE_PREFIX, fetch
 from tests.support.hooks import eventually
-from tests.support.links import link_claims, random_link_id
+from tests.support.links import link_claims as link
+from tests.support.links import random_link_id
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.backends(POSTGRES, SQLITE)
@@ -91,9 +92,6 @@ def utc() -> datetime:
 def micros(moment: datetime) -> int:
     """``issued_at_us`` of a link minted at ``moment``."""
     return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-
-
-link = link_claims
 
 
 async def uses_of(store: Store, claims: LinkClaims, times: int) -> list[int | None]:
