@@ -70,10 +70,15 @@ WARM = 7  # statements past the plan cache's first five runs, each planned for i
 SOCKET_PORT = 5999  # names the socket file only: the throwaway server listens on no address
 _INCLUSIVE = re.compile(r"^\s*([\d,]+) \([^)]*\)\s+\S*?:(\w+) \[")
 
+_DIALECT = create_async_engine("postgresql+asyncpg://").dialect  # compiles; never connects
+CLAIM = Positional.compile(claim_sql(SINGLE_USE_CLAIM_SQL, deliver=False), _DIALECT)
+BATCH = Positional.compile(BATCH_CLAIM_SQL, _DIALECT)
+
 
 def postgres_bin() -> Path:
     """The newest installed server's binaries (Debian keeps them out of ``PATH``)."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: p.parts[-3])
+    installed = Path("/usr/lib/postgresql").glob("*/bin/postgres")
+    found = sorted(installed, key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
     if not found:
         raise SystemExit("no PostgreSQL server binaries under /usr/lib/postgresql")
     return found[-1].parent
@@ -88,17 +93,22 @@ def literal(value: object) -> str:
     the statement's parameter (a list as an array literal, ``'{"a","b"}'``)."""
     if value is None:
         return "NULL"
-    if isinstance(value, bool | int):
-        return str(value).upper() if isinstance(value, bool) else str(value)
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, list):
-        text = "{" + ",".join("NULL" if v is None else _element(v) for v in value) + "}"
-    else:
-        text = value.isoformat() if isinstance(value, datetime) else str(value)
-    return "'" + text.replace("'", "''") + "'"
+        elements = ("NULL" if v is None else _quoted(_text(v)) for v in value)
+        return "'" + ("{" + ",".join(elements) + "}").replace("'", "''") + "'"
+    return "'" + _text(value).replace("'", "''") + "'"
 
 
-def _element(value: object) -> str:
-    text = value.isoformat() if isinstance(value, datetime) else str(value)
+def _text(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _quoted(text: str) -> str:
+    """An array literal's element, quoted."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -119,11 +129,6 @@ def claims_together(size: int) -> Callable[[datetime], list[object]]:
         return BATCH.arguments(batch_params(claims, ids))
 
     return arguments
-
-
-_DIALECT = create_async_engine("postgresql+asyncpg://").dialect  # compiles; never connects
-CLAIM = Positional.compile(claim_sql(SINGLE_USE_CLAIM_SQL, deliver=False), _DIALECT)
-BATCH = Positional.compile(BATCH_CLAIM_SQL, _DIALECT)
 
 
 def script(sql: str, arguments: Callable[[datetime], list[object]], statements: int) -> str:

@@ -220,7 +220,7 @@ class ClaimBatches:
     async def _claim_together(self, driver: asyncpg.Connection[Any], batch: list[_Queued]) -> None:
         if len(batch) == 1:
             only = batch[0]
-            result = await self._store.claim_on(driver, only.link, only.now, only.via)
+            result = await self._store.claim_alone(driver, only.link, only.now, only.via)
             if not only.answer.done():  # else its request was cancelled meanwhile
                 only.answer.set_result(result)
             return
@@ -238,7 +238,7 @@ class ClaimBatches:
             for queued in batch:
                 if queued.answer.done():
                     continue  # its request was cancelled: nothing of it is recorded yet
-                result = await self._store.claim_on(driver, queued.link, queued.now, queued.via)
+                result = await self._store.claim_alone(driver, queued.link, queued.now, queued.via)
                 if not queued.answer.done():
                     queued.answer.set_result(result)
             return

@@ -503,7 +503,7 @@ class PostgresStore(SqlStore):
             with traced:
                 return await self._claim(driver, statement, params, link, now, via)
 
-    async def claim_on(
+    async def claim_alone(
         self, driver: asyncpg.Connection[Any], link: LinkClaims, now: datetime, via: Via
     ) -> ClaimResult:
         """A single-use link's claim without a delivery job, alone, on ``driver`` (a turn's
