@@ -195,16 +195,17 @@ class ClaimBatches:
 
     async def _turn(self) -> None:
         batch: list[_Queued] = []
+        in_line = True
         try:
             async with self._store.driver() as driver:
-                self._turn_waiting = False
+                in_line = self._turn_waiting = False
                 batch = self._take()
                 if self._queue:  # more than one statement's worth: the next turn lines up
                     self._line_up()
                 if batch:
                     await self._claim_together(driver, batch)
         except BaseException as exc:
-            if not batch:  # the line's wait failed: every queued claim would wait the same
+            if in_line:  # no connection came in time: every queued claim would wait the same
                 self._turn_waiting = False
                 batch, self._queue = self._queue, []
             for queued in batch:
