@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from service.models import ALL_ACTIONS, SINGLE_USE
+from service.models import SINGLE_USE
 from service.store import ClaimResult, Via
-from service.store.sql import claimed, new_redemption_id
+from service.store.sql import claimed, new_redemption_id, revoked_sql
 from service.tokens import LinkClaims
 
 if TYPE_CHECKING:
@@ -52,14 +52,7 @@ if TYPE_CHECKING:
 MAX_BATCH = 64
 
 # Whether the link of row ``claim`` is revoked (``sql.REVOKED``, per row).
-REVOKED_ROW = f"""
-    EXISTS (SELECT 1 FROM revocations
-            WHERE client_id = claim.client_id AND link_id = claim.link_id OFFSET 0)
-    OR EXISTS (SELECT 1 FROM subject_revocations
-               WHERE client_id = claim.client_id AND subject = claim.subject
-                 AND action IN (claim.action, '{ALL_ACTIONS}') AND revoked_at > claim.issued_at
-               OFFSET 0)
-"""
+REVOKED_ROW = revoked_sql("claim.", "OFFSET 0")
 
 # The single-use claim (``postgres.SINGLE_USE_CLAIM_SQL``) for many links at once: one
 # row per link, in the order given. A link's ``use`` is NULL when it was not claimed,

@@ -758,13 +758,22 @@ def of_link(client_id: str, link_id: str) -> tuple[ColumnElement[bool], ColumnEl
     )
 
 
-REVOKED = f"""
+def revoked_sql(of: str = ":", subqueries: str = "") -> str:
+    """Whether a link is revoked: its own revocation, or one of its subject for its action
+    (or all) after it was issued. ``of`` prefixes the link's fields (``:`` for the
+    statements' parameters, ``claim.`` for a row's columns); ``subqueries`` ends both
+    probes (``OFFSET 0`` keeps them correlated probes in ``claim_batch.py``)."""
+    return f"""
     EXISTS (SELECT 1 FROM revocations
-            WHERE client_id = :client_id AND link_id = :link_id)
+            WHERE client_id = {of}client_id AND link_id = {of}link_id {subqueries})
     OR EXISTS (SELECT 1 FROM subject_revocations
-               WHERE client_id = :client_id AND subject = :subject
-                 AND action IN (:action, '{ALL_ACTIONS}') AND revoked_at > :issued_at)
+               WHERE client_id = {of}client_id AND subject = {of}subject
+                 AND action IN ({of}action, '{ALL_ACTIONS}') AND revoked_at > {of}issued_at
+               {subqueries})
 """
+
+
+REVOKED = revoked_sql()
 
 _PEEK = """
 SELECT counter.uses AS uses, counter.max_uses AS budget, ({revoked}) AS revoked,
