@@ -63,8 +63,9 @@ def sample_process() -> None:
         for family in PROCESS_COLLECTOR.collect()
         for sample in family.samples
     }
-    # The CPU counter first: a scrape reads the files while they are written, and one that
-    # already sees this worker's gauges (its first sample's) must see its CPU time too.
+    # Counter and gauges live in two files, which a scrape in another worker reads in
+    # directory order while they are written: during this worker's first sample it may
+    # see one and not yet the other. Every scrape after the first sample sees both.
     cpu = figures.get("process_cpu_seconds_total", 0.0)
     if cpu > _cpu_reported[0]:
         _CPU.labels(str(os.getpid())).inc(cpu - _cpu_reported[0])

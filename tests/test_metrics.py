@@ -420,7 +420,10 @@ async def a_fresh_serve_shows_everything_at_zero(service: ServiceProcess) -> Non
                 for name, labels in samples
                 if name == "process_resident_memory_bytes"
             }
-            if len(pids) == 2 and value(samples, "action_links_db_pool_size") == 6:
+            # A worker writes its CPU counter and its gauges to two files, which a scrape
+            # reads in directory order: mid-sample, it may see the gauges but not the CPU yet.
+            sampled = all(value(samples, "process_cpu_seconds_total", pid=pid) > 0 for pid in pids)
+            if len(pids) == 2 and sampled and value(samples, "action_links_db_pool_size") == 6:
                 break
             await asyncio.sleep(0.2)
     assert len(pids) == 2, "each worker's process metrics"
