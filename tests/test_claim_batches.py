@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.config import Settings
@@ -100,6 +101,13 @@ def batches_fail(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
     monkeypatch.setattr(asyncpg.connection.Connection, "fetch", failing)
 
 
+def pool_waits() -> tuple[float, float]:
+    """How many waits for a connection this process has counted, and their seconds."""
+    name = "action_links_db_pool_wait_seconds"
+    count = REGISTRY.get_sample_value(f"{name}_count") or 0.0
+    return count, REGISTRY.get_sample_value(f"{name}_sum") or 0.0
+
+
 async def audit_rows(store: PostgresStore, one: LinkClaims) -> list[asyncpg.Record]:
     return await fetch(
         url_of(store),
@@ -111,8 +119,14 @@ async def audit_rows(store: PostgresStore, one: LinkClaims) -> list[asyncpg.Reco
 
 async def test_queued_first_uses_are_claimed_in_one_statement(store: PostgresStore) -> None:
     links = [link() for _ in range(20)]
+    waits_before, seconds_before = pool_waits()
     results = await claimed_together(store, links)
     assert store.claim_batches() == 1
+    # The pool-wait histogram counts each claim's own wait (>= the 0.05 s they stay
+    # queued), not the turn's one wait for all of them; and each holder's.
+    waits, seconds = pool_waits()
+    assert waits - waits_before == POOL + len(links)
+    assert seconds - seconds_before >= len(links) * 0.05
     ids = set()
     for one, result in zip(links, results, strict=True):
         assert result.redemption is not None
@@ -238,6 +252,7 @@ async def test_a_line_that_stays_full_fails_every_queued_claim(
 ) -> None:
     monkeypatch.setattr(postgres, "POOL_TIMEOUT_SECONDS", 0.2)
     links = [link() for _ in range(3)]
+    waits_before, seconds_before = pool_waits()
     async with line_full(store):
         claims = [
             asyncio.ensure_future(store.claim(one, utc(), deliver=False, lease=None))
@@ -248,6 +263,9 @@ async def test_a_line_that_stays_full_fails_every_queued_claim(
     for claim in claims:
         with pytest.raises(DatabaseUnavailable):
             claim.result()
+    waits, seconds = pool_waits()  # each claim's wait that ended without a connection
+    assert waits - waits_before == POOL + len(links)
+    assert seconds - seconds_before >= len(links) * 0.2
     assert [await audit_rows(store, one) for one in links] == [[], [], []]
     # The line is free again: claims go through.
     assert (await store.claim(links[0], utc(), deliver=False, lease=None)).claimed

@@ -27,19 +27,23 @@ A queued claim whose request is cancelled is left out of the batch it has not
 joined yet. Every claim of a batch gets the batch's failure (``DatabaseUnavailable``
 when the database is gone or no connection came in time). Turns waiting for a
 place stand in the same fair line as every other user of it, one at a time: a
-new turn is started only when a claim is queued and none is waiting.
+new turn is started only when a claim is queued and none is waiting. Each claim's
+wait for a connection, from when it was queued, is what the pool-wait histogram
+counts (as for a claim alone), not its turn's one wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from service import metrics
 from service.models import SINGLE_USE
 from service.store import ClaimResult, Via
 from service.store.sql import claimed, new_redemption_id, revoked_sql
@@ -140,6 +144,11 @@ class _Queued:
     now: datetime
     via: Via
     answer: asyncio.Future[ClaimResult]
+    asked_at: float  # time.perf_counter() when it was queued: its wait for a connection
+
+
+def _each_claim_times_its_wait(seconds: float) -> None:
+    """The turn's own wait, not reported: its claims report theirs (``ClaimBatches._turn``)."""
 
 
 class ClaimBatches:
@@ -162,7 +171,8 @@ class ClaimBatches:
         return self._line.locked()
 
     async def claim(self, link: LinkClaims, now: datetime, via: Via) -> ClaimResult:
-        queued = _Queued(link, now, via, asyncio.get_running_loop().create_future())
+        answer = asyncio.get_running_loop().create_future()
+        queued = _Queued(link, now, via, answer, time.perf_counter())
         self._queue.append(queued)
         if not self._turn_waiting:
             self._line_up()
@@ -190,9 +200,14 @@ class ClaimBatches:
         batch: list[_Queued] = []
         in_line = True
         try:
-            async with self._store.driver() as driver:
+            # The pool-wait histogram counts each claim's wait, from when it was queued,
+            # rather than the turn's one wait for all of them.
+            async with self._store.driver(observe=_each_claim_times_its_wait) as driver:
+                connected_at = time.perf_counter()
                 in_line = self._turn_waiting = False
                 batch = self._take()
+                for queued in batch:
+                    metrics.pool_waited(connected_at - queued.asked_at)
                 if self._queue:  # more than one statement's worth: the next turn lines up
                     self._line_up()
                 if batch:
@@ -201,6 +216,9 @@ class ClaimBatches:
             if in_line:  # no connection came in time: every queued claim would wait the same
                 self._turn_waiting = False
                 batch, self._queue = self._queue, []
+                given_up_at = time.perf_counter()
+                for queued in batch:
+                    metrics.pool_waited(given_up_at - queued.asked_at)
             for queued in batch:
                 if queued.answer.done():
                     continue

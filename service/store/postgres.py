@@ -83,6 +83,7 @@ from service.store.sql import (
     REVOKED,
     GuardedPool,
     SqlStore,
+    WaitObserver,
     claim_params,
     claimed,
     link_state,
@@ -206,10 +207,11 @@ class _Turn:
     invalidated rather than given back: its protocol state is unknown.
     """
 
-    __slots__ = ("_pooled", "_store")
+    __slots__ = ("_observe", "_pooled", "_store")
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: PostgresStore, observe: WaitObserver) -> None:
         self._store = store
+        self._observe = observe  # the wait for a place and a connection, in seconds
 
     async def __aenter__(self) -> asyncpg.Connection[Any]:
         store = self._store
@@ -220,7 +222,7 @@ class _Turn:
                 async with asyncio.timeout(POOL_TIMEOUT_SECONDS):
                     await line.acquire()
             except TimeoutError:
-                metrics.pool_waited(time.perf_counter() - asked_at)
+                self._observe(time.perf_counter() - asked_at)
                 raise DatabaseUnavailable("no database connection free in time") from None
         else:  # a place free: taken at once, without arming a timer (most requests)
             await line.acquire()
@@ -228,9 +230,10 @@ class _Turn:
             kept = store._take_kept()
             if kept is not None:
                 self._pooled = kept
-                metrics.pool_waited(time.perf_counter() - asked_at)
+                self._observe(time.perf_counter() - asked_at)
             else:
-                with waiting_since(asked_at):  # the pool's checkout times the whole wait
+                # The pool's checkout times the whole wait.
+                with waiting_since(asked_at, self._observe):
                     self._pooled = await store._engine.raw_connection()
         except BaseException:
             line.release()
@@ -446,14 +449,14 @@ class PostgresStore(SqlStore):
             pooled.close()  # back to the pool, which the engine's disposal closes
         await super().close()
 
-    def driver(self) -> _Turn:
+    def driver(self, observe: WaitObserver = metrics.pool_waited) -> _Turn:
         """A pooled connection's asyncpg connection, after a fair wait in line
-        (``async with store.driver() as connection``).
+        (``async with store.driver() as connection``), the wait reported to ``observe``.
 
         Only for autocommit statements: nothing here begins or ends a
         transaction, so returning the connection needs no round trip.
         """
-        return _Turn(self)
+        return _Turn(self, observe)
 
     def kept_connections(self) -> int:
         return len(self._kept)

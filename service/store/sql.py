@@ -124,20 +124,27 @@ def _on_error(context: ExceptionContext) -> BaseException | None:
     return None
 
 
+# What a wait for a connection is reported to, in seconds: the histogram
+# ``action_links_db_pool_wait_seconds`` unless a caller times its waits itself.
+WaitObserver = Callable[[float], None]
+
 # When the caller began waiting for a connection, if before the pool's own checkout
-# (the PostgreSQL store's line): SQLAlchemy runs the checkout in a greenlet that
-# shares the caller's context, so the pool sees it.
-_asked_at: ContextVar[float | None] = ContextVar("action_links_pool_asked_at", default=None)
+# (the PostgreSQL store's line), and what the wait is reported to: SQLAlchemy runs the
+# checkout in a greenlet that shares the caller's context, so the pool sees it.
+_asked: ContextVar[tuple[float, WaitObserver] | None] = ContextVar(
+    "action_links_pool_asked", default=None
+)
 
 
 @contextmanager
-def waiting_since(asked_at: float) -> Iterator[None]:
-    """Checkouts in this block count their wait from ``asked_at`` (``time.perf_counter``)."""
-    token = _asked_at.set(asked_at)
+def waiting_since(asked_at: float, observe: WaitObserver = metrics.pool_waited) -> Iterator[None]:
+    """Checkouts in this block count their wait from ``asked_at`` (``time.perf_counter``)
+    and report it to ``observe``."""
+    token = _asked.set((asked_at, observe))
     try:
         yield
     finally:
-        _asked_at.reset(token)
+        _asked.reset(token)
 
 
 class GuardedPool(AsyncAdaptedQueuePool):
@@ -148,8 +155,8 @@ class GuardedPool(AsyncAdaptedQueuePool):
     unavailable = staticmethod(unavailable)
 
     def connect(self) -> PoolProxiedConnection:
-        asked_at = _asked_at.get()
-        started = time.perf_counter() if asked_at is None else asked_at
+        asked = _asked.get()
+        started, observe = (time.perf_counter(), metrics.pool_waited) if asked is None else asked
         try:
             return super().connect()
         except Exception as exc:
@@ -157,7 +164,7 @@ class GuardedPool(AsyncAdaptedQueuePool):
                 raise DatabaseUnavailable() from exc
             raise
         finally:
-            metrics.pool_waited(time.perf_counter() - started)
+            observe(time.perf_counter() - started)
 
 
 def guard(engine: AsyncEngine) -> AsyncEngine:
