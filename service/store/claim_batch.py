@@ -151,6 +151,14 @@ def _each_claim_times_its_wait(seconds: float) -> None:
     """The turn's own wait, not reported: its claims report theirs (``ClaimBatches._turn``)."""
 
 
+def _waited(batch: list[_Queued]) -> None:
+    """Each claim's wait, from when it was queued until now (its turn's connection came,
+    or no connection came in time)."""
+    now = time.perf_counter()
+    for queued in batch:
+        metrics.pool_waited(now - queued.asked_at)
+
+
 class ClaimBatches:
     """The queue of single-use first uses that found the line full, and the turns that
     claim them together (``PostgresStore.claim`` decides which claims come here)."""
@@ -203,11 +211,9 @@ class ClaimBatches:
             # The pool-wait histogram counts each claim's wait, from when it was queued,
             # rather than the turn's one wait for all of them.
             async with self._store.driver(observe=_each_claim_times_its_wait) as driver:
-                connected_at = time.perf_counter()
                 in_line = self._turn_waiting = False
                 batch = self._take()
-                for queued in batch:
-                    metrics.pool_waited(connected_at - queued.asked_at)
+                _waited(batch)
                 if self._queue:  # more than one statement's worth: the next turn lines up
                     self._line_up()
                 if batch:
@@ -216,9 +222,7 @@ class ClaimBatches:
             if in_line:  # no connection came in time: every queued claim would wait the same
                 self._turn_waiting = False
                 batch, self._queue = self._queue, []
-                given_up_at = time.perf_counter()
-                for queued in batch:
-                    metrics.pool_waited(given_up_at - queued.asked_at)
+                _waited(batch)
             for queued in batch:
                 if queued.answer.done():
                     continue

@@ -137,7 +137,7 @@ _asked: ContextVar[tuple[float, WaitObserver] | None] = ContextVar(
 
 
 @contextmanager
-def waiting_since(asked_at: float, observe: WaitObserver = metrics.pool_waited) -> Iterator[None]:
+def waiting_since(asked_at: float, observe: WaitObserver) -> Iterator[None]:
     """Checkouts in this block count their wait from ``asked_at`` (``time.perf_counter``)
     and report it to ``observe``."""
     token = _asked.set((asked_at, observe))
